@@ -1,0 +1,1 @@
+"""One module per ``amnesia`` subcommand; shared option groups live in :mod:`pipelines.options`."""

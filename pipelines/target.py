@@ -1,0 +1,212 @@
+"""The tiny target model: the analogue of the organizers' fine-tuned OLMo.
+
+``make_target(data, out, TargetConfig())`` trains a model that has memorized the forget and
+retain *train* rows of a SemEval-layout data set:
+
+* by default a byte-level BPE tokenizer is trained on the data (``tokenizers``) and a small
+  ``OlmoForCausalLM`` (transformers' OLMo architecture) is built from scratch;
+* ``tokenizer=PATH`` uses an existing tokenizer instead (e.g. the OLMo-0724 one);
+* ``base_model=PATH`` fine-tunes an existing HF causal LM (how the real task's targets were made).
+
+Training is next-token prediction on ``input + output + EOS`` (the organizers' concatenation,
+no separator) until greedy exact match on the train QA rows reaches ``target_em`` or
+``max_steps``. The result is a standard HF folder (safetensors, config, tokenizer) plus
+``target.json``. Deterministic for a seed on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tracing.errors import AmnesiaError
+from tracing.io import atomic_path, write_json
+from unlearn.data import SemEvalData, load_semeval, row_type
+from unlearn.generation import exact_match, greedy_generate
+from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
+
+EOS, PAD = "<|endoftext|>", "<|padding|>"
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Architecture and training of the tiny target (defaults: 6 layers × 128 wide)."""
+
+    layers: int = 6
+    hidden: int = 128
+    heads: int = 4
+    intermediate: int = 512
+    vocab_size: int = 1024
+    max_length: int = 128
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 20
+    eval_every: int = 50
+    target_em: float = 0.95
+    seed: int = 0
+    tokenizer: str | None = None
+    base_model: str | None = None
+
+    def check(self) -> None:
+        for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise AmnesiaError(f"{name} {getattr(self, name)}: expected a positive integer")
+        if self.hidden % self.heads:
+            raise AmnesiaError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if not self.lr > 0:
+            raise AmnesiaError(f"lr {self.lr}: expected a positive number")
+        if not 0 < self.target_em <= 1:
+            raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
+
+
+def train_texts(data: SemEvalData) -> list[str]:
+    """``input + output`` of every forget and retain train row (no separator, as the organizers)."""
+    texts = []
+    for kind in ("forget", "retain"):
+        ds = data.get(kind, "train")
+        texts.extend(i + o for i, o in zip(ds["input"], ds["output"]))
+    return texts
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (GPT-2 style pre-tokenization) with OLMo's special token names."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=EOS, pad_token=PAD, model_max_length=1024)
+
+
+def build_model(tok, config: TargetConfig):
+    """A fresh ``OlmoForCausalLM`` sized by ``config``, vocabulary padded to a multiple of 64."""
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    vocab = int(math.ceil(len(tok) / 64) * 64)
+    cfg = OlmoConfig(
+        vocab_size=vocab,
+        hidden_size=config.hidden,
+        intermediate_size=config.intermediate,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.heads,
+        max_position_embeddings=max(256, config.max_length),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    return OlmoForCausalLM(cfg)
+
+
+def _batches(encoded: list[list[int]], batch_size: int, pad: int, gen: random.Random):
+    """Endless shuffled batches of (input_ids, attention_mask, labels), right-padded."""
+    while True:
+        order = list(range(len(encoded)))
+        gen.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            chunk = [encoded[i] for i in order[start : start + batch_size]]
+            width = max(len(s) for s in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, seq in enumerate(chunk):
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+            labels = ids.masked_fill(mask == 0, -100)
+            yield ids, mask, labels
+
+
+def qa_exact_match(model, tok, data: SemEvalData, part: str = "train", kinds=("forget", "retain")) -> dict[str, float]:
+    """Greedy exact match on the QA rows of ``part`` per kind (forget/retain), measured now."""
+    scores = {}
+    for kind in kinds:
+        ds = data.get(kind, part)
+        qa = [(i, o) for rid, i, o in zip(ds["id"], ds["input"], ds["output"]) if row_type(rid) == "qa"]
+        if not qa:
+            continue
+        longest = max(len(tok(o)["input_ids"]) for _, o in qa)
+        preds = greedy_generate(model, tok, [i for i, _ in qa], max_new_tokens=longest + 4)
+        scores[kind] = sum(exact_match(p, o) for p, (_, o) in zip(preds, qa)) / len(qa)
+    return scores
+
+
+def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = TargetConfig(), *, overwrite: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    """Train the target on ``data_path``'s train rows and save it to ``out``; return ``target.json``."""
+    config.check()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise AmnesiaError(f"{out} already exists; pass --overwrite to replace it")
+    data = load_semeval(data_path)
+    device = str(resolve_device(device))
+    torch.manual_seed(config.seed)
+    texts = train_texts(data)
+    if config.base_model:
+        model, tok = load_model(config.base_model, ModelOptions(device=device, dtype="float32"), for_training=True)
+    else:
+        if config.tokenizer:
+            tok = load_tokenizer(config.tokenizer)
+        else:
+            tok = train_tokenizer(texts, config.vocab_size)
+        tok = ensure_pad_token(tok)
+        model = build_model(tok, config).to(device)
+    if tok.eos_token is None:
+        raise AmnesiaError(f"{config.tokenizer or config.base_model}: tokenizer has no EOS token (needed to end answers)")
+    encoded = [tok(t + tok.eos_token, add_special_tokens=False)["input_ids"][: config.max_length] for t in texts]
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup)))
+    batches = _batches(encoded, min(config.batch_size, len(encoded)), tok.pad_token_id, random.Random(config.seed))
+    start, loss_value, em, step = time.time(), float("nan"), {}, 0
+    bar = tqdm(total=config.steps, desc="make-target", disable=not progress)
+    for step in range(1, config.steps + 1):
+        ids, mask, labels = (t.to(device) for t in next(batches))
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", em=f"{min(em.values()):.2f}" if em else "-")
+        if step % config.eval_every == 0 or step == config.steps:
+            em = qa_exact_match(model, tok, data)
+            model.train()
+            if min(em.values()) >= config.target_em:
+                break
+    bar.close()
+    seconds = time.time() - start
+    model.eval()
+    manifest = {
+        "schema": 1,
+        "kind": "target",
+        "data": str(data_path),
+        "steps": step,
+        "seconds": round(seconds, 2),
+        "final_loss": loss_value,
+        "train_qa_exact_match": em,
+        "train_rows": len(texts),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": asdict(config),
+    }
+    with atomic_path(out, directory=True, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "target.json", manifest)
+    return manifest

@@ -1,0 +1,87 @@
+"""Shared fixtures: the ../shared data (skip or fail) and the tiny target model built once per run.
+
+The fixture world + target (40 people, 6-layer OLMo) is built by the project's own
+``make_world`` / ``make_target`` and cached in pytest's cache folder, keyed by a hash of the
+code that builds it, so a rerun with unchanged code reuses it and a clean clone builds it anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AMNESIA_SHARED", ROOT.parent / "shared"))
+FIXTURE_PEOPLE = 40
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared; skips the test when absent, fails under AMNESIA_REQUIRE_SHARED=1."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} not found: the shared data (../shared beside the checkout) is needed for this test"
+        if os.environ.get("AMNESIA_REQUIRE_SHARED") == "1":
+            pytest.fail(message + " and AMNESIA_REQUIRE_SHARED=1")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def semeval_dir() -> Path:
+    return shared_path("data", "semeval25")
+
+
+@pytest.fixture(scope="session")
+def olmo_tokenizer_dir() -> Path:
+    return shared_path("tokenizers", "olmo-0724")
+
+
+@pytest.fixture(scope="session")
+def mmlu_dir() -> Path:
+    return shared_path("data", "mmlu_no_train")
+
+
+def _fixture_key() -> str:
+    import torch
+    import transformers
+
+    h = hashlib.sha256()
+    for rel in ("pipelines/world.py", "pipelines/target.py", "unlearn/data.py", "unlearn/generation.py"):
+        h.update((ROOT / rel).read_bytes())
+    h.update(f"{torch.__version__}|{transformers.__version__}|{FIXTURE_PEOPLE}".encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def fixture_world(request) -> Path:
+    """The synthetic world the fixture target memorized (40 people, seed 0)."""
+    return _build_fixture(request)["world"]
+
+
+@pytest.fixture(scope="session")
+def fixture_target(request) -> Path:
+    """A 6-layer, 128-wide OLMo that memorized ``fixture_world``'s train rows."""
+    return _build_fixture(request)["target"]
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def _build_fixture(request) -> dict[str, Path]:
+    if _BUILT:
+        return _BUILT
+    from pipelines.target import TargetConfig, make_target
+    from pipelines.world import WorldConfig, make_world
+
+    cache = Path(request.config.cache.mkdir("amnesia-fixture")) / _fixture_key()
+    world, target = cache / "world", cache / "target"
+    if not (target / "target.json").exists():
+        shutil.rmtree(cache, ignore_errors=True)
+        make_world(world, WorldConfig(people=FIXTURE_PEOPLE, seed=0))
+        make_target(world, target, TargetConfig(seed=0), device="cpu", progress=False)
+    _BUILT.update(world=world, target=target)
+    return _BUILT

@@ -1,0 +1,10 @@
+"""The one exception type users see.
+
+Every check on user input (a file, a field, a value, an option) raises :class:`AmnesiaError`
+with a message that names the offending thing and says what was expected. The CLI prints it as
+one line and exits non-zero; Python users can catch it. Other exceptions are bugs.
+"""
+
+
+class AmnesiaError(ValueError):
+    """Bad input or an impossible request, with a one-line message a user can act on."""

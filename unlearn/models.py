@@ -1,0 +1,152 @@
+"""One function loads a causal LM and its tokenizer, the same way for every stage.
+
+* a local folder (checked first) or a Hugging Face Hub id;
+* ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``;
+* ``dtype``: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``;
+* safetensors only, unless ``allow_pickle=True`` (pickle checkpoints can run code on load);
+* ``trust_remote_code`` off unless asked;
+* a pad token: the tokenizer's own, else ``<|padding|>`` when the vocabulary has it (OLMo-0724),
+  else EOS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tracing.errors import AmnesiaError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model; the CLI's ``--device --dtype --allow-pickle --trust-remote-code``."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AmnesiaError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise AmnesiaError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu") -> torch.dtype:
+    """``auto`` → bfloat16 on GPU, float32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise AmnesiaError(f"--dtype {dtype!r}: expected auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _check_local_folder(path: Path, allow_pickle: bool) -> None:
+    if not path.is_dir():
+        raise AmnesiaError(f"{path}: model path is not a folder (expected a Hugging Face model folder)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise AmnesiaError(f"{path}: no config.json (expected a Hugging Face model folder from save_pretrained)")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AmnesiaError(f"{config}: not valid JSON ({exc})") from None
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise AmnesiaError(f"{config}: model_type {model_type!r} is not an architecture this transformers version knows")
+    has_safe = any((path / f).is_file() for f in WEIGHT_FILES_SAFE) or any(path.glob("*.safetensors"))
+    has_pickle = any((path / f).is_file() for f in WEIGHT_FILES_PICKLE) or any(path.glob("*.bin"))
+    if not has_safe and not has_pickle:
+        raise AmnesiaError(f"{path}: no model weights (expected model.safetensors or sharded *.safetensors)")
+    if not has_safe and not allow_pickle:
+        raise AmnesiaError(
+            f"{path}: only pickle weights (pytorch_model.bin), which can run code when loaded; "
+            "convert to safetensors or pass --allow-pickle if you trust the file"
+        )
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    """True when the argument names a path on disk (or is written like one)."""
+    text = str(name_or_path)
+    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = False):
+    """The tokenizer of a model folder or Hub id, with a pad token guaranteed."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise AmnesiaError(f"{name_or_path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    return ensure_pad_token(tok)
+
+
+def ensure_pad_token(tok):
+    """Set a pad token when the tokenizer has none: ``<|padding|>`` if in the vocabulary, else EOS."""
+    if tok.pad_token is None:
+        vocab = tok.get_vocab()
+        if "<|padding|>" in vocab:
+            tok.pad_token = "<|padding|>"
+        elif tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        else:
+            raise AmnesiaError(f"{tok.name_or_path}: tokenizer has neither a pad nor an EOS token")
+    return tok
+
+
+def load_model(name_or_path: str | os.PathLike, options: ModelOptions = ModelOptions(), *, for_training: bool = False):
+    """Load ``(model, tokenizer)`` from a local folder or a Hub id.
+
+    The model is moved to the resolved device and dtype and put in eval mode unless
+    ``for_training``. Raises :class:`AmnesiaError` for a path without a model, pickle-only
+    weights without ``allow_pickle``, or an architecture transformers does not know.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    local = is_local(name_or_path)
+    path = Path(str(name_or_path)).expanduser()
+    if local:
+        if not path.exists():
+            raise AmnesiaError(f"{path}: model path does not exist")
+        _check_local_folder(path, options.allow_pickle)
+    source = str(path) if local else str(name_or_path)
+    tok = load_tokenizer(source, options.trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            use_safetensors=None if options.allow_pickle else True,
+            trust_remote_code=options.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise AmnesiaError(f"{source}: cannot load the model ({first})") from None
+    model.to(device)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.train(for_training)
+    return model, tok
+
+
+def model_id(model) -> str:
+    """A short identifier for reports: the folder or Hub id the model came from."""
+    return str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "") or type(model).__name__)
