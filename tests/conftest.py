@@ -7,6 +7,7 @@ code that builds it, so a rerun with unchanged code reuses it and a clean clone 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -77,11 +78,14 @@ def _build_fixture(request) -> dict[str, Path]:
     from pipelines.target import TargetConfig, make_target
     from pipelines.world import WorldConfig, make_world
 
-    cache = Path(request.config.cache.mkdir("amnesia-fixture")) / _fixture_key()
+    root = Path(request.config.cache.mkdir("amnesia-fixture"))
+    cache = root / _fixture_key()
     world, target = cache / "world", cache / "target"
-    if not (target / "target.json").exists():
-        shutil.rmtree(cache, ignore_errors=True)
-        make_world(world, WorldConfig(people=FIXTURE_PEOPLE, seed=0))
-        make_target(world, target, TargetConfig(seed=0), device="cpu", progress=False)
+    with open(root / ".lock", "w") as lock:  # concurrent pytest runs build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "target.json").exists():
+            shutil.rmtree(cache, ignore_errors=True)
+            make_world(world, WorldConfig(people=FIXTURE_PEOPLE, seed=0))
+            make_target(world, target, TargetConfig(seed=0), device="cpu", progress=False)
     _BUILT.update(world=world, target=target)
     return _BUILT
