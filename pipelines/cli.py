@@ -19,6 +19,7 @@ from tracing.errors import AmnesiaError
 COMMANDS = (
     "pipelines.commands.make_world",
     "pipelines.commands.make_target",
+    "pipelines.commands.trace",
 )
 
 

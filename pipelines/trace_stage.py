@@ -1,0 +1,174 @@
+"""The tracing stage: facts from SemEval-layout data → trace → summary → layers.json + figures.
+
+:func:`run_trace` is what ``amnesia trace`` and ``amnesia unlearn --layers auto`` call. It
+writes into ``out_dir`` (each file atomically):
+
+* ``trace.json`` — per fact ``prompt, subject, answer, tokens, subject_range, p_clean,
+  p_corrupt, ie: {kind: T×L}``, the run's configuration, the ``summary`` (AIE per kind / token
+  group / layer with 95 % CIs, average TE, kept and skipped counts) and the skipped facts;
+* ``layers.json`` — the selected layers (:mod:`tracing.layers` schema), read by unlearning;
+* ``heatmaps/NNN.png`` — the first ``heatmaps`` facts, ROME style;
+* ``aie.png`` — AIE curves by token group with CI bands.
+
+Facts: by default the forget set's train part, Task-2 QA rows whose question names its person
+(the data the model is to forget). ``FactSource`` picks another split/part, the paper's
+rephrasing, or caps the number traced (the first ``max_facts`` that pass the filter, in data
+order). A JSON/JSONL file of ``{prompt, subject, answer}`` records works too
+(:func:`load_fact_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+from tracing.aggregation import aggregate
+from tracing.errors import AmnesiaError
+from tracing.facts import Fact, FactSet, facts_from_records, facts_from_rows, prepare_facts
+from tracing.io import atomic_path, write_json
+from tracing.layers import LayerSelection
+from tracing.plots import plot_aie, plot_fact
+from tracing.selection import SelectionConfig, select_layers
+from tracing.tracer import TraceConfig, TraceResult, trace_facts
+from unlearn.data import SemEvalData
+
+SPLITS = ("forget", "retain", "all")
+PARTS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class FactSource:
+    """Which rows become facts. Default: forget-set train rows, Task 2, as asked."""
+
+    split: Literal["forget", "retain", "all"] = "forget"
+    part: Literal["train", "validation"] = "train"
+    tasks: tuple[str, ...] = ("Task2",)
+    rephrase: bool = False
+    max_facts: int | None = None
+
+    def check(self) -> "FactSource":
+        if self.split not in SPLITS:
+            raise AmnesiaError(f"split {self.split!r}: expected one of {', '.join(SPLITS)}")
+        if self.part not in PARTS:
+            raise AmnesiaError(f"part {self.part!r}: expected one of {', '.join(PARTS)}")
+        if self.max_facts is not None and self.max_facts < 1:
+            raise AmnesiaError(f"max_facts {self.max_facts}: expected a positive integer (or no cap)")
+        return self
+
+
+@dataclass(frozen=True)
+class TraceStageConfig:
+    """Everything the tracing stage needs besides the model and the data."""
+
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    select: SelectionConfig = field(default_factory=SelectionConfig)
+    facts: FactSource = field(default_factory=FactSource)
+    heatmaps: int = 4
+
+    def check(self) -> "TraceStageConfig":
+        self.trace.check()
+        self.select.check()
+        self.facts.check()
+        if self.heatmaps < 0:
+            raise AmnesiaError(f"heatmaps {self.heatmaps}: expected a number >= 0")
+        if self.select.kind not in self.trace.kinds:
+            raise AmnesiaError(f"selection kind {self.select.kind!r} is not among the traced kinds {','.join(self.trace.kinds)}")
+        return self
+
+
+@dataclass
+class TraceOutcome:
+    """What :func:`run_trace` produced and where it wrote it."""
+
+    result: TraceResult
+    summary: dict
+    selection: LayerSelection
+    paths: dict[str, Path]
+
+
+def facts_from_data(data: SemEvalData, source: FactSource = FactSource()) -> tuple[list[Fact], list]:
+    """Candidate facts (and QA rows naming no subject) from ``data`` as ``source`` says."""
+    source.check()
+    kinds = ("forget", "retain") if source.split == "all" else (source.split,)
+    facts, skipped = [], []
+    for kind in kinds:
+        f, s = facts_from_rows(data.get(kind, source.part), tasks=source.tasks, rephrase=source.rephrase)
+        facts.extend(f)
+        skipped.extend(s)
+    return facts, skipped
+
+
+def load_fact_file(path: str | Path) -> list[Fact]:
+    """Facts from a JSON list (or ``{"facts": [...]}``) or JSONL file of records.
+
+    Records are ``{prompt, subject, answer}`` (answer appended verbatim) or ROME's known-facts
+    ``{prompt, subject, attribute}`` (joined with a space).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AmnesiaError(f"{path}: facts file does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            obj = json.loads(text)
+            records = obj.get("facts") if isinstance(obj, dict) else obj
+    except json.JSONDecodeError as exc:
+        raise AmnesiaError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(records, list):
+        raise AmnesiaError(f"{path}: expected a list of {{prompt, subject, answer}} records (or {{\"facts\": [...]}})")
+    return facts_from_records(records, where=str(path))
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "fact"
+
+
+def run_trace(
+    model,
+    tokenizer,
+    data: SemEvalData | Sequence[Fact],
+    out_dir: str | Path,
+    config: TraceStageConfig = TraceStageConfig(),
+    *,
+    progress: bool = True,
+    overwrite: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TraceOutcome:
+    """Build facts, trace them, aggregate, select layers, write all outputs into ``out_dir``."""
+    config.check()
+    out_dir = Path(out_dir)
+    if not overwrite and (out_dir / "trace.json").exists():
+        raise AmnesiaError(f"{out_dir / 'trace.json'} already exists; pass --overwrite to replace it")
+    say = log or (lambda message: None)
+    if isinstance(data, SemEvalData):
+        facts, unnamed = facts_from_data(data, config.facts)
+        where = f"{data.source} ({config.facts.split}/{config.facts.part}, {','.join(config.facts.tasks)})"
+    else:
+        facts, unnamed, where = list(data), [], "the given facts"
+    if not facts and not unnamed:
+        raise AmnesiaError(f"{where}: no QA rows to build facts from (expected questions like 'What is NAME's phone number?')")
+    prepared = prepare_facts(model, tokenizer, facts, max_tokens=config.trace.max_tokens)
+    n_passed = len(prepared.kept)
+    capped = FactSet(prepared.kept[: config.facts.max_facts] if config.facts.max_facts else prepared.kept, unnamed + prepared.skipped)
+    say(f"facts from {where}: {len(facts) + len(unnamed)} candidates, {n_passed} kept, tracing {len(capped.kept)}")
+    result = trace_facts(model, tokenizer, capped, config.trace, progress=progress)
+    result.n_passed = n_passed
+    summary = aggregate(result.traces)
+    summary["counts"] = result.counts()
+    selection = select_layers(summary, config.select, model=result.model, method_note=config.trace.method)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"trace": result.save(out_dir / "trace.json", summary), "layers": selection.save(out_dir / "layers.json")}
+    with atomic_path(out_dir / "heatmaps", directory=True, overwrite=True) as tmp:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        for i, trace in enumerate(result.traces[: config.heatmaps]):
+            plot_fact(trace, tmp / f"{i:03d}_{_slug(trace.fact.subject)}_{_slug(trace.fact.relation or trace.fact.answer, 20)}.png", model=result.model)
+    paths["heatmaps"] = out_dir / "heatmaps"
+    paths["aie"] = plot_aie(summary, out_dir / "aie.png")
+    return TraceOutcome(result, summary, selection, paths)
