@@ -81,6 +81,13 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def require_causal_lm(model) -> None:
+    """Raise :class:`AmnesiaError` unless ``model`` is a decoder-only causal LM."""
+    can_generate = getattr(model, "can_generate", None)
+    if not callable(can_generate) or not can_generate() or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise AmnesiaError(f"{model_name(model)}: architecture {architecture(model)} is not a decoder-only causal language model (causal tracing needs one)")
+
+
 @contextlib.contextmanager
 def bridged(model, tokenizer) -> Iterator:
     """Boot a ``TransformerBridge`` on ``model`` (in place) and restore ``model`` on exit.
@@ -90,10 +97,8 @@ def bridged(model, tokenizer) -> Iterator:
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    require_causal_lm(model)
     name, arch = model_name(model), architecture(model)
-    can_generate = getattr(model, "can_generate", None)
-    if not callable(can_generate) or not can_generate() or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        raise AmnesiaError(f"{name}: architecture {arch} is not a decoder-only causal language model (causal tracing needs one)")
     config = model.config
     snapshot = _snapshot(model)
     saved_archs = getattr(config, "architectures", None)
