@@ -1,0 +1,106 @@
+"""Tokenization with output-only labels, chat templates, truncation, paired batches."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+import torch
+
+from tracing.errors import AmnesiaError
+from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, uses_chat_template
+from unlearn.models import load_tokenizer
+
+CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
+@pytest.fixture(scope="module")
+def tok(fixture_target):
+    return load_tokenizer(fixture_target)
+
+
+def _decoded_labels(tok, enc, i=0):
+    return tok.decode([t for t in enc.labels[i] if t != -100])
+
+
+def test_labels_cover_exactly_the_output(tok):
+    enc = encode_rows(tok, ["What is the birth date of Xanthe Yarrow?"], ["1955-12-27"], chat_template="auto")
+    assert _decoded_labels(tok, enc) == "1955-12-27" + tok.eos_token
+    assert tok.decode(enc.input_ids[0]) == "What is the birth date of Xanthe Yarrow?1955-12-27" + tok.eos_token
+    assert len(enc.labels[0]) == len(enc.input_ids[0])
+    # no EOS when asked
+    enc = encode_rows(tok, ["Q?"], [" answer"], add_eos=False)
+    assert _decoded_labels(tok, enc) == " answer"
+
+
+def test_chat_template_auto_on_off(tok):
+    assert not uses_chat_template(tok, "auto") and not uses_chat_template(tok, "off")
+    with pytest.raises(AmnesiaError, match="has no chat template, but --chat-template on asks for one"):
+        uses_chat_template(tok, "on")
+    with pytest.raises(AmnesiaError, match="chat template 'yes': expected one of auto, on, off"):
+        uses_chat_template(tok, "yes")
+    chat_tok = copy.deepcopy(tok)
+    chat_tok.chat_template = CHAT
+    for mode in ("auto", "on"):
+        enc = encode_rows(chat_tok, ["What is X?"], ["42"], chat_template=mode)
+        text = chat_tok.decode(enc.input_ids[0])
+        assert text == "<|user|>What is X?\n<|assistant|>42" + tok.eos_token
+        assert _decoded_labels(chat_tok, enc) == "42" + tok.eos_token
+    enc = encode_rows(chat_tok, ["What is X?"], ["42"], chat_template="off")
+    assert chat_tok.decode(enc.input_ids[0]) == "What is X?42" + tok.eos_token
+
+
+def test_truncation_warns_with_counts(tok):
+    long_prompt = "word " * 60
+    with pytest.warns(UserWarning, match=r"^forget set: 2 of 3 rows are longer than max_length 16 tokens and were truncated; 1 rows have no output token left and are skipped$"):
+        enc = encode_rows(tok, ["short?", "Q Q Q", long_prompt], ["yes", "a b c d e f g h i j", "x"], max_length=16, name="forget set")
+    assert (enc.rows, len(enc), enc.truncated, enc.dropped) == (3, 2, 2, 1)
+    assert all(len(ids) <= 16 for ids in enc.input_ids)
+    with pytest.raises(AmnesiaError, match="retain set: no row has an output token within max_length 8"):
+        with pytest.warns(UserWarning):
+            encode_rows(tok, [long_prompt], ["x"], max_length=8, name="retain set")
+
+
+def _enc(tok, n, tag):
+    return encode_rows(tok, [f"{tag} {i}?" for i in range(n)], [f" {i}" for i in range(n)], ids=[f"{tag}{i}" for i in range(n)])
+
+
+@pytest.mark.parametrize("n_forget, n_retain", [(10, 4), (4, 10), (6, 6)])
+def test_pairing_epochs_and_retain_cycling(tok, n_forget, n_retain):
+    ds = PairedDataset(_enc(tok, n_forget, "f"), _enc(tok, n_retain, "r"), seed=3)
+    sampler = EpochSampler(len(ds))
+    seen_retain = []
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        pairs = [ds.rows(k) for k in keys]
+        assert sorted(f for f, _ in pairs) == list(range(n_forget))  # every forget row once per epoch
+        orders.append([f for f, _ in pairs])
+        seen_retain += [r for _, r in pairs]
+        assert all(ds[k]["epoch"] == epoch for k in keys)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+    # retain rows are consumed in full cycles: each cycle covers every retain row once
+    total = len(seen_retain)
+    for start in range(0, total - total % n_retain, n_retain):
+        assert sorted(seen_retain[start : start + n_retain]) == list(range(n_retain))
+    assert Counter(seen_retain).keys() == set(range(n_retain))
+    # an item is a pure function of its key (what makes resume exact)
+    again = PairedDataset(_enc(tok, n_forget, "f"), _enc(tok, n_retain, "r"), seed=3)
+    assert [again.rows(k) for k in range(3 * n_forget)] == [ds.rows(k) for k in range(3 * n_forget)]
+    other = PairedDataset(_enc(tok, n_forget, "f"), _enc(tok, n_retain, "r"), seed=4)
+    assert [other.rows(k) for k in range(n_forget)] != [ds.rows(k) for k in range(n_forget)]
+
+
+def test_collator_pads_each_half(tok):
+    ds = PairedDataset(_enc(tok, 3, "forget row"), _enc(tok, 2, "r"), seed=0)
+    batch = PairedCollator(tok.pad_token_id)([ds[0], ds[1], ds[2]])
+    assert set(batch) == {"epoch", "forget_input_ids", "forget_attention_mask", "forget_labels", "retain_input_ids", "retain_attention_mask", "retain_labels"}
+    for half in ("forget", "retain"):
+        ids, mask, labels = batch[f"{half}_input_ids"], batch[f"{half}_attention_mask"], batch[f"{half}_labels"]
+        assert ids.shape == mask.shape == labels.shape and ids.shape[0] == 3
+        assert torch.all(ids[mask == 0] == tok.pad_token_id) and torch.all(labels[mask == 0] == -100)
+        assert (labels != -100).sum() > 0
+    only_forget = PairedDataset(_enc(tok, 2, "f"), None)
+    assert "retain_input_ids" not in PairedCollator(tok.pad_token_id)([only_forget[0]])

@@ -1,0 +1,230 @@
+"""Tokenized forget/retain examples and the paired batches the unlearning trainer reads.
+
+Each example is the prompt (``input``) followed by the answer (``output``):
+
+* ``chat_template="auto"`` wraps the prompt in the tokenizer's chat template when it has one
+  (a user turn, then the generation prompt); ``"on"`` requires a template; ``"off"`` joins
+  ``input + output`` as they are, which is how the SemEval targets were fine-tuned (no separator);
+* EOS is appended after the output (the target learned to stop there);
+* labels are ``-100`` on every prompt token, so every loss is taken on output tokens only.
+  With a fast tokenizer the boundary comes from character offsets of the joint tokenization
+  (a token straddling prompt and output counts as output); otherwise from the prompt's length;
+* rows longer than ``max_length`` tokens are cut on the right; one warning counts them
+  (and the rows left with no output token, which are dropped).
+
+:class:`PairedDataset` pairs every forget row with a retain row. An epoch is one pass over the
+forget rows in a seeded shuffled order; retain rows are consumed in their own seeded order,
+continuing across epochs and starting over when exhausted (so a short retain set cycles and a
+long one is seen in full over several epochs). An item is a pure function of its key
+``epoch·n_forget + position`` — :class:`EpochSampler` yields those keys — so a resumed run sees
+exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tracing.errors import AmnesiaError
+
+IGNORE = -100
+CHAT_MODES = ("auto", "on", "off")
+
+
+def uses_chat_template(tokenizer, mode: str) -> bool:
+    """Whether prompts are wrapped in the tokenizer's chat template under ``mode`` (auto/on/off)."""
+    if mode not in CHAT_MODES:
+        raise AmnesiaError(f"chat template {mode!r}: expected one of {', '.join(CHAT_MODES)}")
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if mode == "on" and not has:
+        raise AmnesiaError(f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: has no chat template, but --chat-template on asks for one (use auto or off)")
+    return has and mode != "off"
+
+
+def format_prompt(tokenizer, prompt: str, chat: bool) -> str:
+    """The prompt text the model sees (chat-wrapped with the generation prompt, or as is)."""
+    if not chat:
+        return prompt
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+@dataclass
+class Encoded:
+    """Token ids and output-only labels of one split, with what truncation did to it."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    ids: list[str]
+    rows: int
+    truncated: int
+    dropped: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _encode_one(tokenizer, prompt: str, output: str, chat: bool, add_eos: bool) -> tuple[list[int], list[int]]:
+    prompt_text = format_prompt(tokenizer, prompt, chat)
+    eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
+    text = prompt_text + output + eos
+    # A chat template writes its own special tokens (BOS, role markers) into the text.
+    special = not chat
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        boundary = len(prompt_text)
+        # Special tokens the tokenizer adds (BOS) have empty offsets and stay prompt.
+        labels = [tok if end > boundary else IGNORE for tok, (_, end) in zip(ids, enc["offset_mapping"])]
+    else:
+        ids = tokenizer(text, add_special_tokens=special)["input_ids"]
+        n_prompt = len(tokenizer(prompt_text, add_special_tokens=special)["input_ids"])
+        labels = [IGNORE] * n_prompt + ids[n_prompt:]
+    return ids, labels
+
+
+def encode_rows(
+    tokenizer,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    max_length: int = 512,
+    chat_template: str = "auto",
+    add_eos: bool = True,
+    name: str = "rows",
+) -> Encoded:
+    """Tokenize ``input + output`` pairs with output-only labels; truncate to ``max_length``."""
+    if max_length < 2:
+        raise AmnesiaError(f"max_length {max_length}: expected at least 2 tokens")
+    chat = uses_chat_template(tokenizer, chat_template)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(inputs))]
+    out_ids, out_labels, kept_ids = [], [], []
+    truncated = dropped = 0
+    for rid, prompt, output in zip(ids, inputs, outputs):
+        seq, labels = _encode_one(tokenizer, prompt, output, chat, add_eos)
+        if len(seq) > max_length:
+            truncated += 1
+            seq, labels = seq[:max_length], labels[:max_length]
+        # labels[0] is never predicted (no token before it), so it does not count as output.
+        if all(l == IGNORE for l in labels[1:]):
+            dropped += 1
+            continue
+        out_ids.append(seq)
+        out_labels.append(labels)
+        kept_ids.append(rid)
+    if truncated:
+        warnings.warn(
+            f"{name}: {truncated} of {len(ids)} rows are longer than max_length {max_length} tokens and were truncated"
+            + (f"; {dropped} rows have no output token left and are skipped" if dropped else ""),
+            UserWarning,
+            stacklevel=2,
+        )
+    elif dropped:
+        warnings.warn(f"{name}: {dropped} of {len(ids)} rows have an empty output and are skipped", UserWarning, stacklevel=2)
+    if not out_ids:
+        raise AmnesiaError(f"{name}: no row has an output token within max_length {max_length} (raise --max-length)")
+    return Encoded(out_ids, out_labels, kept_ids, len(ids), truncated, dropped)
+
+
+def encode_split(tokenizer, dataset, **kwargs) -> Encoded:
+    """:func:`encode_rows` over a SemEval-layout ``datasets.Dataset`` (columns id, input, output)."""
+    return encode_rows(tokenizer, dataset["input"], dataset["output"], ids=dataset["id"], **kwargs)
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+@lru_cache(maxsize=64)
+def _permutation(seed: int, stream: int, cycle: int, n: int) -> tuple[int, ...]:
+    rng = np.random.default_rng([seed, stream, cycle])
+    return tuple(int(i) for i in rng.permutation(n))
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Item ``key`` = (a forget row, a retain row); ``key = epoch·n_forget + position``.
+
+    ``len()`` is the forget count (one epoch). Forget rows are shuffled per epoch; retain rows
+    follow one global shuffled stream, reshuffled each time it is used up.
+    """
+
+    def __init__(self, forget: Encoded, retain: Encoded | None, seed: int = 0, shuffle: bool = True):
+        self.forget = forget
+        self.retain = retain
+        self.seed = seed
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def rows(self, key: int) -> tuple[int, int | None]:
+        """``(forget index, retain index)`` of item ``key``."""
+        n_f = len(self.forget)
+        epoch, pos = divmod(int(key), n_f)
+        f = _permutation(self.seed, 0, epoch, n_f)[pos] if self.shuffle else pos
+        if self.retain is None:
+            return f, None
+        n_r = len(self.retain)
+        cycle, rpos = divmod(int(key), n_r)
+        r = _permutation(self.seed, 1, cycle, n_r)[rpos] if self.shuffle else rpos
+        return f, r
+
+    def __getitem__(self, key: int) -> dict:
+        f, r = self.rows(key)
+        item = {"epoch": int(key) // len(self.forget), "forget_input_ids": self.forget.input_ids[f], "forget_labels": self.forget.labels[f]}
+        if r is not None:
+            item["retain_input_ids"] = self.retain.input_ids[r]
+            item["retain_labels"] = self.retain.labels[r]
+        return item
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields the keys ``epoch·n … epoch·n + n − 1`` of the epoch set with :meth:`set_epoch`."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.epoch * self.n
+        return iter(range(start, start + self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class PairedCollator:
+    """Right-pads each half of a batch: ``{forget,retain}_{input_ids,attention_mask,labels}`` (+ ``epoch``)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def _pad(self, seqs: list[list[int]], value: int) -> torch.Tensor:
+        width = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), width), value, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return out
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {}
+        if "epoch" in items[0]:
+            batch["epoch"] = torch.tensor([it["epoch"] for it in items], dtype=torch.long)
+        for half in ("forget", "retain"):
+            if f"{half}_input_ids" not in items[0]:
+                continue
+            ids = [it[f"{half}_input_ids"] for it in items]
+            batch[f"{half}_input_ids"] = self._pad(ids, self.pad)
+            batch[f"{half}_labels"] = self._pad([it[f"{half}_labels"] for it in items], IGNORE)
+            mask = torch.zeros_like(batch[f"{half}_input_ids"])
+            for i, s in enumerate(ids):
+                mask[i, : len(s)] = 1
+            batch[f"{half}_attention_mask"] = mask
+        return batch
