@@ -20,6 +20,7 @@ COMMANDS = (
     "pipelines.commands.make_world",
     "pipelines.commands.make_target",
     "pipelines.commands.trace",
+    "pipelines.commands.unlearn",
 )
 
 

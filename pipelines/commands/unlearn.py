@@ -1,0 +1,182 @@
+"""Constrained unlearning: train only the chosen layers' modules to forget the forget set.
+
+Every parameter is frozen except the --kind modules (mlp, attn, or the whole layer) of the
+--layers (a range 0-5, a list 0,1,2,7, all, a layers.json from `amnesia trace`, or auto = trace
+first). Each optimizer step sees a forget micro-batch and a retain micro-batch (output tokens
+only); one epoch is one pass over the forget set. Methods: sha256 (the paper: -CE_forget +
+alpha*CE_retain with the adaptive alpha), ga, gd, kl, npo (the shared task's baselines).
+Writes a standard model folder (safetensors, config, tokenizer) with unlearn.json, atomically.
+Defaults are the paper's for OLMo-1B/7B (lr 1.5e-5, batch 12 x accumulation 10, 8 epochs; add
+--bf16 on GPUs). Training keeps float32 weights unless --dtype says otherwise; the output is
+saved in the input model's dtype. Multi-GPU: accelerate launch --config_file
+configs/accelerate/multi_gpu.yaml -m pipelines.cli unlearn ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipelines.options import add_model_options, model_options
+from tracing.errors import AmnesiaError
+from unlearn.api import check_output_path, default_checkpoint_dir, run_unlearning
+from unlearn.trainer import METHODS, UnlearnConfig
+
+NAME = "unlearn"
+HELP = "unlearn the forget set by training only the selected layers"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = UnlearnConfig()
+    p.add_argument("--model", required=True, help="input model folder (or Hub id): the model to unlearn from")
+    p.add_argument("--data", required=True, help="SemEval-layout data (folder or Hub id); its forget_train and retain_train splits are used")
+    p.add_argument("--out", required=True, help="output model folder (not inside the input model or the data)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (and checkpoints of an earlier run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-step log lines")
+
+    g = p.add_argument_group("what trains")
+    g.add_argument("--method", default=d.method, choices=METHODS, help="sha256 = the paper's joint loss; ga, gd, kl, npo = the shared task's baselines")
+    g.add_argument("--layers", default=d.layers, help="all, a range (0-5), a list (0,1,2,7), a layers.json (or a trace folder holding one), or auto (run `amnesia trace` first and use its selection)")
+    g.add_argument("--kind", default=d.kind, choices=("auto", "mlp", "attn", "all"), help="modules to train in those layers; auto = the layers.json's kind when mlp/attn, else mlp; all = the whole layer")
+    g.add_argument("--lora", action="store_true", help="train LoRA adapters on the selected modules' linear layers instead of their weights (merged into the output)")
+    g.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA scaling alpha")
+    g.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="LoRA dropout")
+    g.add_argument("--trace-dir", default=None, help="with --layers auto: where the trace is written (default: OUT.trace beside the output)")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget set")
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimizer steps (overrides --epochs when > 0)")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW)")
+    g.add_argument("--lr-scheduler", default=d.lr_scheduler, help="transformers scheduler name: linear, constant, cosine, ...")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="learning-rate warmup steps")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="forget rows (and as many retain rows) per micro-batch and device")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches accumulated per optimizer step")
+    g.add_argument("--max-length", type=int, default=d.max_length, help="truncate examples to this many tokens (a warning counts truncated rows)")
+    g.add_argument("--chat-template", default=d.chat_template, choices=("auto", "on", "off"), help="wrap prompts in the tokenizer's chat template: auto = when it has one")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (the paper's setting on GPUs)")
+    g.add_argument("--fp16", action="store_true", help="float16 mixed precision")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass to save memory")
+    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient clipping norm (0 = off)")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (data order, LoRA init); same seed, same run on CPU")
+
+    g = p.add_argument_group("method parameters")
+    g.add_argument("--alpha-variant", default=d.alpha_variant, choices=("paper", "code"), help="sha256 alpha schedule: paper (clip to [alpha-min, 2.8]) or the authors' code (clip at 2.3, round to 0.1)")
+    g.add_argument("--alpha-a", type=float, default=d.alpha_a, help="sha256: a in alpha = a*b^(CE_retain - L_ref) + c")
+    g.add_argument("--alpha-b", type=float, default=d.alpha_b, help="sha256: b in alpha = a*b^(CE_retain - L_ref) + c")
+    g.add_argument("--alpha-c", type=float, default=d.alpha_c, help="sha256: c in alpha = a*b^(CE_retain - L_ref) + c")
+    g.add_argument("--alpha-min", type=float, default=d.alpha_min, help="sha256: lowest alpha (and alpha during the first epoch)")
+    g.add_argument("--alpha-max", type=float, default=d.alpha_max, help="sha256: highest alpha; default 2.8 (paper) or 2.3 (code variant)")
+    g.add_argument("--npo-beta", type=float, default=d.npo_beta, help="npo: inverse temperature beta")
+    g.add_argument("--forget-ceiling", type=float, default=d.forget_ceiling, help="stop pushing a forget row once its CE exceeds this value (guards against collapse); default off")
+
+    g = p.add_argument_group("checkpoints and logging")
+    g.add_argument("--save-steps", type=int, default=d.save_steps, help="write a checkpoint every N optimizer steps (0 = none)")
+    g.add_argument("--save-total-limit", type=int, default=d.save_total_limit, help="keep at most this many complete checkpoints")
+    g.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: OUT.checkpoints beside the output)")
+    g.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoints after a successful run (default: removed)")
+    g.add_argument("--resume", action="store_true", help="continue the interrupted run from its newest complete checkpoint (same settings)")
+    g.add_argument("--logging-steps", type=int, default=d.logging_steps, help="log loss, CE_forget, CE_retain and alpha every N steps")
+    g.add_argument("--report-to", default=",".join(d.report_to), help="comma-separated trackers: none, tensorboard, wandb, ...")
+    add_model_options(p)
+
+
+def config_from_args(args: argparse.Namespace, layers: str | None = None) -> UnlearnConfig:
+    config = UnlearnConfig(
+        method=args.method,
+        layers=layers if layers is not None else args.layers,
+        kind=args.kind,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr=args.lr,
+        lr_scheduler=args.lr_scheduler,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        chat_template=args.chat_template,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        alpha_variant=args.alpha_variant,
+        alpha_a=args.alpha_a,
+        alpha_b=args.alpha_b,
+        alpha_c=args.alpha_c,
+        alpha_min=args.alpha_min,
+        alpha_max=args.alpha_max,
+        npo_beta=args.npo_beta,
+        forget_ceiling=args.forget_ceiling,
+        lora=args.lora,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        logging_steps=args.logging_steps,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        keep_checkpoints=args.keep_checkpoints,
+        report_to=[r.strip() for r in args.report_to.split(",") if r.strip()] or ["none"],
+    )
+    config.check()
+    return config
+
+
+def _trace_first(args: argparse.Namespace) -> str:
+    """``--layers auto``: run the tracing stage with its defaults; return its layers.json path."""
+    from pipelines.trace_stage import TraceStageConfig, run_trace
+    from unlearn.data import load_semeval
+    from unlearn.models import load_model
+
+    out = Path(args.out)
+    trace_dir = Path(args.trace_dir) if args.trace_dir else out.parent / f"{out.name}.trace"
+    model_dir = Path(args.model)
+    check_output_path(trace_dir, model_dir if model_dir.exists() else None, [Path(args.data)])
+    data = load_semeval(args.data)
+    model, tok = load_model(args.model, model_options(args))
+    outcome = run_trace(model, tok, data, trace_dir, TraceStageConfig(), progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    del model
+    print(f"trace: layers {outcome.selection.layers} ({outcome.selection.kind}) → {outcome.paths['layers']}", file=sys.stderr)
+    return str(outcome.paths["layers"])
+
+
+def run(args: argparse.Namespace) -> int:
+    log = logging.getLogger("unlearn")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if args.resume and args.overwrite:
+        raise AmnesiaError("--resume and --overwrite contradict each other: --resume continues the checkpoints, --overwrite discards them")
+    config = config_from_args(args, layers="0" if args.layers == "auto" else None)  # validate before tracing
+    if args.layers == "auto":
+        config = config_from_args(args, layers=_trace_first(args))
+    manifest = run_unlearning(
+        args.model,
+        args.data,
+        args.out,
+        config,
+        model_options=model_options(args),
+        overwrite=args.overwrite,
+        resume=args.resume,
+        checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out),
+        progress=not args.quiet,
+    )
+    p = manifest["parameters"]
+    print(f"method {manifest['method']}: {p['kind']} of layers {manifest['layers']}, {p['trainable_parameters']:,} of {p['total_parameters']:,} parameters trainable ({100 * p['trainable_share']:.2f}%)")
+    for row in manifest["per_epoch"]:
+        cells = " ".join(f"{k} {row[k]:.4g}" for k in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo") if k in row)
+        print(f"epoch {row['epoch']}: {cells}")
+    if manifest["stopped"]:
+        print(f"stopped early: {manifest['stopped']}")
+    print(f"steps {manifest['steps']}, {manifest['wall_time_s']:.1f} s; wrote {args.out}")
+    return 0

@@ -1,0 +1,335 @@
+"""The unlearning stage on the fixture target: forgetting, baselines, LoRA, resume, guards, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from pipelines.target import qa_exact_match
+from tracing.errors import AmnesiaError
+from unlearn.api import run_unlearning, train_unlearning
+from unlearn.data import load_semeval
+from unlearn.dataset import encode_split
+from unlearn.losses import sequence_nll
+from unlearn.models import ModelOptions, load_model
+from unlearn.params import selected_modules
+from unlearn.trainer import STATE_FILE, UnlearnConfig, latest_checkpoint, list_checkpoints
+
+CPU = ModelOptions(device="cpu", dtype="float32")
+# Small, fast settings for the 6-layer fixture (the paper's lr 1.5e-5 is for OLMo-1B/7B).
+FAST = dict(layers="0-2", kind="mlp", batch_size=8, grad_accum=1, max_length=128, lr=1e-3, logging_steps=50, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(fixture_world):
+    return load_semeval(fixture_world)
+
+
+def load(path):
+    return load_model(path, CPU, for_training=True)
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def selected_names(model, layers, kind="mlp") -> set[str]:
+    prefixes = tuple(f"{name}." for name in selected_modules(model, layers, kind))
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
+def forget_ce(model, tok, rows) -> float:
+    """Mean output-token CE of ``rows`` (SemEval layout) under ``model``."""
+    enc = encode_split(tok, rows, max_length=128, chat_template="off")
+    total = count = 0.0
+    model.eval()
+    with torch.no_grad():
+        for ids, labels in zip(enc.input_ids, enc.labels):
+            nll, n = sequence_nll(model(torch.tensor([ids])).logits, torch.tensor([labels]))
+            total, count = total + nll.item(), count + n.item()
+    return total / count
+
+
+# --------------------------------------------------------------------------- the method
+
+
+def test_sha256_with_traced_layers_forgets_and_keeps_retain(fixture_world, fixture_target, data, tmp_path):
+    """The issue's main check: forget QA exact match falls >= 0.5, retain keeps >= 80 %."""
+    from tracing import SelectionConfig, TraceConfig, aggregate, facts_from_rows, select_layers, trace_facts
+
+    model, tok = load_model(fixture_target, CPU)
+    facts, _ = facts_from_rows(data.get("forget", "train"))
+    traced = trace_facts(model, tok, facts[:12], TraceConfig(kinds=("mlp",), samples=3, window=1), progress=False)
+    selection = select_layers(aggregate(traced.traces), SelectionConfig(k=3), model=str(fixture_target))
+    selection.save(tmp_path / "layers.json")
+    before = qa_exact_match(model, tok, data)
+
+    config = UnlearnConfig(**{**FAST, "layers": str(tmp_path / "layers.json"), "kind": "auto", "lr": 3e-4, "epochs": 6})
+    manifest = run_unlearning(fixture_target, fixture_world, tmp_path / "out", config, model_options=CPU, progress=False)
+    unlearned, tok2 = load(tmp_path / "out")
+    after = qa_exact_match(unlearned, tok2, data)
+    report = f"layers {selection.layers}: before {before}, after {after}"
+    assert before["forget"] - after["forget"] >= 0.5, report
+    assert after["retain"] >= 0.8 * before["retain"], report
+
+    # only the traced layers' MLPs changed; everything else is bit-identical
+    old, new = weights(fixture_target), weights(tmp_path / "out")
+    trainable = selected_names(unlearned, selection.layers)
+    assert set(old) == set(new) and trainable
+    assert all(torch.equal(old[n], new[n]) for n in old if n not in trainable)
+    assert all(not torch.equal(old[n], new[n]) for n in trainable)
+
+    written = json.loads((tmp_path / "out" / "unlearn.json").read_text())
+    assert written == json.loads(json.dumps(manifest, default=str))
+    assert written["method"] == "sha256" and written["kind"] == "mlp" and written["layers"] == selection.layers
+    assert written["layers_file"]["method"] == "window"
+    p = written["parameters"]
+    assert p["trainable_parameters"] == sum(old[n].numel() for n in trainable)
+    assert p["trainable_share"] == pytest.approx(p["trainable_parameters"] / p["total_parameters"])
+    assert written["data_sizes"]["forget_rows"] == len(data.get("forget", "train"))
+    assert written["hyperparameters"]["lr"] == 3e-4 and written["seed"] == 0
+    assert [e["epoch"] for e in written["per_epoch"]] == [1, 2, 3, 4, 5, 6]
+    first, last = written["per_epoch"][0], written["per_epoch"][-1]
+    assert first["alpha"] == pytest.approx(1.2) and first["alpha_highest"] == 1.2  # α_min during the first epoch
+    assert written["alpha"]["l_ref"] == pytest.approx(first["ce_retain"])  # L_ref = mean retain CE of epoch 1
+    assert last["ce_forget"] > 2 * first["ce_forget"]
+    assert all(1.2 <= e["alpha_lowest"] <= e["alpha_highest"] <= 2.8 for e in written["per_epoch"])
+    assert {"torch", "transformers", "selective-amnesia"} <= set(written["versions"])
+    assert written["wall_time_s"] > 0 and written["source_model"] == str(fixture_target)
+    assert not (tmp_path / "out.checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["ga", "gd", "kl", "npo", "sha256"])
+def test_every_method_trains_only_the_selected_tensors(method, fixture_target, data):
+    model, tok = load(fixture_target)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = UnlearnConfig(**{**FAST, "method": method, "max_steps": 3, "layers": "1,3"})
+    run = train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), config, progress=False, device="cpu")
+    trainable = selected_names(model, [1, 3])
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    # optimizer state exists only for trainable parameters
+    opt = getattr(run.trainer.optimizer, "optimizer", run.trainer.optimizer)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    in_groups = {by_id[id(p)] for g in opt.param_groups for p in g["params"]}
+    assert in_groups == trainable and {by_id[id(p)] for p in opt.state} == trainable
+    for name, p in model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(p, initial[name]), name
+        else:
+            assert torch.equal(p, initial[name]), name
+    epoch = run.report["per_epoch"][0]
+    assert run.report["steps"] == 3 and run.report["stopped"] is None
+    expected = {"ga": {"ce_forget"}, "gd": {"ce_forget", "ce_retain"}, "kl": {"ce_forget", "ce_retain", "kl_retain"},
+                "npo": {"ce_forget", "ce_retain", "npo"}, "sha256": {"ce_forget", "ce_retain", "alpha"}}[method]
+    assert expected <= set(epoch) and all(math.isfinite(epoch[k]) for k in expected)
+    if method == "npo":  # at the start θ = reference, so the NPO term is (2/β)·log 2
+        assert epoch["npo"] == pytest.approx(2 / 0.1 * math.log(2), rel=0.05)
+    if method == "kl":
+        assert 0 <= epoch["kl_retain"] < 1.0
+
+
+def test_lora_run_merges_into_a_plain_model(fixture_world, fixture_target, data, tmp_path):
+    config = UnlearnConfig(**{**FAST, "lora": True, "lora_r": 4, "lora_alpha": 8, "lr": 1e-2, "max_steps": 24})
+    manifest = run_unlearning(fixture_target, fixture_world, tmp_path / "lora", config, model_options=CPU, progress=False)
+    old, new = weights(fixture_target), weights(tmp_path / "lora")
+    assert set(new) == set(old)  # no adapter tensors: a plain model folder
+    model, tok = load(tmp_path / "lora")
+    trainable = selected_names(model, [0, 1, 2])
+    assert all(torch.equal(old[n], new[n]) for n in old if n not in trainable)
+    assert any(not torch.equal(old[n], new[n]) for n in trainable)
+    p = manifest["parameters"]
+    assert p["lora"]["r"] == 4 and all(".mlp." in t for t in p["lora"]["targets"])
+    assert p["trainable_parameters"] == sum(4 * (a + b) for a, b in [(128, 512), (128, 512), (512, 128)]) * 3
+    assert "peft" in manifest["versions"]
+    base, _ = load(fixture_target)
+    forget = data.get("forget", "train")
+    assert forget_ce(model, tok, forget) > forget_ce(base, tok, forget) + 0.5
+
+
+# --------------------------------------------------------------------------- resume
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupted(f"simulated crash after checkpoint {self.step}")
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_world, fixture_target, tmp_path):
+    # 96 forget rows / 16 = 6 micro-batches = 3 optimizer steps per epoch; 2 epochs; the
+    # interruption (after step 4) falls in epoch 2, after L_ref was fixed.
+    config = UnlearnConfig(**{**FAST, "batch_size": 16, "grad_accum": 2, "epochs": 2, "save_steps": 2, "lr": 5e-4})
+    full = run_unlearning(fixture_target, fixture_world, tmp_path / "full", config, model_options=CPU, progress=False)
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False, callbacks=[InterruptAfterSave(4)])
+    assert not out.exists()
+    ckpts = tmp_path / "resumed.checkpoints"
+    assert [p.name for p in list_checkpoints(ckpts)[0]] == ["checkpoint-2", "checkpoint-4"]
+    # a checkpoint cut short by a crash (no amnesia_state.json) is not resumed from
+    (ckpts / "checkpoint-5").mkdir()
+    (ckpts / "checkpoint-5" / "model.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(ckpts).name == "checkpoint-4"
+    with pytest.raises(AmnesiaError, match="holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"):
+        run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False)
+
+    resumed = run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False, resume=True)
+    assert resumed["resumed_from"] == str(ckpts / "checkpoint-4") and resumed["steps"] == full["steps"] == 6
+    a, b = weights(tmp_path / "full"), weights(out)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert resumed["per_epoch"] == full["per_epoch"] and resumed["alpha"] == full["alpha"]
+    assert not ckpts.exists()  # removed after success
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoints(fixture_world, fixture_target, tmp_path):
+    config = UnlearnConfig(**{**FAST, "max_steps": 2, "save_steps": 1, "keep_checkpoints": True})
+    run_unlearning(fixture_target, fixture_world, tmp_path / "a", config, model_options=CPU, progress=False)
+    ckpt = latest_checkpoint(tmp_path / "a.checkpoints")
+    assert ckpt.name == "checkpoint-2" and (ckpt / STATE_FILE).is_file()
+    other = UnlearnConfig(**{**FAST, "max_steps": 2, "save_steps": 1, "lr": 2e-3})
+    with pytest.raises(AmnesiaError, match=r"checkpoint-2: was written with lr=0.001, this run has lr=0.002"):
+        run_unlearning(fixture_target, fixture_world, tmp_path / "b", other, model_options=CPU, progress=False, resume=True, checkpoint_dir=tmp_path / "a.checkpoints")
+    with pytest.raises(AmnesiaError, match="no complete checkpoint to resume from"):
+        run_unlearning(fixture_target, fixture_world, tmp_path / "c", config, model_options=CPU, progress=False, resume=True)
+
+
+# --------------------------------------------------------------------------- guards
+
+
+class Snapshot(TrainerCallback):
+    def __init__(self, model, step):
+        self.model, self.step, self.state = model, step, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            self.state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_weights(fixture_target, data, monkeypatch):
+    import unlearn.trainer as trainer_module
+
+    calls = {"n": 0}
+    real = trainer_module.ga_loss
+
+    def nan_on_third(ce):
+        calls["n"] += 1
+        return real(ce) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(trainer_module, "ga_loss", nan_on_third)
+    model, tok = load(fixture_target)
+    snap = Snapshot(model, 2)
+    run = train_unlearning(model, tok, data.get("forget", "train"), None, UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 6}), progress=False, device="cpu", callbacks=[snap])
+    assert run.report["stopped"] == "non-finite loss at step 3 (epoch 0); kept the weights of step 2"
+    assert calls["n"] == 3
+    assert all(torch.equal(p, snap.state[n]) for n, p in model.named_parameters())
+
+
+def test_nan_gradient_stops_and_keeps_the_last_good_weights(fixture_target, data):
+    model, tok = load(fixture_target)
+    snap = Snapshot(model, 2)
+
+    class PoisonGradients(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                p = model.model.layers[0].mlp.up_proj.weight
+                p.register_hook(lambda g: torch.full_like(g, float("inf")))
+
+    run = train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), UnlearnConfig(**{**FAST, "method": "gd", "max_steps": 6}),
+                           progress=False, device="cpu", callbacks=[snap, PoisonGradients()])
+    assert run.report["stopped"] == "non-finite gradient at step 3; kept the weights of step 2"
+    assert all(torch.equal(p, snap.state[n]) for n, p in model.named_parameters())
+
+
+def test_forget_ceiling_stops_pushing_rows_above_it(fixture_target, data):
+    model, tok = load(fixture_target)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # every row's CE is above a tiny ceiling: nothing is pushed, so gradient ascent changes nothing
+    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_ceiling": 1e-6})
+    run = train_unlearning(model, tok, data.get("forget", "train"), None, config, progress=False, device="cpu")
+    assert run.report["per_epoch"][0]["forget_capped"] == 1.0
+    assert all(torch.equal(p, initial[n]) for n, p in model.named_parameters())
+    # a high ceiling caps nothing at the start
+    model, tok = load(fixture_target)
+    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_ceiling": 50.0})
+    run = train_unlearning(model, tok, data.get("forget", "train"), None, config, progress=False, device="cpu")
+    assert run.report["per_epoch"][0]["forget_capped"] == 0.0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_clear_errors(fixture_world, fixture_target, data, tmp_path):
+    def err(**kwargs):
+        args = dict(model_path=fixture_target, data=fixture_world, out=tmp_path / "out", config=UnlearnConfig(**{**FAST, "max_steps": 1}))
+        args.update(kwargs)
+        with pytest.raises(AmnesiaError) as e:
+            run_unlearning(**args, model_options=CPU, progress=False)
+        return str(e.value)
+
+    assert err(out=fixture_target) == f"--out {fixture_target}: is inside the input model's folder {fixture_target}; write the unlearned model somewhere else"
+    assert "is inside the input model's folder" in err(out=fixture_target / "sub")
+    assert err(out=fixture_target.parent) == f"--out {fixture_target.parent}: contains the input model {fixture_target}; replacing it would delete the input"
+    assert err(out=fixture_world / "model") == f"--out {fixture_world / 'model'}: is inside the data folder {fixture_world}; write the model somewhere else"
+    assert err(data=tmp_path / "missing") == f"{tmp_path / 'missing'}: data folder does not exist"
+    assert err(config=UnlearnConfig(**{**FAST, "layers": "0-9"})) == "layers '0-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
+    assert err(config=UnlearnConfig(**{**FAST, "kind": "ffn"})) == "kind 'ffn': expected one of auto, mlp, attn, all"
+    assert err(config=UnlearnConfig(**{**FAST, "method": "sgd"})) == "method 'sgd': expected one of sha256, ga, gd, kl, npo"
+    assert err(data=(data.get("forget", "train"), None)) == "method sha256: needs retain rows (retain_train), but none were given"
+    assert err(model_path=tmp_path / "nomodel") == f"{tmp_path / 'nomodel'}: model path does not exist"
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    assert err(out=tmp_path / "taken") == f"{tmp_path / 'taken'} already exists; pass --overwrite to replace it"
+    assert err(resume=True) == f"{tmp_path / 'out.checkpoints'}: no complete checkpoint to resume from (a checkpoint is complete once it holds amnesia_state.json)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unlearn_and_one_line_errors(fixture_world, fixture_target, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "cli"
+    (out).mkdir()  # an empty folder counts as absent
+    args = ["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--layers", "0-1", "--max-steps", "2",
+            "--batch-size", "8", "--grad-accum", "1", "--lr", "1e-3", "--max-length", "128", "--quiet", "--device", "cpu", "--method", "gd"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "method gd: mlp of layers [0, 1]" in captured.out and f"wrote {out}" in captured.out
+    assert "trainable: mlp of layers 0-1 (2 modules)" in captured.err
+    assert {"model.safetensors", "config.json", "tokenizer.json", "unlearn.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "unlearn.json").read_text())["hyperparameters"]["method"] == "gd"
+
+    assert main(args) == 2  # exists now
+    assert capsys.readouterr().err.strip() == f"amnesia unlearn: error: {out} already exists; pass --overwrite to replace it"
+    bad = [a if a != "0-1" else "12" for a in args]
+    assert main(bad + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "amnesia unlearn: error: layers '12': layer 12 is out of range for a model with 6 layers (valid: 0-5)"
+    assert main(args + ["--resume", "--overwrite"]) == 2
+    assert "--resume and --overwrite contradict each other" in capsys.readouterr().err
+
+
+def test_semeval_submission_entry_point(fixture_world, fixture_target, data, tmp_path):
+    from unlearn.semeval import paper_config, unlearn
+
+    for kind in ("forget", "retain"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        data.get(kind, "train").to_json(folder / f"{kind}.jsonl", lines=True)
+    config = UnlearnConfig(**{**FAST, "max_steps": 2})
+    manifest = unlearn(str(fixture_target), str(tmp_path / "submission"), str(tmp_path / "forget"), str(tmp_path / "retain"), config=config, progress=False)
+    assert (tmp_path / "submission" / "model.safetensors").is_file()
+    assert manifest["data"] == f"{tmp_path / 'forget'}, {tmp_path / 'retain'}" and manifest["data_sizes"]["retain_rows"] == 96
+    paper = paper_config()
+    assert (paper.method, paper.layers, paper.kind, paper.lr, paper.batch_size, paper.grad_accum, paper.epochs) == ("sha256", "0-5", "mlp", 1.5e-5, 12, 10, 8)

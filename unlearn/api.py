@@ -1,0 +1,475 @@
+"""The unlearning stage's Python API.
+
+* :func:`unlearn_model` — in memory: a model, its tokenizer, forget rows, retain rows and an
+  :class:`~unlearn.trainer.UnlearnConfig` → the unlearned model (LoRA merged) and a report;
+* :func:`run_unlearning` — files: a model folder, SemEval-layout data and an output folder →
+  a standard HF model folder (safetensors, config, tokenizer) + ``unlearn.json``, written
+  atomically, with checkpoints beside it and ``resume``.
+
+Both take the same :class:`UnlearnConfig` as the ``amnesia unlearn`` command.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import torch
+
+from tracing.errors import AmnesiaError
+from tracing.io import atomic_path, write_json
+
+from .data import SemEvalData, load_semeval
+from .dataset import PairedCollator, PairedDataset, encode_split, uses_chat_template
+from .models import ModelOptions, load_model, model_id, resolve_device
+from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
+from .trainer import NEEDS_RETAIN, REFERENCE_ON, UnlearnConfig, UnlearnTrainer, latest_checkpoint, list_checkpoints
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = 1
+MANIFEST = "unlearn.json"
+
+
+@dataclass
+class UnlearnRun:
+    """What :func:`train_unlearning` leaves: the trainer (model inside) and the report."""
+
+    trainer: UnlearnTrainer
+    report: dict
+
+    @property
+    def model(self):
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+
+def _versions(lora: bool) -> dict[str, str]:
+    import accelerate
+    import transformers
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("selective-amnesia")
+    except PackageNotFoundError:  # running from a source tree without installing
+        ours = "unknown"
+    out = {
+        "selective-amnesia": ours,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+    }
+    if lora:
+        import peft
+
+        out["peft"] = peft.__version__
+    return out
+
+
+def _training_arguments(config: UnlearnConfig, output_dir: str, device: torch.device, progress: bool):
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kwargs: dict[str, Any] = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=None,  # the trainer rotates, counting only complete checkpoints
+        report_to=list(config.report_to),
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_drop_last=False,
+        disable_tqdm=not progress,
+        use_cpu=device.type == "cpu",
+    )
+    if config.gradient_checkpointing:
+        key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+        kwargs[key] = True
+        kwargs[f"{key}_kwargs"] = {"use_reentrant": False}
+    try:
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:
+        raise AmnesiaError(f"training arguments: {str(exc).splitlines()[0]}") from None
+
+
+def _reference_copy(model, config: UnlearnConfig):
+    """A frozen copy of the initial model (kl/npo), in bf16/fp16 when training runs in it."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    if config.bf16:
+        ref.to(torch.bfloat16)
+    elif config.fp16:
+        ref.to(torch.float16)
+    return ref
+
+
+def train_unlearning(
+    model,
+    tokenizer,
+    forget: datasets.Dataset,
+    retain: datasets.Dataset | None,
+    config: UnlearnConfig = UnlearnConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    callbacks: Sequence = (),
+    progress: bool = True,
+    device: str = "auto",
+) -> UnlearnRun:
+    """Freeze, build the trainer and train; the model stays inside the returned trainer.
+
+    ``forget`` / ``retain`` are SemEval-layout datasets (columns ``id, input, output``). With
+    ``checkpoint_dir`` and ``config.save_steps`` checkpoints are written there; ``resume``
+    continues from the newest complete one. Most users want :func:`unlearn_model` or
+    :func:`run_unlearning`; this is their shared core (it keeps the trainer for saving under
+    ``accelerate launch``).
+    """
+    from transformers import set_seed
+
+    config.check()
+    started = time.time()
+    set_seed(config.seed)
+    dev = resolve_device(device)
+    method = config.method
+    if NEEDS_RETAIN[method] and (retain is None or len(retain) == 0):
+        raise AmnesiaError(f"method {method}: needs retain rows (retain_train), but none were given")
+
+    chat = uses_chat_template(tokenizer, config.chat_template)
+    encode = dict(max_length=config.max_length, chat_template=config.chat_template, add_eos=tokenizer.eos_token is not None)
+    forget_enc = encode_split(tokenizer, forget, name="forget set", **encode)
+    retain_enc = encode_split(tokenizer, retain, name="retain set", **encode) if NEEDS_RETAIN[method] else None
+
+    spec = parse_layers(config.layers, num_layers(model))
+    kind = resolve_kind(config.kind, spec)
+    reference = _reference_copy(model, config) if method in REFERENCE_ON and not config.lora else None
+    if config.lora:
+        model, selection = apply_lora(model, spec.layers, kind, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    else:
+        selection = select_parameters(model, spec.layers, kind)
+
+    dataset = PairedDataset(forget_enc, retain_enc, seed=config.seed)
+    tmp = None
+    if checkpoint_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="amnesia-unlearn-")
+        output_dir = tmp.name
+        if config.save_steps:
+            raise AmnesiaError("save_steps is set but there is no checkpoint folder (pass checkpoint_dir)")
+    else:
+        output_dir = str(checkpoint_dir)
+    args = _training_arguments(config, output_dir, dev, progress)
+    if reference is not None:
+        reference.to(args.device)
+    trainer = UnlearnTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PairedCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        unlearn_config=config,
+        reference_model=reference,
+        progress=progress,
+    )
+    if config.lora and trainer.is_fsdp_enabled:
+        raise AmnesiaError("--lora with FSDP is not supported (the adapters cannot be merged from shards); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
+
+    resumed_from = None
+    if resume:
+        if checkpoint_dir is None:
+            raise AmnesiaError("resume needs the checkpoint folder of the interrupted run")
+        ckpt = latest_checkpoint(checkpoint_dir)
+        if ckpt is None:
+            raise AmnesiaError(f"{checkpoint_dir}: no complete checkpoint to resume from (a checkpoint is complete once it holds amnesia_state.json)")
+        if trainer.args.should_save:
+            for stale in list_checkpoints(checkpoint_dir)[1]:
+                if checkpoint_step_of(stale) > checkpoint_step_of(ckpt):
+                    shutil.rmtree(stale, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+        trainer.load_unlearn_state(ckpt)
+        resumed_from = str(ckpt)
+        logger.info("resuming from %s", ckpt)
+    try:
+        output = trainer.train(resume_from_checkpoint=resumed_from)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    state = trainer.state
+    report = {
+        "method": method,
+        "hyperparameters": config.to_dict(),
+        "alpha_params": dataclasses.asdict(config.alpha_params()) if method == "sha256" else None,
+        "layers": spec.layers,
+        "layers_source": spec.source,
+        "layers_file": spec.selection.to_dict() if spec.selection is not None else None,
+        "kind": kind,
+        "parameters": selection.to_dict(),
+        "chat_template": chat,
+        "data_sizes": {
+            "forget_rows": forget_enc.rows,
+            "forget_examples": len(forget_enc),
+            "forget_truncated": forget_enc.truncated,
+            "retain_rows": retain_enc.rows if retain_enc else (len(retain) if retain is not None else 0),
+            "retain_examples": len(retain_enc) if retain_enc else 0,
+            "retain_truncated": retain_enc.truncated if retain_enc else 0,
+            "max_length": config.max_length,
+        },
+        "seed": config.seed,
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs": state.epoch,
+        "per_epoch": trainer.per_epoch_losses(),
+        "alpha": {"l_ref": trainer.alpha_schedule.l_ref, "alpha_min": config.alpha_params().alpha_min, "alpha_max": config.alpha_params().alpha_max} if method == "sha256" else None,
+        "final_train_loss": output.training_loss,
+        "stopped": trainer.stop_reason,
+        "resumed_from": resumed_from,
+        "wall_time_s": round(time.time() - started, 2),
+        "device": str(args.device),
+        "processes": trainer.accelerator.num_processes,
+        "versions": _versions(config.lora),
+    }
+    return UnlearnRun(trainer, report)
+
+
+def checkpoint_step_of(path: Path) -> int:
+    return int(Path(path).name.rsplit("-", 1)[1])
+
+
+def _merged(model):
+    """The plain model: LoRA adapters merged into the weights (no-op without LoRA)."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def unlearn_model(
+    model,
+    tokenizer,
+    forget: datasets.Dataset,
+    retain: datasets.Dataset | None,
+    config: UnlearnConfig = UnlearnConfig(),
+    *,
+    progress: bool = True,
+    device: str = "auto",
+    callbacks: Sequence = (),
+):
+    """Unlearn ``forget`` from ``model`` in memory; return ``(model, report)``.
+
+    The returned model is the trained one (with LoRA the adapters are merged into the
+    weights); ``report`` is what ``unlearn.json`` holds apart from file paths.
+    """
+    run = train_unlearning(model, tokenizer, forget, retain, config, progress=progress, device=device, callbacks=callbacks)
+    return _merged(run.model), run.report
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_path(out: Path, model_path: Path | None, data_paths: Sequence[Path]) -> None:
+    """Refuse an output in (or over, or around) the input model's folder or the data."""
+    if model_path is not None and model_path.exists():
+        if _inside(out, model_path):
+            raise AmnesiaError(f"--out {out}: is inside the input model's folder {model_path}; write the unlearned model somewhere else")
+        if _inside(model_path, out):
+            raise AmnesiaError(f"--out {out}: contains the input model {model_path}; replacing it would delete the input")
+    for data in data_paths:
+        if not data.exists():
+            continue
+        if data.is_dir() and _inside(out, data):
+            raise AmnesiaError(f"--out {out}: is inside the data folder {data}; write the model somewhere else")
+        if _inside(data, out):
+            raise AmnesiaError(f"--out {out}: contains the data {data}; replacing it would delete the data")
+
+
+def _source_dtype(model_path: Path) -> torch.dtype | None:
+    """The dtype the input model was saved in (config.json ``dtype``/``torch_dtype``)."""
+    try:
+        cfg = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    name = cfg.get("dtype") or cfg.get("torch_dtype")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(name)
+
+
+def _load_data(data) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[Path]]:
+    if isinstance(data, SemEvalData):
+        return data.get("forget", "train"), _retain_or_none(data), data.source, [Path(data.source)]
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1], "in-memory datasets", []
+    semeval = load_semeval(data)
+    return semeval.get("forget", "train"), _retain_or_none(semeval), semeval.source, [Path(str(data)).expanduser()]
+
+
+def _retain_or_none(data: SemEvalData):
+    return data.splits.get("retain_train")
+
+
+def default_checkpoint_dir(out: str | os.PathLike) -> Path:
+    """``<out>.checkpoints`` beside the output folder."""
+    out = Path(out)
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def run_unlearning(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike | SemEvalData | tuple,
+    out: str | os.PathLike,
+    config: UnlearnConfig = UnlearnConfig(),
+    *,
+    model_options: ModelOptions = ModelOptions(),
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    callbacks: Sequence = (),
+    progress: bool = True,
+    data_paths: Sequence[str | os.PathLike] = (),
+) -> dict:
+    """Unlearn the forget set of ``data`` from the model at ``model_path``; write ``out``.
+
+    ``data`` is a SemEval-layout folder or Hub id (its ``forget_train`` and ``retain_train``
+    splits), a :class:`SemEvalData`, or a ``(forget, retain)`` pair of datasets. ``out``
+    becomes a standard HF model folder with ``unlearn.json``; it must not be in or around the
+    input model or the data, and an existing one is replaced only with ``overwrite`` (an empty
+    folder counts as absent). Checkpoints (``config.save_steps``) go to ``checkpoint_dir``
+    (default ``<out>.checkpoints``) and are removed after success unless
+    ``config.keep_checkpoints``. Training keeps float32 master weights unless
+    ``model_options.dtype`` names another dtype; the output is saved in the input's dtype.
+    Returns the manifest written to ``unlearn.json``.
+    """
+    config.check()
+    out = Path(out).expanduser()
+    model_dir = Path(str(model_path)).expanduser()
+    forget, retain, source, paths = _load_data(data)
+    paths += [Path(str(p)).expanduser() for p in data_paths]
+    if isinstance(data, (tuple, list)) and data_paths:
+        source = ", ".join(str(p) for p in data_paths)
+    check_output_path(out, model_dir if model_dir.exists() else None, paths)
+    empty_out = out.is_dir() and not any(out.iterdir())
+    if out.exists() and not overwrite and not empty_out:
+        raise AmnesiaError(f"{out} already exists; pass --overwrite to replace it")
+    ckpt_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir(out)
+    check_output_path(ckpt_dir, model_dir if model_dir.exists() else None, paths)
+    complete, incomplete = list_checkpoints(ckpt_dir)
+    if not resume and (complete or incomplete):
+        if not overwrite:
+            raise AmnesiaError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over")
+        for old in complete + incomplete:
+            shutil.rmtree(old, ignore_errors=True)
+
+    options = model_options
+    if options.dtype == "auto":
+        options = dataclasses.replace(options, dtype="float32")
+    model, tokenizer = load_model(model_path, options, for_training=True)
+    save_dtype = _source_dtype(model_dir) if model_dir.is_dir() else None
+    run = train_unlearning(
+        model,
+        tokenizer,
+        forget,
+        retain,
+        config,
+        checkpoint_dir=ckpt_dir if config.save_steps or resume else None,
+        resume=resume,
+        callbacks=callbacks,
+        progress=progress,
+        device=options.device,
+    )
+    manifest = {
+        "schema": SCHEMA,
+        "kind": "unlearn",
+        "source_model": str(model_path),
+        "source_model_id": model_id(model),
+        "data": source,
+        "out": str(out),
+        **run.report,
+    }
+    save_model_folder(run, tokenizer, out, manifest, overwrite=overwrite or empty_out, dtype=save_dtype)
+    if not config.keep_checkpoints and run.trainer.args.should_save:
+        for ckpt in sum(list_checkpoints(ckpt_dir), []):
+            shutil.rmtree(ckpt, ignore_errors=True)
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
+    return manifest
+
+
+def save_model_folder(run: UnlearnRun, tokenizer, out: Path, manifest: dict, *, overwrite: bool, dtype: torch.dtype | None) -> None:
+    """Write the model (LoRA merged, safetensors), tokenizer and ``unlearn.json`` atomically.
+
+    Under ``accelerate launch`` every process takes part in gathering the weights and only the
+    main process writes.
+    """
+    trainer = run.trainer
+    acc = trainer.accelerator
+    distributed = acc.num_processes > 1
+    state_dict = acc.get_state_dict(trainer.model_wrapped) if distributed and not trainer.unlearn_config.lora else None
+    if acc.is_main_process:
+        model = _merged(acc.unwrap_model(trainer.model))
+        if dtype is not None:
+            if state_dict is not None:
+                state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+            else:
+                model.to(dtype)
+        model.config.use_cache = True
+        with atomic_path(out, directory=True, overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / MANIFEST, manifest)
+        logger.info("wrote %s", out)
+    acc.wait_for_everyone()
+
+
+def load_manifest(folder: str | os.PathLike) -> dict:
+    """Read ``unlearn.json`` of an unlearned model folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise AmnesiaError(f"{folder}: no {MANIFEST} (expected a model folder written by `amnesia unlearn`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "UnlearnConfig",
+    "UnlearnRun",
+    "check_output_path",
+    "default_checkpoint_dir",
+    "format_layers",
+    "load_manifest",
+    "run_unlearning",
+    "save_model_folder",
+    "train_unlearning",
+    "unlearn_model",
+]
