@@ -78,7 +78,8 @@ def test_pairing_epochs_and_retain_cycling(tok, n_forget, n_retain):
         pairs = [ds.rows(k) for k in keys]
         assert sorted(f for f, _ in pairs) == list(range(n_forget))  # every forget row once per epoch
         orders.append([f for f, _ in pairs])
-        seen_retain += [r for _, r in pairs]
+        assert all(len(rs) == 1 for _, rs in pairs)
+        seen_retain += [rs[0] for _, rs in pairs]
         assert all(ds[k]["epoch"] == epoch for k in keys)
     assert orders[0] != orders[1]  # reshuffled per epoch
     # retain rows are consumed in full cycles: each cycle covers every retain row once
@@ -91,6 +92,22 @@ def test_pairing_epochs_and_retain_cycling(tok, n_forget, n_retain):
     assert [again.rows(k) for k in range(3 * n_forget)] == [ds.rows(k) for k in range(3 * n_forget)]
     other = PairedDataset(_enc(tok, n_forget, "f"), _enc(tok, n_retain, "r"), seed=4)
     assert [other.rows(k) for k in range(n_forget)] != [ds.rows(k) for k in range(n_forget)]
+
+
+def test_sequential_schedule_passes_chunk_by_chunk(tok):
+    ds = PairedDataset(_enc(tok, 10, "f"), _enc(tok, 3, "r"), seed=1, schedule="sequential", chunk_size=4, passes=2, retain_ratio=2)
+    order = [ds.forget_row(k) for k in range(20)]  # 2 epochs of 10 keys = the whole sequence
+    assert [sorted(order[i : i + 4]) for i in (0, 4, 8, 12)] == [[0, 1, 2, 3]] * 2 + [[4, 5, 6, 7]] * 2
+    assert sorted(order[16:18]) == sorted(order[18:20]) == [8, 9]
+    assert order[0:4] != order[4:8] or order[8:12] != order[12:16]  # each pass reshuffles its chunk
+    assert [ds.forget_row(k) for k in range(20, 40)] == order  # past the last pass: the sequence again
+    assert ds[13]["epoch"] == 1
+    retain = [r for k in range(6) for r in ds.rows(k)[1]]  # two retain rows per forget row, in full cycles
+    assert all(sorted(retain[i : i + 3]) == [0, 1, 2] for i in range(0, 12, 3))
+    batch = PairedCollator(tok.pad_token_id)([ds[0], ds[1]])
+    assert batch["forget_input_ids"].shape[0] == 2 and batch["retain_input_ids"].shape[0] == 4
+    with pytest.raises(AmnesiaError, match="schedule 'random': expected one of joint, sequential"):
+        PairedDataset(_enc(tok, 2, "f"), None, schedule="random")
 
 
 def test_collator_pads_each_half(tok):

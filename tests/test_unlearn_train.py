@@ -320,6 +320,31 @@ def test_cli_unlearn_and_one_line_errors(fixture_world, fixture_target, tmp_path
     assert "--resume and --overwrite contradict each other" in capsys.readouterr().err
 
 
+def test_cli_layers_auto_traces_first(fixture_world, fixture_target, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "auto"
+    assert main(["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--layers", "auto",
+                 "--trace-max-facts", "3", "--trace-samples", "2", "--trace-k", "2", "--max-steps", "1", "--batch-size", "8",
+                 "--grad-accum", "1", "--quiet", "--device", "cpu"]) == 0
+    selection = json.loads((tmp_path / "auto.trace" / "layers.json").read_text())
+    manifest = json.loads((out / "unlearn.json").read_text())
+    assert len(selection["layers"]) == 2 and manifest["layers"] == selection["layers"] and manifest["kind"] == "mlp"
+    assert manifest["layers_source"] == str(tmp_path / "auto.trace" / "layers.json")
+
+
+def test_sequential_schedule_trains(fixture_target, data):
+    model, tok = load(fixture_target)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = UnlearnConfig(**{**FAST, "schedule": "sequential", "chunk_size": 32, "retain_ratio": 2, "epochs": 2, "batch_size": 16, "lr": 5e-4})
+    run = train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), config, progress=False, device="cpu")
+    assert run.report["steps"] == 12 and [e["epoch"] for e in run.report["per_epoch"]] == [1, 2]
+    trainable = selected_names(model, [0, 1, 2])
+    assert all(torch.equal(p, initial[n]) != (n in trainable) for n, p in model.named_parameters())
+    with pytest.raises(AmnesiaError, match="epochs 1.5: the sequential schedule needs a whole number of passes per chunk"):
+        UnlearnConfig(schedule="sequential", epochs=1.5).check()
+
+
 def test_semeval_submission_entry_point(fixture_world, fixture_target, data, tmp_path):
     from unlearn.semeval import paper_config, unlearn
 

@@ -175,7 +175,15 @@ def train_unlearning(
     else:
         selection = select_parameters(model, spec.layers, kind)
 
-    dataset = PairedDataset(forget_enc, retain_enc, seed=config.seed)
+    dataset = PairedDataset(
+        forget_enc,
+        retain_enc,
+        seed=config.seed,
+        schedule=config.schedule,
+        chunk_size=config.chunk_size,
+        passes=int(config.epochs) if config.schedule == "sequential" else 1,
+        retain_ratio=config.retain_ratio,
+    )
     tmp = None
     if checkpoint_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="amnesia-unlearn-")

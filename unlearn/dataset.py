@@ -12,10 +12,11 @@ Each example is the prompt (``input``) followed by the answer (``output``):
 * rows longer than ``max_length`` tokens are cut on the right; one warning counts them
   (and the rows left with no output token, which are dropped).
 
-:class:`PairedDataset` pairs every forget row with a retain row. An epoch is one pass over the
-forget rows in a seeded shuffled order; retain rows are consumed in their own seeded order,
-continuing across epochs and starting over when exhausted (so a short retain set cycles and a
-long one is seen in full over several epochs). An item is a pure function of its key
+:class:`PairedDataset` pairs every forget row with a retain row (or ``retain_ratio`` of them).
+An epoch is one pass over the forget rows in a seeded shuffled order (``joint``), or the next
+stretch of the ``sequential`` schedule's chunk-by-chunk passes; retain rows are consumed in
+their own seeded order, continuing across epochs and starting over when exhausted (so a short
+retain set cycles and a long one is seen in full over several epochs). An item is a pure function of its key
 ``epoch·n_forget + position`` — :class:`EpochSampler` yields those keys — so a resumed run sees
 exactly the batches an uninterrupted one would.
 """
@@ -145,40 +146,83 @@ def _permutation(seed: int, stream: int, cycle: int, n: int) -> tuple[int, ...]:
     return tuple(int(i) for i in rng.permutation(n))
 
 
-class PairedDataset(torch.utils.data.Dataset):
-    """Item ``key`` = (a forget row, a retain row); ``key = epoch·n_forget + position``.
+SCHEDULES = ("joint", "sequential")
 
-    ``len()`` is the forget count (one epoch). Forget rows are shuffled per epoch; retain rows
-    follow one global shuffled stream, reshuffled each time it is used up.
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Item ``key`` = a forget row and ``retain_ratio`` retain rows; ``key = epoch·n_forget + position``.
+
+    ``len()`` is the forget count (one epoch). Retain rows follow one global shuffled stream,
+    reshuffled each time it is used up. The forget order depends on ``schedule``:
+
+    * ``joint`` (default): every epoch is a fresh shuffle of all forget rows;
+    * ``sequential``: the forget rows, in data order, are cut into chunks of ``chunk_size``;
+      the run trains ``passes`` shuffled passes over the first chunk, then over the second,
+      and so on (the first-placed team's recipe). The keys of all ``passes`` epochs together
+      cover that sequence once, so ``passes`` must equal the number of epochs.
     """
 
-    def __init__(self, forget: Encoded, retain: Encoded | None, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        forget: Encoded,
+        retain: Encoded | None,
+        seed: int = 0,
+        *,
+        shuffle: bool = True,
+        schedule: str = "joint",
+        chunk_size: int = 32,
+        passes: int = 1,
+        retain_ratio: int = 1,
+    ):
+        if schedule not in SCHEDULES:
+            raise AmnesiaError(f"schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if chunk_size < 1 or passes < 1 or retain_ratio < 1:
+            raise AmnesiaError(f"chunk_size {chunk_size}, passes {passes}, retain_ratio {retain_ratio}: expected positive integers")
         self.forget = forget
         self.retain = retain
         self.seed = seed
         self.shuffle = shuffle
+        self.schedule = schedule
+        self.passes = passes
+        self.retain_ratio = retain_ratio
+        n = len(forget)
+        self.chunks = [(start, min(chunk_size, n - start)) for start in range(0, n, chunk_size)]
+        self._bounds = list(np.cumsum([0] + [passes * size for _, size in self.chunks]))
 
     def __len__(self) -> int:
         return len(self.forget)
 
-    def rows(self, key: int) -> tuple[int, int | None]:
-        """``(forget index, retain index)`` of item ``key``."""
+    def forget_row(self, key: int) -> int:
         n_f = len(self.forget)
-        epoch, pos = divmod(int(key), n_f)
-        f = _permutation(self.seed, 0, epoch, n_f)[pos] if self.shuffle else pos
+        if self.schedule == "joint":
+            epoch, pos = divmod(int(key), n_f)
+            return _permutation(self.seed, 0, epoch, n_f)[pos] if self.shuffle else pos
+        key = int(key) % (self.passes * n_f)  # keys past the last pass start the sequence again
+        chunk = int(np.searchsorted(self._bounds, key, side="right")) - 1
+        start, size = self.chunks[chunk]
+        repeat, pos = divmod(key - self._bounds[chunk], size)
+        return start + (_permutation(self.seed, 2, chunk * self.passes + repeat, size)[pos] if self.shuffle else pos)
+
+    def retain_rows(self, key: int) -> list[int]:
         if self.retain is None:
-            return f, None
+            return []
         n_r = len(self.retain)
-        cycle, rpos = divmod(int(key), n_r)
-        r = _permutation(self.seed, 1, cycle, n_r)[rpos] if self.shuffle else rpos
-        return f, r
+        out = []
+        for j in range(self.retain_ratio):
+            cycle, pos = divmod(int(key) * self.retain_ratio + j, n_r)
+            out.append(_permutation(self.seed, 1, cycle, n_r)[pos] if self.shuffle else pos)
+        return out
+
+    def rows(self, key: int) -> tuple[int, list[int]]:
+        """``(forget index, retain indices)`` of item ``key``."""
+        return self.forget_row(key), self.retain_rows(key)
 
     def __getitem__(self, key: int) -> dict:
-        f, r = self.rows(key)
+        f, rs = self.rows(key)
         item = {"epoch": int(key) // len(self.forget), "forget_input_ids": self.forget.input_ids[f], "forget_labels": self.forget.labels[f]}
-        if r is not None:
-            item["retain_input_ids"] = self.retain.input_ids[r]
-            item["retain_labels"] = self.retain.labels[r]
+        if self.retain is not None:
+            item["retain_input_ids"] = [self.retain.input_ids[r] for r in rs]
+            item["retain_labels"] = [self.retain.labels[r] for r in rs]
         return item
 
 
@@ -220,9 +264,14 @@ class PairedCollator:
         for half in ("forget", "retain"):
             if f"{half}_input_ids" not in items[0]:
                 continue
-            ids = [it[f"{half}_input_ids"] for it in items]
+            if half == "forget":
+                ids = [it["forget_input_ids"] for it in items]
+                labels = [it["forget_labels"] for it in items]
+            else:  # several retain rows per item with a retain ratio above 1
+                ids = [seq for it in items for seq in it["retain_input_ids"]]
+                labels = [seq for it in items for seq in it["retain_labels"]]
             batch[f"{half}_input_ids"] = self._pad(ids, self.pad)
-            batch[f"{half}_labels"] = self._pad([it[f"{half}_labels"] for it in items], IGNORE)
+            batch[f"{half}_labels"] = self._pad(labels, IGNORE)
             mask = torch.zeros_like(batch[f"{half}_input_ids"])
             for i, s in enumerate(ids):
                 mask[i, : len(s)] = 1

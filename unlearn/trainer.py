@@ -77,6 +77,9 @@ class UnlearnConfig:
     batch_size: int = 12
     grad_accum: int = 10
     max_length: int = 512
+    schedule: Literal["joint", "sequential"] = "joint"
+    chunk_size: int = 32
+    retain_ratio: int = 1
     chat_template: Literal["auto", "on", "off"] = "auto"
     bf16: bool = False
     fp16: bool = False
@@ -110,9 +113,21 @@ class UnlearnConfig:
             raise AmnesiaError(f"kind {self.kind!r}: expected one of auto, mlp, attn, all")
         if self.chat_template not in ("auto", "on", "off"):
             raise AmnesiaError(f"chat_template {self.chat_template!r}: expected one of auto, on, off")
+        if self.schedule not in ("joint", "sequential"):
+            raise AmnesiaError(f"schedule {self.schedule!r}: expected joint or sequential")
+        if self.schedule == "sequential" and (self.epochs != int(self.epochs) or self.epochs < 1):
+            raise AmnesiaError(f"epochs {self.epochs}: the sequential schedule needs a whole number of passes per chunk")
         if self.alpha_variant not in ("paper", "code"):
             raise AmnesiaError(f"alpha_variant {self.alpha_variant!r}: expected paper or code")
-        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "max_length": self.max_length, "logging_steps": self.logging_steps, "lora_r": self.lora_r}
+        positive = {
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "max_length": self.max_length,
+            "logging_steps": self.logging_steps,
+            "lora_r": self.lora_r,
+            "chunk_size": self.chunk_size,
+            "retain_ratio": self.retain_ratio,
+        }
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise AmnesiaError(f"{name} {value!r}: expected a positive integer")

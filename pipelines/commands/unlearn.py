@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from pipelines.options import add_model_options, model_options
+from tracing.selection import SelectionConfig
+from tracing.tracer import TraceConfig
 from tracing.errors import AmnesiaError
 from unlearn.api import check_output_path, default_checkpoint_dir, run_unlearning
 from unlearn.trainer import METHODS, UnlearnConfig
@@ -45,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA scaling alpha")
     g.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="LoRA dropout")
     g.add_argument("--trace-dir", default=None, help="with --layers auto: where the trace is written (default: OUT.trace beside the output)")
+    g.add_argument("--trace-max-facts", type=int, default=None, help="with --layers auto: trace at most this many facts (default: all the forget set's)")
+    g.add_argument("--trace-samples", type=int, default=TraceConfig().samples, help="with --layers auto: noise draws per fact")
+    g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget set")
@@ -56,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="forget rows (and as many retain rows) per micro-batch and device")
     g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches accumulated per optimizer step")
     g.add_argument("--max-length", type=int, default=d.max_length, help="truncate examples to this many tokens (a warning counts truncated rows)")
+    g.add_argument("--schedule", default=d.schedule, choices=("joint", "sequential"), help="joint: every epoch shuffles the whole forget set; sequential: --epochs passes over one chunk of forget rows, then the next chunk")
+    g.add_argument("--chunk-size", type=int, default=d.chunk_size, help="sequential schedule: forget rows per chunk (in data order)")
+    g.add_argument("--retain-ratio", type=int, default=d.retain_ratio, help="retain rows per forget row in each micro-batch")
     g.add_argument("--chat-template", default=d.chat_template, choices=("auto", "on", "off"), help="wrap prompts in the tokenizer's chat template: auto = when it has one")
     g.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (the paper's setting on GPUs)")
     g.add_argument("--fp16", action="store_true", help="float16 mixed precision")
@@ -98,6 +106,9 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         max_length=args.max_length,
+        schedule=args.schedule,
+        chunk_size=args.chunk_size,
+        retain_ratio=args.retain_ratio,
         chat_template=args.chat_template,
         bf16=args.bf16,
         fp16=args.fp16,
@@ -127,8 +138,8 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
 
 
 def _trace_first(args: argparse.Namespace) -> str:
-    """``--layers auto``: run the tracing stage with its defaults; return its layers.json path."""
-    from pipelines.trace_stage import TraceStageConfig, run_trace
+    """``--layers auto``: run the tracing stage (ROME's defaults, only the kind that trains); return its layers.json path."""
+    from pipelines.trace_stage import FactSource, TraceStageConfig, run_trace
     from unlearn.data import load_semeval
     from unlearn.models import load_model
 
@@ -138,7 +149,13 @@ def _trace_first(args: argparse.Namespace) -> str:
     check_output_path(trace_dir, model_dir if model_dir.exists() else None, [Path(args.data)])
     data = load_semeval(args.data)
     model, tok = load_model(args.model, model_options(args))
-    outcome = run_trace(model, tok, data, trace_dir, TraceStageConfig(), progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    kind = args.kind if args.kind in ("mlp", "attn") else "mlp"  # trace only the kind that will train
+    stage = TraceStageConfig(
+        trace=TraceConfig(kinds=(kind,), samples=args.trace_samples),
+        select=SelectionConfig(k=args.trace_k, kind=kind),
+        facts=FactSource(max_facts=args.trace_max_facts),
+    )
+    outcome = run_trace(model, tok, data, trace_dir, stage, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     del model
     print(f"trace: layers {outcome.selection.layers} ({outcome.selection.kind}) → {outcome.paths['layers']}", file=sys.stderr)
     return str(outcome.paths["layers"])
