@@ -278,6 +278,14 @@ class _NonFiniteGradGuard(TrainerCallback):
 # --------------------------------------------------------------------------- trainer
 
 
+def _stack(a: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
+    """Rows of ``a`` then rows of ``b``, right-padded with ``pad`` to the wider of the two."""
+    width = max(a.size(1), b.size(1))
+    a = torch.nn.functional.pad(a, (0, width - a.size(1)), value=pad)
+    b = torch.nn.functional.pad(b, (0, width - b.size(1)), value=pad)
+    return torch.cat([a, b], dim=0)
+
+
 class UnlearnTrainer(Trainer):
     """``Trainer`` whose loss is one of the unlearning methods on paired forget/retain batches.
 
@@ -296,6 +304,8 @@ class UnlearnTrainer(Trainer):
         self.stop_reason: str | None = None
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._skip_backward = False
+        tok = kwargs.get("processing_class")
+        self._pad_id = int(getattr(tok, "pad_token_id", None) or 0)
         # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         if hasattr(self, "loss_is_scaled_for_ga"):
@@ -354,8 +364,20 @@ class UnlearnTrainer(Trainer):
         cfg = self.unlearn_config
         epoch = int(inputs["epoch"].max().item()) if "epoch" in inputs else int(self.state.epoch or 0)
         f_ids, f_mask, f_labels = inputs["forget_input_ids"], inputs["forget_attention_mask"], inputs["forget_labels"]
-        f_out = model(input_ids=f_ids, attention_mask=f_mask)
-        f_nll, f_cnt = sequence_nll(f_out.logits, f_labels)
+        needs_retain = NEEDS_RETAIN[self.method]
+        if needs_retain and "retain_input_ids" not in inputs:
+            raise AmnesiaError(f"method {self.method}: needs retain rows")
+        if needs_retain:
+            # One forward over forget + retain rows: DDP/FSDP expect one forward per backward.
+            r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+            ids, mask = _stack(f_ids, r_ids, self._pad_id), _stack(f_mask, r_mask, 0)
+            out = model(input_ids=ids, attention_mask=mask)
+            n = f_ids.size(0)
+            f_logits, r_logits = out.logits[:n, : f_ids.size(1)], out.logits[n:, : r_ids.size(1)]
+        else:
+            out = model(input_ids=f_ids, attention_mask=f_mask)
+            f_logits = out.logits
+        f_nll, f_cnt = sequence_nll(f_logits, f_labels)
         rows = f_cnt > 0
         if cfg.forget_ceiling is not None:
             rows = rows & ((f_nll / f_cnt.clamp(min=1)).detach() < cfg.forget_ceiling)
@@ -365,12 +387,8 @@ class UnlearnTrainer(Trainer):
             values["forget_capped"] = 1.0 - rows.float().mean().item()
 
         ce_r = None
-        if NEEDS_RETAIN[self.method]:
-            if "retain_input_ids" not in inputs:
-                raise AmnesiaError(f"method {self.method}: needs retain rows")
-            r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
-            r_out = model(input_ids=r_ids, attention_mask=r_mask)
-            r_nll, r_cnt = sequence_nll(r_out.logits, r_labels)
+        if needs_retain:
+            r_nll, r_cnt = sequence_nll(r_logits, r_labels)
             ce_r = ce_loss(r_nll, r_cnt)
             values["ce_retain"] = ce_r.item()
 
@@ -384,7 +402,7 @@ class UnlearnTrainer(Trainer):
             loss = sha256_loss(ce_f, ce_r, alpha)
         elif self.method == "kl":
             ref = self._reference_logits(model, r_ids, r_mask)
-            kl = kl_divergence(r_out.logits, ref, r_labels)
+            kl = kl_divergence(r_logits, ref, r_labels)
             values["kl_retain"] = kl.item()
             loss = kl_loss(ce_f, kl)
         elif self.method == "npo":
@@ -401,9 +419,9 @@ class UnlearnTrainer(Trainer):
             self.stop(f"non-finite loss at step {self.state.global_step + 1} (epoch {epoch}); kept the weights of step {self.state.global_step}")
             self._skip_backward = True
             zero = torch.zeros((), device=loss.device, requires_grad=True)
-            return (zero, f_out) if return_outputs else zero
+            return (zero, out) if return_outputs else zero
         self._record(epoch, values)
-        return (loss, f_out) if return_outputs else loss
+        return (loss, out) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.stop_reason is not None:  # a guard already fired in this step
