@@ -14,7 +14,7 @@ What makes it fast, all exact:
 
 * many restorations × noise samples share one forward pass (:func:`patched_probs`, one generic
   function in the style of TransformerLens ``patching.py``), up to ``batch_size`` rows;
-* the clean activations and the corrupted run are computed once per fact;
+* the clean run and the corrupted runs share one forward pass, once per fact;
 * **suffix trick**: a restoration at position ``t`` cannot change positions before ``t``
   (causal attention), which are the corrupted run's; so only tokens ``t..T-1`` are run, on top of
   the corrupted run's KV cache for ``0..t-1``. Used when :func:`tracing.bridge.suffix_cache_works`
@@ -312,26 +312,39 @@ def clean_run(bridge, input_ids: torch.Tensor, kinds: Sequence[str], answer_id: 
 
 
 @torch.no_grad()
-def corrupted_run(bridge, model, input_ids: torch.Tensor, noise: torch.Tensor, subject_range: tuple[int, int], answer_id: int, *, with_cache: bool, forward_kwargs: dict | None = None):
-    """``p*`` (mean over noise rows) and, with ``with_cache``, the corrupted run's KV cache."""
-    samples = noise.shape[0]
+def base_runs(bridge, model, input_ids: torch.Tensor, noise: torch.Tensor, subject_range: tuple[int, int], answer_id: int, kinds: Sequence[str], *, with_cache: bool, forward_kwargs: dict | None = None):
+    """The clean run and the corrupted runs in one forward pass of ``1 + samples`` rows.
+
+    Returns ``(p, clean, p_star, cache)``: ``P(answer)`` of row 0 (clean), its activations
+    ``{kind: [L, T, d]}``, the mean ``P(answer)`` of rows ``1..samples`` (noise on the subject's
+    embeddings) and, with ``with_cache``, the KV cache of all rows (row ``1 + j`` is noise draw ``j``).
+    """
+    n_layers = int(bridge.cfg.n_layers)
     s, e = subject_range
     noise_dev = noise.to(input_ids.device)
+    store: dict[str, torch.Tensor] = {}
 
     def add_noise(act, hook):
         act = act.clone()
-        act[:, s:e] += noise_dev.to(act.dtype)
+        act[1:, s:e] += noise_dev.to(act.dtype)
         return act
 
+    def grab(act, hook):
+        store[hook.name] = act[0].detach().clone()
+
+    names = {(k, l): hook_name(k, l) for k in kinds for l in range(n_layers)}
     kwargs = dict(forward_kwargs or {})
     cache = None
     if with_cache:
         cache = new_cache(model)
         kwargs.update({cache_keyword(model): cache, "use_cache": True})
-    with bridge.hooks(fwd_hooks=[(EMBED_HOOK, add_noise)]):
-        logits = bridge(input_ids.unsqueeze(0).expand(samples, -1), return_type="logits", **kwargs)
-    p = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id].mean().item()
-    return p, cache
+    with bridge.hooks(fwd_hooks=[(EMBED_HOOK, add_noise)] + [(n, grab) for n in names.values()]):
+        logits = bridge(input_ids.unsqueeze(0).expand(1 + noise.shape[0], -1), return_type="logits", **kwargs)
+    probs = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id]
+    acts: dict[str, list[torch.Tensor]] = {}
+    for (k, l), n in names.items():  # hooks see the canonical name of an alias
+        acts.setdefault(k, []).append(store[bridge.hook_dict[n].name])
+    return probs[0].item(), {k: torch.stack(v) for k, v in acts.items()}, probs[1:].mean().item(), cache
 
 
 # --------------------------------------------------------------------------- batching
@@ -406,8 +419,7 @@ def trace_fact(
         batch_rows = auto_batch_rows(_bridge_dims(bridge), T, memory_budget_bytes(device, config.memory_mb))
     per_chunk = max(1, batch_rows // samples)
 
-    p_clean, clean = clean_run(bridge, ids, config.kinds, tf.answer_id, n_layers)
-    p_corrupt, cache = corrupted_run(bridge, model, ids, noise, tf.subject_range, tf.answer_id, with_cache=suffix, forward_kwargs=fkw)
+    p_clean, clean, p_corrupt, cache = base_runs(bridge, model, ids, noise, tf.subject_range, tf.answer_id, config.kinds, with_cache=suffix, forward_kwargs=fkw)
 
     # Positions before the subject see no noise: restoring them changes nothing (IE = 0).
     positions = list(range(s, T))
@@ -428,7 +440,7 @@ def trace_fact(
             start = chunk[0].position if suffix else 0
             cache_kwargs = None
             if suffix and start > 0:
-                rows = torch.arange(len(chunk) * samples, device=device) % samples
+                rows = 1 + torch.arange(len(chunk) * samples, device=device) % samples  # cache row 0 is the clean run
                 cache_kwargs = {key: prefix_cache(cache, start, rows), "use_cache": True}
             p = patched_probs(
                 bridge, ids, chunk, clean=clean, noise=noise, subject_range=tf.subject_range,
