@@ -457,7 +457,7 @@ def save_model_folder(run: UnlearnRun, tokenizer, out: Path, manifest: dict, *, 
             model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / MANIFEST, manifest)
-        logger.info("wrote %s", out)
+        logger.debug("wrote %s", out)
     acc.wait_for_everyone()
 
 
