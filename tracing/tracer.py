@@ -212,19 +212,26 @@ class Restoration:
     sites: tuple[tuple[str, int], ...]
 
 
-def restorations_for(kind: str, positions: Iterable[int], n_layers: int, window: int) -> list[Restoration]:
-    """One :class:`Restoration` per ``(position, layer)``, position-major."""
-    return [
-        Restoration(t, tuple((kind, l2) for l2 in restored_layers(kind, l, n_layers, window)))
-        for t in positions
-        for l in range(n_layers)
-    ]
+def restoration_cells(kinds: Sequence[str], positions: Iterable[int], n_layers: int, window: int) -> dict[Restoration, list[tuple[str, int, int]]]:
+    """Each distinct restoration and the ``(kind, position, layer)`` cells of the IE tables it fills.
+
+    Cells share a restoration when their windows coincide (a window clipped at both ends of a
+    shallow model); it is run once.
+    """
+    cells: dict[Restoration, list[tuple[str, int, int]]] = {}
+    for kind in kinds:
+        for t in positions:
+            for layer in range(n_layers):
+                sites = tuple((kind, l2) for l2 in restored_layers(kind, layer, n_layers, window))
+                cells.setdefault(Restoration(t, sites), []).append((kind, t, layer))
+    return cells
 
 
 def _forward_kwargs(bridge, model) -> dict:
     return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
 
 
+@torch.no_grad()
 def patched_probs(
     bridge,
     input_ids: torch.Tensor,
@@ -397,6 +404,7 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 # --------------------------------------------------------------------------- one fact
 
 
+@torch.no_grad()
 def trace_fact(
     bridge,
     model,
@@ -424,14 +432,7 @@ def trace_fact(
     # Positions before the subject see no noise: restoring them changes nothing (IE = 0).
     positions = list(range(s, T))
     probs = {k: np.full((T, n_layers), p_corrupt, dtype=np.float64) for k in config.kinds}
-    # Cells (kind, position, layer) → restoration; cells sharing one (a window clipped at both
-    # ends of a shallow model) are run once.
-    cells: dict[Restoration, list[tuple[str, int, int]]] = {}
-    for kind in config.kinds:
-        for t in positions:
-            for layer in range(n_layers):
-                sites = tuple((kind, l2) for l2 in restored_layers(kind, layer, n_layers, config.window))
-                cells.setdefault(Restoration(t, sites), []).append((kind, t, layer))
+    cells = restoration_cells(config.kinds, positions, n_layers, config.window)
     work = list(cells)
     groups = [[r for r in work if r.position == t] for t in positions] if suffix else [work]
     key = cache_keyword(model) if suffix else None
