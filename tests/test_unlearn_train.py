@@ -133,6 +133,23 @@ def test_every_method_trains_only_the_selected_tensors(method, fixture_target, d
         assert 0 <= epoch["kl_retain"] < 1.0
 
 
+def test_gradient_checkpointing_and_bf16_autocast(fixture_target, data):
+    def train(**extra):
+        model, tok = load(fixture_target)
+        config = UnlearnConfig(**{**FAST, "max_steps": 2, **extra})
+        run = train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), config, progress=False, device="cpu")
+        return model, run.report
+
+    plain, _ = train()
+    checkpointed, _ = train(gradient_checkpointing=True)  # recomputation gives the same gradients
+    assert getattr(checkpointed, "is_activation_checkpointing", None) or checkpointed.is_gradient_checkpointing
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), checkpointed.parameters()))
+    mixed, report = train(bf16=True)
+    assert report["stopped"] is None and math.isfinite(report["per_epoch"][0]["loss"])
+    assert next(mixed.parameters()).dtype == torch.float32  # float32 master weights
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), mixed.parameters()))
+
+
 def test_lora_run_merges_into_a_plain_model(fixture_world, fixture_target, data, tmp_path):
     config = UnlearnConfig(**{**FAST, "lora": True, "lora_r": 4, "lora_alpha": 8, "lr": 1e-2, "max_steps": 24})
     manifest = run_unlearning(fixture_target, fixture_world, tmp_path / "lora", config, model_options=CPU, progress=False)

@@ -288,13 +288,19 @@ def unlearn_model(
     progress: bool = True,
     device: str = "auto",
     callbacks: Sequence = (),
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ):
     """Unlearn ``forget`` from ``model`` in memory; return ``(model, report)``.
 
     The returned model is the trained one (with LoRA the adapters are merged into the
-    weights); ``report`` is what ``unlearn.json`` holds apart from file paths.
+    weights); ``report`` is what ``unlearn.json`` holds apart from file paths. Checkpoints
+    (``config.save_steps``) need a ``checkpoint_dir``.
     """
-    run = train_unlearning(model, tokenizer, forget, retain, config, progress=progress, device=device, callbacks=callbacks)
+    run = train_unlearning(
+        model, tokenizer, forget, retain, config,
+        progress=progress, device=device, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
+    )
     return _merged(run.model), run.report
 
 
@@ -348,6 +354,11 @@ def _retain_or_none(data: SemEvalData):
     return data.splits.get("retain_train")
 
 
+def distributed_launch() -> bool:
+    """True inside ``accelerate launch`` / ``torchrun`` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def default_checkpoint_dir(out: str | os.PathLike) -> Path:
     """``<out>.checkpoints`` beside the output folder."""
     out = Path(out)
@@ -394,6 +405,8 @@ def run_unlearning(
     ckpt_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir(out)
     check_output_path(ckpt_dir, model_dir if model_dir.exists() else None, paths)
     complete, incomplete = list_checkpoints(ckpt_dir)
+    if resume and not complete:
+        raise AmnesiaError(f"{ckpt_dir}: no complete checkpoint to resume from (a checkpoint is complete once it holds amnesia_state.json)")
     if not resume and (complete or incomplete):
         if not overwrite:
             raise AmnesiaError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over")
@@ -403,7 +416,10 @@ def run_unlearning(
     options = model_options
     if options.dtype == "auto":
         options = dataclasses.replace(options, dtype="float32")
-    model, tokenizer = load_model(model_path, options, for_training=True)
+    # Under `accelerate launch` every process loads on CPU and the Trainer places (DDP,
+    # DeepSpeed) or shards (FSDP) the model; otherwise all processes would load onto one GPU.
+    load_options = dataclasses.replace(options, device="cpu") if distributed_launch() else options
+    model, tokenizer = load_model(model_path, load_options, for_training=True)
     save_dtype = _source_dtype(model_dir) if model_dir.is_dir() else None
     run = train_unlearning(
         model,
