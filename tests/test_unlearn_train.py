@@ -211,6 +211,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_world, fi
     assert not ckpts.exists()  # removed after success
 
 
+def test_lora_resume_is_exact(fixture_world, fixture_target, tmp_path):
+    config = UnlearnConfig(**{**FAST, "lora": True, "lr": 2e-3, "max_steps": 4, "save_steps": 2})
+    run_unlearning(fixture_target, fixture_world, tmp_path / "full", config, model_options=CPU, progress=False)
+    with pytest.raises(Interrupted):
+        run_unlearning(fixture_target, fixture_world, tmp_path / "res", config, model_options=CPU, progress=False, callbacks=[InterruptAfterSave(2)])
+    assert (tmp_path / "res.checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()  # adapters only
+    run_unlearning(fixture_target, fixture_world, tmp_path / "res", config, model_options=CPU, progress=False, resume=True)
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "res")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 def test_resume_refuses_other_settings_and_missing_checkpoints(fixture_world, fixture_target, tmp_path):
     config = UnlearnConfig(**{**FAST, "max_steps": 2, "save_steps": 1, "keep_checkpoints": True})
     run_unlearning(fixture_target, fixture_world, tmp_path / "a", config, model_options=CPU, progress=False)
