@@ -200,6 +200,25 @@ def test_subject_span_from_offsets(target):
         subject_token_range(tok, prompt, "Goldi Aqua")
 
 
+def test_subject_span_without_an_offset_mapping(target):
+    """Slow (Python) tokenizers have no offset mapping: spans come from decoding prefixes."""
+    _, fast = target
+
+    class Slow:
+        all_special_ids = fast.all_special_ids
+
+        def __call__(self, text, return_offsets_mapping=False, **kw):
+            if return_offsets_mapping:
+                raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
+            return fast(text, **kw)
+
+        def decode(self, ids):
+            return fast.decode(ids)
+
+    for prompt in ("What is the birth date of Xanthe Yarrow?", "What is Xanthe Yarrow's phone number?"):
+        assert subject_token_range(Slow(), prompt, "Xanthe Yarrow") == subject_token_range(fast, prompt, "Xanthe Yarrow")
+
+
 def test_subject_span_with_the_olmo_tokenizer(olmo_tokenizer_dir):
     from transformers import AutoTokenizer
 
