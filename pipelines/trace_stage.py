@@ -139,8 +139,13 @@ def run_trace(
     progress: bool = True,
     overwrite: bool = True,
     log: Callable[[str], None] | None = None,
+    check_prediction: bool = True,
 ) -> TraceOutcome:
-    """Build facts, trace them, aggregate, select layers, write all outputs into ``out_dir``."""
+    """Build facts, trace them, aggregate, select layers, write all outputs into ``out_dir``.
+
+    ``check_prediction=False`` keeps facts the model no longer predicts (re-tracing the same
+    facts on an unlearned model); ROME's known-facts filter is on by default.
+    """
     config.check()
     out_dir = Path(out_dir)
     if not overwrite and (out_dir / "trace.json").exists():
@@ -153,7 +158,7 @@ def run_trace(
         facts, unnamed, where = list(data), [], "the given facts"
     if not facts and not unnamed:
         raise AmnesiaError(f"{where}: no QA rows to build facts from (expected questions like 'What is NAME's phone number?')")
-    prepared = prepare_facts(model, tokenizer, facts, max_tokens=config.trace.max_tokens)
+    prepared = prepare_facts(model, tokenizer, facts, max_tokens=config.trace.max_tokens, check_prediction=check_prediction)
     n_passed = len(prepared.kept)
     capped = FactSet(prepared.kept[: config.facts.max_facts] if config.facts.max_facts else prepared.kept, unnamed + prepared.skipped)
     say(f"facts from {where}: {len(facts) + len(unnamed)} candidates, {n_passed} kept, tracing {len(capped.kept)}")

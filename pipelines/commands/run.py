@@ -1,0 +1,47 @@
+"""Run the whole method from a YAML config: trace → select → unlearn → re-trace → evaluate → report.
+
+Stages go into one run directory (default runs/NAME, or --out): world/ and target/ (when the
+config builds them), trace/, unlearned/, retrace/, scores_before/, scores_after/, control_*/
+(with --control), then report.md, report.html, summary.json and config.resolved.yaml.
+A stage whose config and inputs are unchanged since a completed run is skipped; --force reruns
+everything; an interrupted stage is redone (unlearning resumes from its last checkpoint).
+Override any config key on the command line: amnesia run configs/demo.yaml unlearn.lr=1e-5 trace.select_k=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from pipelines.config import CONTROLS, load_config
+from pipelines.run import run_pipeline
+
+NAME = "run"
+HELP = "run trace → unlearn → re-trace → evaluate from a YAML config"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides applied to the config, e.g. unlearn.lr=1e-5 trace.select_k=4")
+    p.add_argument("--out", default=None, help="run directory (default: the config's 'out', else runs/NAME)")
+    p.add_argument("--force", action="store_true", help="rerun every stage even when its config and inputs are unchanged")
+    p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn with control layers: random (same count), fixed (control_layers or the first k), sweep (every window of k); default: the config's 'control'")
+
+
+def print_headline(summary: dict, run_dir) -> None:
+    from pipelines.report import HEADLINE, _fmt, _get
+
+    print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
+    print(f"{'':24}{'before':>10}{'after':>10}")
+    for name, keys in HEADLINE:
+        print(f"{name:24}{_fmt(_get(summary['scores_before'], keys)):>10}{_fmt(_get(summary['scores_after'], keys)):>10}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.control is not None:
+        config = dataclasses.replace(config, control=args.control)
+    outcome = run_pipeline(config, out=args.out, force=args.force)
+    print_headline(outcome.summary, outcome.run_dir)
+    return 0

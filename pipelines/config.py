@@ -1,0 +1,164 @@
+"""The run configuration of ``amnesia run``: one YAML file → one typed :class:`RunConfig`.
+
+Sections (every key optional; defaults in the dataclasses below and in each stage's config):
+
+* top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``data`` (SemEval data:
+  folder or Hub id), ``model`` (the target: folder or Hub id), ``retrace``, ``control``,
+  ``control_layers``, ``control_seed``;
+* ``world`` (:class:`pipelines.world.WorldConfig`): build the synthetic world instead of ``data``;
+* ``target`` (:class:`pipelines.target.TargetConfig`): train the tiny target instead of ``model``;
+* ``loading`` (:class:`unlearn.models.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
+* ``trace`` (:class:`TraceSection`): the tracing stage, flat (``trace.samples``, ``trace.select_k``…);
+* ``unlearn`` (:class:`unlearn.trainer.UnlearnConfig`): ``layers: auto`` = the traced selection;
+* ``evaluate`` (:class:`unlearn.eval.EvalConfig`).
+
+An unknown key, a wrong type or an out-of-range value is an :class:`AmnesiaError` naming the
+file and the dotted key (and, for unknown keys, the valid ones). Command-line overrides are
+dotted ``key=value`` pairs applied to the YAML before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pipelines.target import TargetConfig
+from pipelines.trace_stage import FactSource, TraceStageConfig
+from pipelines.typed import apply_overrides, from_mapping, load_yaml_text, to_mapping
+from pipelines.world import WorldConfig
+from tracing.errors import AmnesiaError
+from tracing.selection import SelectionConfig
+from tracing.tracer import TraceConfig
+from unlearn.eval import EvalConfig
+from unlearn.models import ModelOptions
+from unlearn.trainer import UnlearnConfig
+
+CONTROLS = ("none", "random", "fixed", "sweep")
+
+
+@dataclass(frozen=True)
+class TraceSection:
+    """The tracing stage's options, flat as users write them (``trace.select_k=4``)."""
+
+    kinds: list[str] = field(default_factory=lambda: ["hidden", "mlp", "attn"])
+    samples: int = 10
+    noise: str | float = "s3"
+    window: int = 10
+    method: Literal["exact", "attribution"] = "exact"
+    batch_size: int | None = None
+    seed: int = 0
+    split: Literal["forget", "retain", "all"] = "forget"
+    part: Literal["train", "validation"] = "train"
+    rephrase: bool = False
+    max_facts: int | None = None
+    select_mode: Literal["window", "threshold"] = "window"
+    select_k: int = 6
+    select_fraction: float = 0.5
+    select_kind: Literal["mlp", "attn", "hidden"] = "mlp"
+    select_group: str = "last_subject"
+    heatmaps: int = 4
+
+    def stage_config(self) -> TraceStageConfig:
+        return TraceStageConfig(
+            trace=TraceConfig(kinds=tuple(self.kinds), samples=self.samples, noise=self.noise, window=self.window, seed=self.seed, method=self.method, batch_size=self.batch_size),
+            select=SelectionConfig(mode=self.select_mode, k=self.select_k, fraction=self.select_fraction, kind=self.select_kind, group=self.select_group),
+            facts=FactSource(split=self.split, part=self.part, rephrase=self.rephrase, max_facts=self.max_facts),
+            heatmaps=self.heatmaps,
+        )
+
+    def check(self) -> None:
+        self.stage_config().check()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``amnesia run`` does, validated."""
+
+    name: str = "run"
+    out: str | None = None
+    data: str | None = None
+    model: str | None = None
+    world: WorldConfig | None = None
+    target: TargetConfig | None = None
+    loading: ModelOptions = field(default_factory=ModelOptions)
+    trace: TraceSection = field(default_factory=TraceSection)
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    retrace: bool = True
+    control: Literal["none", "random", "fixed", "sweep"] = "none"
+    control_layers: list[int] | None = None
+    control_seed: int = 0
+
+    def check(self) -> None:
+        if (self.data is None) == (self.world is None):
+            raise AmnesiaError("give exactly one of 'data' (a SemEval data folder or Hub id) and 'world' (build the synthetic world)")
+        if (self.model is None) == (self.target is None):
+            raise AmnesiaError("give exactly one of 'model' (the target model folder or Hub id) and 'target' (train the tiny target)")
+        if self.target is not None and self.target.base_model is None and self.world is None and self.data is None:
+            raise AmnesiaError("'target' needs data to train on")
+        if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
+            raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
+        if not self.name or "/" in self.name:
+            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
+
+    @property
+    def traced_layers(self) -> bool:
+        """True when unlearning uses the tracing stage's selection (``unlearn.layers: auto``)."""
+        return self.unlearn.layers == "auto"
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def to_dict(self) -> dict:
+        return to_mapping(self)
+
+
+def _unlearn_checked(section) -> UnlearnConfig:
+    """``unlearn`` with ``layers: auto`` allowed (resolved to the trace's layers.json at run time)."""
+    raw = dict(section or {})
+    auto = raw.get("layers", "auto") == "auto"
+    if auto:
+        raw["layers"] = "0"
+    config = from_mapping(UnlearnConfig, raw, "unlearn")
+    return dataclasses.replace(config, layers="auto") if auto else config
+
+
+def config_from_mapping(data: dict, where: str = "config") -> RunConfig:
+    """Validate a mapping (a parsed YAML file with overrides applied) into a :class:`RunConfig`."""
+    if not isinstance(data, dict):
+        raise AmnesiaError(f"{where}: expected a mapping of sections (name, data, model, world, target, trace, unlearn, evaluate, …)")
+    data = dict(data)
+    unlearn_section = data.pop("unlearn", None)
+    if unlearn_section is not None and not isinstance(unlearn_section, dict):
+        raise AmnesiaError(f"{where}: unlearn: expected a mapping, got {unlearn_section!r}")
+    try:
+        unlearn = _unlearn_checked(unlearn_section)
+        config = from_mapping(RunConfig, data)
+    except AmnesiaError as exc:
+        raise AmnesiaError(f"{where}: {exc}") from None
+    config = dataclasses.replace(config, unlearn=unlearn)
+    try:
+        config.check()
+    except AmnesiaError as exc:
+        raise AmnesiaError(f"{where}: {exc}") from None
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (safe loader), apply dotted ``key=value`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise AmnesiaError(f"{path}: config file does not exist")
+    data = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
+    if not isinstance(data, dict):
+        raise AmnesiaError(f"{path}: expected a mapping of sections at the top level")
+    return config_from_mapping(apply_overrides(data, list(overrides)), str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (what ``config.resolved.yaml`` holds)."""
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

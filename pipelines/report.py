@@ -1,0 +1,308 @@
+"""The run report: ``summary.json``, ``report.md`` (images beside it) and a self-contained ``report.html``.
+
+Contents: config summary; kept/skipped facts; heatmaps and AIE curves; the selected layers and
+why; the before/after trace comparison (AIE per layer, target vs unlearned); training curves
+(CE_forget, CE_retain, α per logging step); the scores before vs after with the official keys
+and the delta; MMLU before/after (or why it was skipped); wall time per stage; the controls
+table when controls ran. ``summary.json`` holds the same numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+from pipelines.config import RunConfig
+from pipelines.stages import StageResult
+from tracing.aggregation import layer_profile
+from tracing.io import atomic_path, write_json, write_text
+from unlearn.eval import compare
+
+FIGURES = "figures"
+HEADLINE = (
+    ("forget regurgitation", ("forget-set", "overall-regurgitation-score")),
+    ("forget knowledge", ("forget-set", "overall-knowledge-score")),
+    ("retain regurgitation", ("retain-set", "overall-regurgitation-score")),
+    ("retain knowledge", ("retain-set", "overall-knowledge-score")),
+    ("MIA score", ("mia_final_score",)),
+    ("MMLU", ("mmlu_average",)),
+    ("task aggregate", ("harmonic-mean-task-aggregate",)),
+    ("aggregate", ("aggregate-score",)),
+)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _get(d: dict, keys: tuple[str, ...]):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _fmt(v, signed=False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:+.3f}" if signed else f"{v:.3f}"
+    return str(v)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_trace_comparison(before: dict, after: dict, path: Path, *, kind: str, group: str, layers: list[int]) -> Path:
+    """AIE per layer at ``group`` for ``kind``: target vs unlearned, selected layers shaded."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for summary, label, colour in ((before, "target", "tab:blue"), (after, "unlearned", "tab:red")):
+        y = layer_profile(summary, kind, group)
+        ci = summary["aie"][kind][group]
+        x = list(range(len(y)))
+        ax.plot(x, y, marker="o", label=label, color=colour)
+        if ci.get("ci_low") is not None:
+            ax.fill_between(x, ci["ci_low"], ci["ci_high"], color=colour, alpha=0.15)
+    for l in layers:
+        ax.axvspan(l - 0.5, l + 0.5, color="grey", alpha=0.12, lw=0)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"AIE ({kind}, {group.replace('_', ' ')})")
+    ax.set_title("Causal effect before and after unlearning (shaded: unlearned layers)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_training_curves(history: list[dict], path: Path) -> Path | None:
+    """CE_forget, CE_retain and α per logging step."""
+    rows = [h for h in history if "ce_forget" in h]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    steps = [h["step"] for h in rows]
+    ax.plot(steps, [h["ce_forget"] for h in rows], label="CE forget", color="tab:red")
+    if any("ce_retain" in h for h in rows):
+        ax.plot(steps, [h.get("ce_retain") for h in rows], label="CE retain", color="tab:blue")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy")
+    if any("alpha" in h for h in rows):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [h.get("alpha") for h in rows], label="α", color="tab:green", ls="--")
+        ax2.set_ylabel("α")
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    ax.set_title("Unlearning: losses and α")
+    return _save(fig, path)
+
+
+def _scores_table(before: dict, after: dict) -> tuple[list[str], list[list[str]]]:
+    rows = [[r["metric"], r["key"], _fmt(r["before"]), _fmt(r["after"]), _fmt(r["delta"], signed=True), r["better"]] for r in compare(before, after)]
+    return ["metric", "key", "before", "after", "delta", "better"], rows
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _mmlu_note(scores: dict) -> str:
+    if scores.get("mmlu_average") is not None:
+        return f"{scores['mmlu_average']:.3f}"
+    notes = [w for w in scores.get("warnings", []) if "MMLU" in w]
+    return "skipped (" + (notes[0] if notes else "not evaluated") + ")"
+
+
+def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float) -> dict:
+    trace_json = _read(trace.path / "trace.json")
+    layers_json = _read(trace.path / "layers.json")
+    unlearn_json = _read(unlearned.path / "unlearn.json")
+    scores_before = _read(before.path / "scores.json")
+    scores_after = _read(after.path / "scores.json")
+    summary = {
+        "schema": 1,
+        "name": config.name,
+        "run_dir": str(run_dir),
+        "model": config.model or "target/ (built)",
+        "data": config.data or "world/ (built)",
+        "facts": trace_json["summary"].get("counts", {}),
+        "trace": {
+            "te": trace_json["summary"]["te"],
+            "p_clean": trace_json["summary"]["p_clean"],
+            "p_corrupt": trace_json["summary"]["p_corrupt"],
+            "n_layers": trace_json["summary"]["n_layers"],
+        },
+        "selection": {k: layers_json.get(k) for k in ("kind", "layers", "method", "scores", "n_facts", "params")},
+        "unlearn": {
+            "method": unlearn_json["method"],
+            "layers": unlearn_json["layers"],
+            "kind": unlearn_json["kind"],
+            "trainable": unlearn_json.get("parameters"),
+            "steps": unlearn_json.get("steps"),
+            "stopped": unlearn_json.get("stopped"),
+            "per_epoch": unlearn_json.get("per_epoch"),
+            "wall_time_s": unlearn_json.get("wall_time_s"),
+        },
+        "scores_before": scores_before,
+        "scores_after": scores_after,
+        "comparison": compare(scores_before, scores_after),
+        "stages": {name: {"seconds": round(r.seconds, 2), "skipped": r.skipped} for name, r in results.items()},
+        "wall_time_s": round(wall_time, 2),
+    }
+    if retrace is not None:
+        re_json = _read(retrace.path / "trace.json")
+        kind, group = layers_json["kind"], layers_json.get("params", {}).get("group", "last_subject")
+        summary["retrace"] = {
+            "te": re_json["summary"]["te"],
+            "p_clean": re_json["summary"]["p_clean"],
+            "aie_before": layer_profile(trace_json["summary"], kind, group),
+            "aie_after": layer_profile(re_json["summary"], kind, group),
+            "kind": kind,
+            "group": group,
+        }
+    if controls:
+        rows = []
+        for label, c in {"traced": {"layers": unlearned.record["layers"], "scores": after}, **controls}.items():
+            s = _read(c["scores"].path / "scores.json")
+            rows.append({"label": label, "layers": c["layers"], **{name: _get(s, keys) for name, keys in HEADLINE}})
+        summary["controls"] = {"mode": config.control, "rows": rows}
+    return summary
+
+
+def _headline_rows(summary: dict) -> list[list[str]]:
+    return [[name, _fmt(_get(summary["scores_before"], keys)), _fmt(_get(summary["scores_after"], keys))] for name, keys in HEADLINE]
+
+
+def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) -> str:
+    s = summary
+    facts = s["facts"]
+    sel = s["selection"]
+    out = [f"# selective-amnesia run: {s['name']}", ""]
+    out += ["## Configuration", "", _md_table(["key", "value"], [
+        ["model", s["model"]], ["data", s["data"]], ["unlearning method", s["unlearn"]["method"]],
+        ["lr / epochs", f"{config.unlearn.lr:g} / {config.unlearn.epochs:g}"],
+        ["trace", f"samples {config.trace.samples}, noise {config.trace.noise}, window {config.trace.window}, method {config.trace.method}"],
+        ["selection", f"{config.trace.select_mode}, k {config.trace.select_k}, kind {config.trace.select_kind}"],
+        ["evaluation", f"splits {config.evaluate.splits}, MMLU {config.evaluate.mmlu}"],
+    ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
+    out += ["## Facts", "", _md_table(["candidates", "kept", "traced", "skipped: subject not found", "skipped: wrong prediction", "skipped: too long"], [[
+        facts.get("candidates", "–"), facts.get("kept", "–"), facts.get("traced", "–"), facts.get("subject not found", 0), facts.get("wrong prediction", 0), facts.get("too long", 0)]]), ""]
+    te = s["trace"]["te"]
+    out += [f"Average total effect of the corruption: **{_fmt(te['mean'])}** (95 % CI {_fmt(te.get('ci_low'))}–{_fmt(te.get('ci_high'))}); "
+            f"p(answer) clean {_fmt(s['trace']['p_clean']['mean'])}, corrupted {_fmt(s['trace']['p_corrupt']['mean'])}.", ""]
+    out += ["## Where the facts live", ""]
+    for name in ("aie",) + tuple(k for k in images if k.startswith("heatmap")):
+        if name in images:
+            out += [f"![{name}]({images[name]})", ""]
+    scores = sel.get("scores") or []
+    top = sorted(range(len(scores)), key=lambda i: -scores[i])[:3]
+    out += [f"**Selected layers: {sel['layers']}** ({sel['kind']}, method `{sel['method']}`, over {sel['n_facts']} facts). "
+            f"The window maximises the summed AIE of the {sel['kind'].upper()} output at the last subject token; "
+            f"the strongest single layers are {top}.", ""]
+    if config.unlearn.layers != "auto":
+        out += [f"Unlearning used the configured layers {s['unlearn']['layers']} instead of the traced selection.", ""]
+    if "retrace" in s:
+        r = s["retrace"]
+        out += ["## Before and after: did the effect leave the located layers?", "", f"![trace comparison]({images['trace_compare']})", "",
+                _md_table(["layer", "AIE target", "AIE unlearned"], [[i, _fmt(a), _fmt(b)] for i, (a, b) in enumerate(zip(r["aie_before"], r["aie_after"]))]), "",
+                f"p(answer) on the unlearned model: {_fmt(r['p_clean']['mean'])} (target: {_fmt(s['trace']['p_clean']['mean'])}).", ""]
+    u = s["unlearn"]
+    out += ["## Unlearning", "", f"Method `{u['method']}` on layers {u['layers']} ({u['kind']}), {u['steps']} steps"
+            + (f", stopped: {u['stopped']}" if u.get("stopped") else "") + ".", ""]
+    if "training" in images:
+        out += [f"![training curves]({images['training']})", ""]
+    if u.get("per_epoch"):
+        keys = [k for k in ("loss", "ce_forget", "ce_retain", "alpha") if k in u["per_epoch"][0]]
+        out += [_md_table(["epoch", *keys], [[e["epoch"], *[_fmt(e.get(k)) for k in keys]] for e in u["per_epoch"]]), ""]
+    out += ["## Scores", "", _md_table(["headline", "before", "after"], _headline_rows(s)), ""]
+    head, rows = _scores_table(s["scores_before"], s["scores_after"])
+    out += ["Official keys (SemEval-2025 Task 4):", "", _md_table(head, rows), ""]
+    out += [f"MMLU before: {_mmlu_note(s['scores_before'])}; after: {_mmlu_note(s['scores_after'])}.", ""]
+    if "controls" in s:
+        c = s["controls"]
+        out += [f"## Controls ({c['mode']})", "", "The same unlearning with other layers: does the traced choice beat them?", "",
+                _md_table(["run", "layers", *[n for n, _ in HEADLINE]], [[r["label"], r["layers"], *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+    out += ["## Wall time", "", _md_table(["stage", "seconds", "skipped (cached)"], [[k, f"{v['seconds']:.1f}", "yes" if v["skipped"] else "no"] for k, v in s["stages"].items()]), "",
+            f"Total: {s['wall_time_s']:.1f} s.", ""]
+    return "\n".join(out)
+
+
+def markdown_to_html(md: str, run_dir: Path, title: str) -> str:
+    """A small Markdown subset (headings, tables, images, paragraphs) → self-contained HTML."""
+    body, table = [], []
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|(---\|)+", r)]
+            cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if m := re.fullmatch(r"(#+) (.*)", line):
+            n = len(m.group(1))
+            body.append(f"<h{n}>{inline(m.group(2))}</h{n}>")
+        elif m := re.fullmatch(r"!\[(.*?)\]\((.*?)\)", line):
+            data = base64.b64encode((run_dir / m.group(2)).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"></p>')
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(run_dir: Path, config: RunConfig, results: dict[str, StageResult], **parts) -> dict:
+    """Write figures, ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    summary = build_summary(run_dir, config, results, **parts)
+    trace = parts["trace"]
+    images = {"aie": str(Path("trace") / "aie.png")}
+    for i, png in enumerate(sorted((trace.path / "heatmaps").glob("*.png"))[:2]):
+        images[f"heatmap{i}"] = str(png.relative_to(run_dir))
+    figures = run_dir / FIGURES
+    if "retrace" in summary:
+        r = summary["retrace"]
+        trace_before = _read(trace.path / "trace.json")["summary"]
+        trace_after = _read(parts["retrace"].path / "trace.json")["summary"]
+        plot_trace_comparison(trace_before, trace_after, figures / "trace_compare.png", kind=r["kind"], group=r["group"], layers=summary["unlearn"]["layers"])
+        images["trace_compare"] = f"{FIGURES}/trace_compare.png"
+    history = _read(parts["unlearned"].path / "unlearn.json").get("log_history", [])
+    if plot_training_curves(history, figures / "training_curves.png"):
+        images["training"] = f"{FIGURES}/training_curves.png"
+    summary["figures"] = images
+    md = render_markdown(summary, config, images)
+    write_json(run_dir / "summary.json", summary)
+    write_text(run_dir / "report.md", md)
+    write_text(run_dir / "report.html", markdown_to_html(md, run_dir, f"selective-amnesia: {config.name}"))
+    return summary

@@ -1,0 +1,195 @@
+"""``amnesia run``: trace → select → unlearn → re-trace → evaluate, cached in one run directory.
+
+Stages, each a folder of the run directory (see :mod:`pipelines.stages` for caching):
+
+``world/`` and ``target/`` (only when the config builds them), ``trace/`` (trace of the target:
+trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the new model + unlearn.json),
+``retrace/`` (the same facts traced on the unlearned model, without the known-facts filter),
+``scores_before/`` and ``scores_after/`` (scores.json + predictions.csv), and for controls
+``control_<label>/`` (the same unlearning with other layers, with its ``scores/``). Then
+``report.md``, ``report.html``, ``summary.json`` and ``config.resolved.yaml``.
+
+A stage is skipped when its config and inputs are unchanged since a completed run; ``force``
+reruns everything; an interrupted unlearning resumes from its last complete checkpoint
+(``checkpoints/`` of the run directory) when rerun with the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipelines.config import RunConfig, dump_config
+from pipelines.stages import RunDir, StageResult, path_fingerprint
+from pipelines.target import make_target
+from pipelines.trace_stage import run_trace
+from pipelines.world import make_world
+from tracing.errors import AmnesiaError
+from tracing.facts import Fact
+from tracing.io import write_text
+from unlearn.data import load_semeval
+from unlearn.models import load_model
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_pipeline` produced."""
+
+    run_dir: Path
+    summary: dict
+    stages: dict[str, StageResult]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _free(model) -> None:
+    del model
+    import gc
+
+    gc.collect()
+
+
+class Pipeline:
+    """The stages of one run; each method is one cached stage."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
+        self.config = config
+        self.run = RunDir(run_dir, force=force, log=log)
+        self.progress = progress
+        self.log = log
+
+    # ------------------------------------------------------------------ inputs
+    def data_path(self) -> tuple[str, str]:
+        """(path, fingerprint) of the data: the built world or the configured one."""
+        if self.config.world is not None:
+            res = self.run.stage("world", dataclasses.asdict(self.config.world), lambda tmp: self._world(tmp))
+            return str(res.path), res.hash
+        return self.config.data, path_fingerprint(self.config.data)
+
+    def _world(self, tmp: Path) -> dict:
+        make_world(tmp, self.config.world, overwrite=True)
+        return _read_json(tmp / "world.json")["rows"]
+
+    def model_path(self, data: str, data_key: str) -> tuple[str, str]:
+        if self.config.target is not None:
+            cfg = self.config.target
+
+            def build(tmp: Path) -> dict:
+                manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
+                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "train_qa_exact_match", "parameters")}
+
+            res = self.run.stage("target", dataclasses.asdict(cfg), build, inputs=data_key)
+            return str(res.path), res.hash
+        return self.config.model, path_fingerprint(self.config.model)
+
+    # ------------------------------------------------------------------ stages
+    def trace(self, name: str, model_path: str, model_key: str, data: str, data_key: str, facts_from: Path | None = None) -> StageResult:
+        """Trace ``model_path``; with ``facts_from`` (a trace.json) trace exactly those facts, unfiltered."""
+        section = self.config.trace
+
+        def build(tmp: Path) -> dict:
+            model, tok = load_model(model_path, self.config.loading)
+            if facts_from is None:
+                source = load_semeval(data)
+                check = True
+            else:
+                source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"]) for f in _read_json(facts_from)["facts"]]
+                check = False
+            outcome = run_trace(model, tok, source, tmp, section.stage_config(), progress=self.progress, log=self.log, check_prediction=check)
+            _free(model)
+            return {"layers": outcome.selection.layers, "kind": outcome.selection.kind, "counts": outcome.summary["counts"], "te": outcome.summary["te"]}
+
+        inputs = [model_key, data_key, path_fingerprint(facts_from) if facts_from else None]
+        return self.run.stage(name, dataclasses.asdict(section), build, inputs=inputs)
+
+    def unlearn(self, name: str, model_path: str, model_key: str, data: str, data_key: str, layers, extra_key=None) -> StageResult:
+        """Unlearn with ``layers`` (a list or a layers.json path); checkpoints resume on a rerun."""
+        from unlearn.api import run_unlearning
+        from unlearn.trainer import latest_checkpoint
+
+        config = dataclasses.replace(self.config.unlearn, layers=layers if isinstance(layers, list) else str(layers))
+        cfg_dict = dataclasses.asdict(config)
+        key_inputs = [model_key, data_key, extra_key]
+        stage_key = json.dumps([cfg_dict, key_inputs], sort_keys=True, default=str)
+        import hashlib
+
+        ckpt = self.run.root / "checkpoints" / f"{name}-{hashlib.sha256(stage_key.encode()).hexdigest()[:12]}"
+
+        def build(tmp: Path) -> dict:
+            resume = latest_checkpoint(ckpt) is not None
+            if resume:
+                self.log(f"[{name}] resuming from {latest_checkpoint(ckpt)}")
+            manifest = run_unlearning(model_path, data, tmp, config, model_options=self.config.loading, overwrite=True, resume=resume, checkpoint_dir=ckpt, progress=self.progress)
+            return {"layers": manifest["layers"], "kind": manifest["kind"], "steps": manifest["steps"], "stopped": manifest.get("stopped"), "wall_time_s": manifest["wall_time_s"]}
+
+        return self.run.stage(name, cfg_dict, build, inputs=key_inputs)
+
+    def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str) -> StageResult:
+        from unlearn.eval import run_evaluation, write_outputs
+
+        cfg = self.config.evaluate
+
+        def build(tmp: Path) -> dict:
+            model, tok = load_model(model_path, self.config.loading)
+            result = run_evaluation(model, tok, load_semeval(data), cfg, progress=self.progress)
+            _free(model)
+            write_outputs(tmp, result.scores, result.predictions, overwrite=True)
+            return {"aggregate-score": result.scores.get("aggregate-score"), "harmonic-mean-task-aggregate": result.scores.get("harmonic-mean-task-aggregate")}
+
+        return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
+
+
+def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> dict[str, list[int]]:
+    """The layer sets of the requested control: random (same count), fixed, or every window of k."""
+    k = len(traced)
+    if config.control == "none":
+        return {}
+    if config.control == "random":
+        rng = random.Random(config.control_seed)
+        choices = [l for l in range(n_layers)]
+        picked = sorted(rng.sample(choices, k))
+        return {f"random_{'-'.join(map(str, picked))}": picked}
+    if config.control == "fixed":
+        layers = sorted(config.control_layers) if config.control_layers else list(range(min(k, n_layers)))
+        if layers[-1] >= n_layers or layers[0] < 0:
+            raise AmnesiaError(f"control_layers {layers}: out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+        return {f"fixed_{'-'.join(map(str, layers))}": layers}
+    windows = {}
+    for start in range(0, n_layers - k + 1):
+        layers = list(range(start, start + k))
+        windows[f"window_{start}-{start + k - 1}"] = layers
+    return windows
+
+
+def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
+    """Run every stage of ``config`` in its run directory; write the report; return the summary."""
+    from pipelines.report import write_report
+
+    run_dir = Path(out) if out is not None else config.run_dir()
+    started = time.time()
+    p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
+    write_text(run_dir / "config.resolved.yaml", dump_config(config))
+    data, data_key = p.data_path()
+    model, model_key = p.model_path(data, data_key)
+    trace = p.trace("trace", model, model_key, data, data_key)
+    layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
+    unlearned = p.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
+    retrace = p.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+    before = p.evaluate("scores_before", model, model_key, data, data_key)
+    after = p.evaluate("scores_after", str(unlearned.path), unlearned.hash, data, data_key)
+    controls = {}
+    if config.control != "none":
+        n_layers = _read_json(trace.path / "trace.json")["summary"]["n_layers"]
+        for label, layer_set in control_layer_sets(config, unlearned.record["layers"], n_layers).items():
+            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set)
+            c_scores = p.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
+            controls[label] = {"layers": layer_set, "model": c_model, "scores": c_scores}
+    summary = write_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, before=before, after=after, controls=controls, wall_time=time.time() - started)
+    return RunOutcome(run_dir, summary, dict(p.run.results))

@@ -1,0 +1,129 @@
+"""`amnesia run` end to end on the fixture, stage caching, overrides, config errors, the demo's wiring."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import config_from_mapping, load_config
+from pipelines.demo import DEMO_CONFIG, demo_config, resolve_mmlu
+from pipelines.run import control_layer_sets, run_pipeline
+from pipelines.typed import load_yaml_text
+from tracing.errors import AmnesiaError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(world: Path, target: Path, out: Path, **extra) -> dict:
+    return {
+        "name": "fixture",
+        "out": str(out),
+        "data": str(world),
+        "model": str(target),
+        "loading": {"device": "cpu"},
+        "trace": {"kinds": ["mlp"], "samples": 2, "window": 2, "max_facts": 8, "select_k": 2, "heatmaps": 1},
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 3e-4, "epochs": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0},
+        "evaluate": {"splits": "train", "mmlu": "off", "max_new_tokens": 48},
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory, fixture_world, fixture_target):
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = config_from_mapping(small_config(fixture_world, fixture_target, out))
+    outcome = run_pipeline(config, progress=False, log=lambda m: None)
+    return config, outcome
+
+
+def test_run_end_to_end(fixture_run):
+    config, outcome = fixture_run
+    run_dir = outcome.run_dir
+    for name in ("trace", "unlearned", "retrace", "scores_before", "scores_after", "report.md", "report.html", "summary.json", "config.resolved.yaml"):
+        assert (run_dir / name).exists(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    before, after = summary["scores_before"], summary["scores_after"]
+    fk_b, fk_a = before["forget-set"]["overall-knowledge-score"], after["forget-set"]["overall-knowledge-score"]
+    rk_b, rk_a = before["retain-set"]["overall-knowledge-score"], after["retain-set"]["overall-knowledge-score"]
+    assert fk_b >= 0.9 and fk_a <= fk_b - 0.5, (fk_b, fk_a)  # the forget set's facts are gone
+    assert rk_a >= 0.8 * rk_b, (rk_b, rk_a)  # the retain set's hold
+    assert summary["unlearn"]["layers"] == summary["selection"]["layers"] and len(summary["selection"]["layers"]) == 2
+    r = summary["retrace"]
+    assert len(r["aie_before"]) == len(r["aie_after"]) == 6
+    assert r["p_clean"]["mean"] < summary["trace"]["p_clean"]["mean"]  # the unlearned model no longer predicts them
+    md = (run_dir / "report.md").read_text()
+    for heading in ("## Facts", "## Where the facts live", "## Before and after", "## Unlearning", "## Scores", "## Wall time"):
+        assert heading in md
+    assert "overall-knowledge-score" in md and "MMLU before: skipped" in md
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
+    for png in ("figures/trace_compare.png", "figures/training_curves.png", "trace/aie.png"):
+        assert (run_dir / png).stat().st_size > 1000
+    assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == pytest.approx(3e-4)
+
+
+def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target):
+    config, outcome = fixture_run
+    logs: list[str] = []
+    again = run_pipeline(config, progress=False, log=logs.append)
+    assert all(r.skipped for r in again.stages.values()), logs
+    assert any("unchanged since last run: skipped" in m for m in logs)
+    # a changed evaluation setting reruns only the scoring stages
+    changed = config_from_mapping(small_config(fixture_world, fixture_target, outcome.run_dir, evaluate={"splits": "train", "mmlu": "off", "max_new_tokens": 40}))
+    part = run_pipeline(changed, progress=False, log=lambda m: None)
+    assert {n for n, r in part.stages.items() if not r.skipped} == {"scores_before", "scores_after"}
+
+
+def test_config_errors_and_overrides(tmp_path, fixture_world, fixture_target):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small_config(fixture_world, fixture_target, tmp_path / "r")))
+    cfg = load_config(path, ["unlearn.lr=1e-5", "trace.select_k=4", "evaluate.mmlu_limit=3"])
+    assert cfg.unlearn.lr == 1e-5 and cfg.trace.select_k == 4 and cfg.evaluate.mmlu_limit == 3
+    assert cfg.traced_layers
+    with pytest.raises(AmnesiaError, match=r"c.yaml: trace: unknown key 'select_kk' \(did you mean 'select_k'\?\); valid keys: kinds, samples"):
+        load_config(path, ["trace.select_kk=4"])
+    with pytest.raises(AmnesiaError, match=r"c.yaml: unlearn.epochs: expected a number, got 'many'"):
+        load_config(path, ["unlearn.epochs=many"])
+    with pytest.raises(AmnesiaError, match=r"c.yaml: trace.samples: expected an integer, got 2.5"):
+        load_config(path, ["trace.samples=2.5"])
+    with pytest.raises(AmnesiaError, match=r"unknown key 'modle' \(did you mean 'model'\?\)"):
+        load_config(path, ["modle=x"])
+    with pytest.raises(AmnesiaError, match="give exactly one of 'data'"):
+        config_from_mapping({"model": "m"})
+    with pytest.raises(AmnesiaError, match=r"unlearn: lr -1.0: expected a positive number"):
+        load_config(path, ["unlearn.lr=-1"])
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(path), "trace.bogus=1"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown key 'bogus'" in r.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_controls_layer_sets():
+    base = config_from_mapping({"data": "d", "model": "m"})
+    import dataclasses
+
+    sweep = control_layer_sets(dataclasses.replace(base, control="sweep"), [1, 2], 6)
+    assert list(sweep.values()) == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]
+    rnd = control_layer_sets(dataclasses.replace(base, control="random", control_seed=1), [1, 2], 6)
+    (layers,) = rnd.values()
+    assert len(layers) == 2 and layers == sorted(layers) and all(0 <= l < 6 for l in layers)
+    assert control_layer_sets(dataclasses.replace(base, control="fixed"), [3, 4], 6) == {"fixed_0-1": [0, 1]}
+    with pytest.raises(AmnesiaError, match="out of range"):
+        control_layer_sets(dataclasses.replace(base, control="fixed", control_layers=[5, 6]), [3, 4], 6)
+
+
+def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path):
+    assert load_yaml_text((ROOT / "configs" / "demo.yaml").read_text(), "demo.yaml") == DEMO_CONFIG
+    cfg = demo_config(mmlu="off", people=8, overrides=["unlearn.epochs=2"])
+    assert cfg.world.people == 8 and cfg.unlearn.epochs == 2 and cfg.evaluate.mmlu == "off" and cfg.traced_layers
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("AMNESIA_MMLU_DIR", raising=False)
+    source, note = resolve_mmlu(None)
+    assert source == "off" and "skipped" in note and "AMNESIA_MMLU_DIR" in note
+    monkeypatch.setenv("AMNESIA_MMLU_DIR", str(tmp_path))
+    assert resolve_mmlu(None)[0] == str(tmp_path)
+    assert resolve_mmlu("off")[0] == "off"
