@@ -51,7 +51,7 @@ def _fixture_key() -> str:
     import transformers
 
     h = hashlib.sha256()
-    for rel in ("pipelines/world.py", "pipelines/target.py", "unlearn/data.py", "unlearn/generation.py"):
+    for rel in ("pipelines/world.py", "pipelines/target.py", "unlearn/data.py", "unlearn/generation.py", "unlearn/batching.py"):
         h.update((ROOT / rel).read_bytes())
     h.update(f"{torch.__version__}|{transformers.__version__}|{FIXTURE_PEOPLE}".encode())
     return h.hexdigest()[:16]
