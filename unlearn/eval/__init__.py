@@ -1,0 +1,51 @@
+"""Evaluation: the official SemEval-2025 Task 4 metrics (batched, identical numbers) and MMLU.
+
+.. code-block:: python
+
+    from unlearn.eval import EvalConfig, evaluate, compare
+    from unlearn.models import load_model
+
+    model, tok = load_model("out/unlearned")
+    scores = evaluate(model, tok, "../shared/data/semeval25", EvalConfig(mmlu="off"), out="out/eval")
+    print(scores["harmonic-mean-task-aggregate"], scores["aggregate-score"])
+
+Modules: :mod:`~unlearn.eval.metrics` (one function per metric), :mod:`~unlearn.eval.nll`
+(batched per-row and per-document NLL), :mod:`~unlearn.eval.mmlu` (lm-eval), and
+:mod:`~unlearn.eval.report` (files, tables, before/after).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import SemEvalData
+from .config import DEFAULT_TIE_MARGIN, MMLU_THRESHOLD, EvalConfig
+from .core import Evaluation, run_evaluation
+from .report import check_outputs, compare, load_scores, write_outputs
+
+__all__ = ["EvalConfig", "Evaluation", "evaluate", "run_evaluation", "compare", "load_scores", "write_outputs", "MMLU_THRESHOLD", "DEFAULT_TIE_MARGIN"]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    data: SemEvalData | str | Path,
+    config: EvalConfig = EvalConfig(),
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Score ``model`` on SemEval-style ``data``; return the ``scores.json`` dict.
+
+    ``data`` is a :class:`~unlearn.data.SemEvalData` or anything :func:`~unlearn.data.load_semeval`
+    reads. With ``out``, ``scores.json`` and ``predictions.csv`` are written there (atomically;
+    existing files only with ``overwrite``). Use :func:`run_evaluation` to also get the
+    per-row predictions in Python.
+    """
+    if out is not None:
+        check_outputs(out, overwrite=overwrite)  # before the long work
+    result = run_evaluation(model, tokenizer, data, config, progress=progress)
+    if out is not None:
+        write_outputs(out, result.scores, result.predictions, overwrite=overwrite)
+    return result.scores

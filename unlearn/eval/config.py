@@ -1,0 +1,65 @@
+"""The evaluation's settings, in one typed place (the CLI only fills this in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracing.errors import AmnesiaError
+
+from .mmlu import MMLUConfig
+
+#: The shared task's MMLU floor for the 7B model; below it a warning is issued.
+MMLU_THRESHOLD = 0.371
+#: Near-tie margin (logits) used in fp32 when ``tie_margin`` is None; see :mod:`unlearn.generation`.
+DEFAULT_TIE_MARGIN = 1e-3
+SPLIT_CHOICES = ("auto", "train", "validation")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`unlearn.eval.evaluate` scores and how.
+
+    * ``splits``: ``validation`` (held-out rows, as the organizers scored private held-out sets),
+      ``train``, or ``auto`` = validation when the data has both validation splits, else train.
+    * ``mia``: a folder with ``member.jsonl`` / ``nonmember.jsonl``; None = the data folder's
+      ``mia_data/`` when present; ``"off"`` = skip (then ``aggregate-score`` is −1).
+    * ``mmlu``: ``auto`` | ``hub`` | ``off`` | a local folder (see :mod:`unlearn.eval.mmlu`).
+    * ``batch_size``: rows per batch for generation, NLL and MMLU; None = automatic.
+    * ``limit``: only the first N rows of each split (a quick look; not comparable numbers).
+    * ``chat_template``: wrap each input in the tokenizer's chat template (off, as the organizers).
+    * ``clean_up_spaces``: decode as the organizers' transformers 4 did (see :mod:`unlearn.generation`).
+    * ``tie_margin``: rerun a row alone when two top logits come closer than this; None = 1e-3
+      when the model runs in float32, else off; 0 = off.
+    """
+
+    splits: str = "auto"
+    mia: str | None = None
+    mmlu: str = "auto"
+    mmlu_shots: int = 0
+    mmlu_limit: int | None = None
+    mmlu_subjects: tuple[str, ...] = ()
+    mmlu_threshold: float = MMLU_THRESHOLD
+    max_new_tokens: int = 256
+    batch_size: int | None = None
+    limit: int | None = None
+    chat_template: bool = False
+    clean_up_spaces: bool = True
+    tie_margin: float | None = None
+
+    def check(self) -> None:
+        if self.splits not in SPLIT_CHOICES:
+            raise AmnesiaError(f"--splits {self.splits!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+        if self.max_new_tokens < 1:
+            raise AmnesiaError(f"--max-new-tokens {self.max_new_tokens}: expected a positive integer")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise AmnesiaError(f"--batch-size {self.batch_size}: expected a positive integer")
+        if self.limit is not None and self.limit < 1:
+            raise AmnesiaError(f"--limit {self.limit}: expected a positive number of rows per split")
+        if self.tie_margin is not None and not self.tie_margin >= 0:
+            raise AmnesiaError(f"--tie-margin {self.tie_margin}: expected a number >= 0 (0 turns the check off)")
+        if not 0 <= self.mmlu_threshold <= 1:
+            raise AmnesiaError(f"--mmlu-threshold {self.mmlu_threshold}: expected a number in [0, 1]")
+        self.mmlu_config().check()
+
+    def mmlu_config(self) -> MMLUConfig:
+        return MMLUConfig(source=self.mmlu, shots=self.mmlu_shots, limit=self.mmlu_limit, subjects=tuple(self.mmlu_subjects), batch_size=self.batch_size)

@@ -1,0 +1,226 @@
+"""``evaluate``: generation, per-row scores and NLL, membership inference, MMLU, aggregation.
+
+The result is the ``scores.json`` dict: the official keys first (``forget-set``, ``retain-set``,
+``mia_loss_acc``, ``mia_final_score``, ``mmlu_average``, ``aggregated-terms``,
+``harmonic-mean-task-aggregate``, ``aggregate-score``), then our extras (model, data, splits,
+ROUGE-1, per-subject MMLU, MIA details, generation details, timings, warnings, config).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tracing.errors import AmnesiaError
+
+from ..data import SemEvalData, load_mia, load_semeval
+from ..generation import GenerationOptions, generate
+from ..models import model_id
+from . import metrics
+from .config import DEFAULT_TIE_MARGIN, EvalConfig
+from .mmlu import check_mmlu, run_mmlu
+from .nll import NLLOptions, completion_nll, document_nll
+
+SCHEMA = 1
+KINDS = ("forget", "retain")
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation produced: the ``scores.json`` dict and the per-row predictions."""
+
+    scores: dict
+    predictions: list[dict]
+
+
+def choose_part(data: SemEvalData, splits: str) -> str:
+    """``train`` or ``validation``: ``auto`` picks validation when both validation splits exist."""
+    if splits == "auto":
+        have = all(f"{k}_validation" in data.splits for k in KINDS)
+        return "validation" if have else "train"
+    for kind in KINDS:
+        data.get(kind, splits)  # raises a one-line error naming what the data has
+    return splits
+
+
+def _rows(data: SemEvalData, part: str, limit: int | None) -> list[dict]:
+    rows = []
+    for kind in KINDS:
+        ds = data.get(kind, part)
+        n = len(ds) if limit is None else min(limit, len(ds))
+        for i in range(n):
+            r = ds[i]
+            rows.append({"id": r["id"], "task": r["task"], "split": kind, "input": r["input"], "expected_output": r["output"]})
+    return rows
+
+
+def _prompts(tokenizer, inputs: list[str], chat_template: bool) -> list[str]:
+    if not chat_template:
+        return inputs
+    if not getattr(tokenizer, "chat_template", None):
+        raise AmnesiaError(f"--chat-template: the tokenizer of {tokenizer.name_or_path or 'the model'} has no chat template")
+    return [tokenizer.apply_chat_template([{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True) for x in inputs]
+
+
+def _mia_documents(data: SemEvalData, config: EvalConfig) -> tuple[dict | None, str | None]:
+    if config.mia == "off":
+        return None, None
+    if config.mia:
+        return load_mia(config.mia), str(config.mia)
+    if data.mia:
+        folder = Path(data.source) / "mia_data"
+        return data.mia, str(folder if (folder / "member.jsonl").is_file() else Path(data.source))
+    return None, None
+
+
+def _tie_margin(model, config: EvalConfig) -> float | None:
+    if config.tie_margin is not None:
+        return config.tie_margin or None
+    return DEFAULT_TIE_MARGIN if next(model.parameters()).dtype == torch.float32 else None
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class Plan:
+    """What an evaluation will score, checked before any model work (see :func:`prepare`)."""
+
+    data: SemEvalData
+    part: str
+    rows: list[dict]
+    mia_docs: dict | None
+    mia_source: str | None
+
+
+def prepare(data: SemEvalData | str | Path, config: EvalConfig = EvalConfig()) -> Plan:
+    """Check the settings and read the data, MIA documents and MMLU layout; fails fast with one-line errors."""
+    config.check()
+    if not isinstance(data, SemEvalData):
+        data = load_semeval(data)
+    part = choose_part(data, config.splits)
+    mia_docs, mia_source = _mia_documents(data, config)
+    check_mmlu(config.mmlu_config())
+    return Plan(data, part, _rows(data, part, config.limit), mia_docs, mia_source)
+
+
+def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: EvalConfig = EvalConfig(), *, progress: bool = True, plan: Plan | None = None) -> Evaluation:
+    """Score ``model`` on ``data`` (see :func:`unlearn.eval.evaluate`); returns scores and predictions.
+
+    ``plan`` is the result of :func:`prepare` when the caller already checked the inputs.
+    """
+    start = time.time()
+    plan = plan or prepare(data, config)
+    data, part, rows, mia_docs, mia_source = plan.data, plan.part, plan.rows, plan.mia_docs, plan.mia_source
+    special = not config.chat_template
+    prompts = _prompts(tokenizer, [r["input"] for r in rows], config.chat_template)
+    timings: dict[str, float] = {}
+
+    t = time.time()
+    tie = _tie_margin(model, config)
+    gen = generate(
+        model, tokenizer, prompts,
+        GenerationOptions(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, clean_up_spaces=config.clean_up_spaces,
+                          add_special_tokens=special, tie_margin=tie, progress=progress, desc="generate"),
+    )
+    timings["generation_s"] = time.time() - t
+
+    t = time.time()
+    nll = completion_nll(model, tokenizer, prompts, [r["expected_output"] for r in rows],
+                         NLLOptions(batch_size=config.batch_size, add_special_tokens=special, progress=progress, desc="nll"))
+    timings["nll_s"] = time.time() - t
+
+    predictions = []
+    for row, text, loss in zip(rows, gen.texts, nll):
+        s = metrics.score_row(row["id"], row["expected_output"], text)
+        predictions.append({**row, "model_output": text, "nll": loss, "regurgitation": s.regurgitation, "knowledge": s.knowledge, "rouge1": s.rouge1})
+
+    per_split = {kind: metrics.split_scores([p for p in predictions if p["split"] == kind]) for kind in KINDS}
+    terms, missing = metrics.aggregate_terms(per_split)
+    task_aggregate = metrics.harmonic_mean([term.value for term in terms])
+    warnings = [f"{name} has no rows, left out of the task aggregate" for name in missing]
+    note = metrics.zero_terms_note(terms)
+    if note:
+        warnings.append(note)
+
+    mia = None
+    if mia_docs is not None:
+        t = time.time()
+        opts = NLLOptions(batch_size=config.batch_size, progress=progress, desc="mia")
+        member = document_nll(model, tokenizer, list(mia_docs["member"]["document"]), opts)
+        nonmember = document_nll(model, tokenizer, list(mia_docs["nonmember"]["document"]), opts)
+        auc = metrics.mia_auc(member, nonmember)
+        mia = {"auc": auc, "score": metrics.mia_score(auc), "source": mia_source, "members": len(member), "nonmembers": len(nonmember),
+               "member_mean_nll": _mean(member), "nonmember_mean_nll": _mean(nonmember)}
+        timings["mia_s"] = time.time() - t
+    else:
+        warnings.append("no membership-inference data (pass --mia DIR with member.jsonl and nonmember.jsonl): aggregate-score is -1")
+
+    t = time.time()
+    mmlu = run_mmlu(model, tokenizer, config.mmlu_config())
+    if mmlu is not None:
+        timings["mmlu_s"] = time.time() - t
+        if mmlu["micro"] is not None and mmlu["micro"] < config.mmlu_threshold:
+            warnings.append(f"MMLU average {mmlu['micro']:.4f} is below the threshold {config.mmlu_threshold} (the shared task's floor for 7B)")
+    else:
+        warnings.append("MMLU was not run (--mmlu off): aggregate-score is -1")
+    timings["total_s"] = time.time() - start
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["rows_per_s_generation"] = round(len(rows) / max(timings["generation_s"], 1e-9), 3)
+
+    scores: dict = {"forget-set": per_split["forget"], "retain-set": per_split["retain"]}
+    if mia is not None:
+        scores["mia_loss_acc"] = mia["auc"]
+        scores["mia_final_score"] = mia["score"]
+    if mmlu is not None:
+        scores["mmlu_average"] = mmlu["micro"]
+    scores["aggregated-terms"] = [term.value for term in terms]
+    scores["harmonic-mean-task-aggregate"] = task_aggregate
+    scores["aggregate-score"] = metrics.final_aggregate(task_aggregate, scores.get("mmlu_average"), scores.get("mia_final_score"))
+    scores.update({
+        "schema": SCHEMA,
+        "kind": "scores",
+        "model": model_id(model),
+        "data": str(data.source),
+        "splits": part,
+        "rows": {kind: sum(p["split"] == kind for p in predictions) for kind in KINDS},
+        "aggregated-term-names": [term.name for term in terms],
+        "regurgitation-rouge1": {metrics.SPLIT_KEYS[k]: metrics.rouge1_scores([p for p in predictions if p["split"] == k]) for k in KINDS},
+        "mia": mia,
+        "mmlu": mmlu if mmlu is not None else {"mode": "off"},
+        "generation": {
+            "max_new_tokens": config.max_new_tokens,
+            "batches": len(gen.batch_sizes),
+            "largest_batch": max(gen.batch_sizes, default=0),
+            "tie_margin": tie,
+            "reruns": len(gen.reruns),
+            "min_margin": gen.min_margin,
+            "chat_template": config.chat_template,
+            "new_tokens": sum(gen.new_tokens),
+        },
+        "timings": timings,
+        "warnings": warnings,
+        "config": asdict(config),
+        "versions": _versions(),
+    })
+    return Evaluation(scores=scores, predictions=predictions)
+
+
+def _versions() -> dict:
+    import transformers
+
+    out = {"torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["lm_eval"] = version("lm_eval")
+        out["rouge_score"] = version("rouge-score")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        pass
+    return out

@@ -1,0 +1,287 @@
+"""MMLU through lm-eval on the in-memory model: per subject, per category, micro and macro.
+
+Sources (``MMLUConfig.source``):
+
+* ``hub`` — lm-eval's stock ``mmlu_<subject>`` tasks, which read the dataset from the Hub;
+* a folder — a local copy in ``hails/mmlu_no_train`` layout
+  (``<subject>/{test,dev}/data-*.arrow``, e.g. ``../shared/data/mmlu_no_train``): task YAMLs are
+  written at run time that ``include`` lm-eval's stock subject YAML (so the prompt, choices,
+  few-shot split and metric stay lm-eval's) and only point ``dataset_path: arrow`` at the files;
+  this runs with ``HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``;
+* ``auto`` — the folder in ``$AMNESIA_MMLU_DIR`` when set, else ``hub``; ``off`` — skip MMLU.
+
+The model is wrapped as lm-eval's ``HFLM`` and scored with ``simple_evaluate``. Accuracy is
+recounted from lm-eval's per-question samples: per subject ``correct / total``, per category
+(lm-eval's four MMLU groups) and over all questions (micro = the official ``average_acc``, which
+becomes ``mmlu_average``), plus the macro mean over subjects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from tracing.errors import AmnesiaError
+
+ENV_DIR = "AMNESIA_MMLU_DIR"
+CATEGORY_TAGS = {
+    "mmlu_stem_tasks": "stem",
+    "mmlu_humanities_tasks": "humanities",
+    "mmlu_social_sciences_tasks": "social_sciences",
+    "mmlu_other_tasks": "other",
+}
+HOW_TO_PROVIDE = (
+    "pass --mmlu DIR with a local copy in hails/mmlu_no_train layout (<subject>/test/data-*.arrow, "
+    f"e.g. ../shared/data/mmlu_no_train), set {ENV_DIR}, or skip MMLU with --mmlu off"
+)
+
+
+@dataclass(frozen=True)
+class MMLUConfig:
+    """What to run: ``source`` auto|hub|off|DIR, few-shot count, questions per subject, subjects (empty = all)."""
+
+    source: str = "auto"
+    shots: int = 0
+    limit: int | None = None
+    subjects: tuple[str, ...] = ()
+    batch_size: int | None = None
+
+    def check(self) -> None:
+        if not 0 <= self.shots <= 5:
+            raise AmnesiaError(f"--mmlu-shots {self.shots}: expected 0 to 5 (MMLU's dev split has 5 questions per subject)")
+        if self.limit is not None and self.limit < 1:
+            raise AmnesiaError(f"--mmlu-limit {self.limit}: expected a positive number of questions per subject")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise AmnesiaError(f"batch size {self.batch_size}: expected a positive integer")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved MMLU source: ``mode`` is off, hub or local; ``path`` is the local folder."""
+
+    mode: str
+    path: Path | None = None
+
+    def describe(self) -> str:
+        return str(self.path) if self.mode == "local" else self.mode
+
+
+def resolve_source(source: str) -> Source:
+    """``auto`` → ``$AMNESIA_MMLU_DIR`` when set, else hub; ``off``/``hub`` as is; anything else is a folder."""
+    if source == "off":
+        return Source("off")
+    if source == "hub":
+        return Source("hub")
+    if source == "auto":
+        env = os.environ.get(ENV_DIR)
+        if not env:
+            return Source("hub")
+        return Source("local", _check_local(Path(env).expanduser(), f"${ENV_DIR}"))
+    return Source("local", _check_local(Path(source).expanduser(), "--mmlu"))
+
+
+def _arrow_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.arrow"))
+
+
+def _check_local(root: Path, where: str) -> Path:
+    if not root.is_dir():
+        raise AmnesiaError(f"{where} {root}: MMLU folder does not exist; {HOW_TO_PROVIDE}")
+    if not local_subjects(root):
+        raise AmnesiaError(f"{where} {root}: no MMLU subjects (expected <subject>/test/data-*.arrow and <subject>/dev/data-*.arrow, the hails/mmlu_no_train layout)")
+    return root
+
+
+def local_subjects(root: Path) -> list[str]:
+    """Subjects of a local copy: folders with ``test/*.arrow`` and ``dev/*.arrow``."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _arrow_files(p / "test") and _arrow_files(p / "dev"))
+
+
+def stock_task_dir() -> Path:
+    """lm-eval's stock MMLU task folder (``lm_eval/tasks/mmlu/default``)."""
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+
+
+def stock_subjects() -> dict[str, str]:
+    """Subject → category, from lm-eval's stock subject YAMLs (their ``tag``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    out = {}
+    for path in sorted(stock_task_dir().glob("mmlu_*.yaml")):
+        cfg = load_yaml(path, resolve_func=False, recursive=False)
+        subject = str(cfg.get("task", path.stem))[len("mmlu_") :]
+        out[subject] = CATEGORY_TAGS.get(str(cfg.get("tag")), "other")
+    return out
+
+
+def select_subjects(available: Sequence[str], wanted: Sequence[str], where: str) -> list[str]:
+    """``wanted`` (all when empty), each checked against ``available``."""
+    if not wanted:
+        return list(available)
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise AmnesiaError(f"--mmlu-subjects: unknown subject {unknown[0]!r} in {where} (have: {', '.join(available)})")
+    return list(dict.fromkeys(wanted))
+
+
+def write_local_tasks(root: Path, subjects: Sequence[str], folder: Path) -> list[str]:
+    """Write one task YAML per subject into ``folder`` that reads ``root``'s arrow files; returns the task names."""
+    import yaml
+
+    stock = stock_task_dir()
+    names = []
+    for subject in subjects:
+        task = f"mmlu_{subject}"
+        config = {
+            "include": str(stock / f"{task}.yaml"),
+            "task": task,
+            "dataset_path": "arrow",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {split: _arrow_files(root / subject / split) for split in ("test", "dev")}},
+        }
+        (folder / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        names.append(task)
+    return names
+
+
+def summarize(samples: dict[str, list[dict]], categories: dict[str, str]) -> dict:
+    """Accuracy from lm-eval's per-question samples (``{"mmlu_<subject>": [{"acc": 0|1, …}, …]}``).
+
+    Returns ``{"subjects": {s: {acc, correct, total, category}}, "categories": {c: {acc, correct,
+    total, subjects}}, "micro", "macro", "questions"}``; micro weighs every question equally (the
+    official ``average_acc``), macro every subject.
+    """
+    subjects: dict[str, dict] = {}
+    for task, rows in sorted(samples.items()):
+        subject = task[len("mmlu_") :] if task.startswith("mmlu_") else task
+        correct = int(sum(float(r["acc"]) for r in rows))
+        total = len(rows)
+        subjects[subject] = {"acc": correct / total if total else None, "correct": correct, "total": total, "category": categories.get(subject, "other")}
+    cats: dict[str, dict] = {}
+    for info in subjects.values():
+        c = cats.setdefault(info["category"], {"correct": 0, "total": 0, "subjects": 0})
+        c["correct"] += info["correct"]
+        c["total"] += info["total"]
+        c["subjects"] += 1
+    for c in cats.values():
+        c["acc"] = c["correct"] / c["total"] if c["total"] else None
+    correct = sum(s["correct"] for s in subjects.values())
+    total = sum(s["total"] for s in subjects.values())
+    accs = [s["acc"] for s in subjects.values() if s["acc"] is not None]
+    return {
+        "subjects": subjects,
+        "categories": dict(sorted(cats.items())),
+        "micro": correct / total if total else None,
+        "macro": sum(accs) / len(accs) if accs else None,
+        "questions": total,
+    }
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("lm_eval", "lm-eval")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _hflm_batch_size(model, config: MMLUConfig):
+    if config.batch_size:
+        return config.batch_size
+    from ..batching import auto_rows, forward_row_bytes, memory_budget, model_dims
+
+    device = next(model.parameters()).device
+    width = 1024 if config.shots == 0 else 2048
+    return auto_rows(memory_budget(device), forward_row_bytes(model_dims(model), width), 64)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True for the errors datasets / huggingface_hub raise when the Hub copy cannot be had."""
+    seen = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, (ConnectionError, TimeoutError)) or name in (
+            "OfflineModeIsEnabled", "DatasetNotFoundError", "LocalEntryNotFoundError", "HfHubHTTPError", "RepositoryNotFoundError",
+        ):
+            return True
+        if isinstance(seen, FileNotFoundError) and "cached" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def check_mmlu(config: MMLUConfig) -> tuple[Source, list[str]]:
+    """Check the settings and the data before any work: the resolved source and the subjects to run."""
+    config.check()
+    source = resolve_source(config.source)
+    if source.mode == "off":
+        return source, []
+    stock = stock_subjects()
+    if source.mode == "local":  # only subjects lm-eval has a stock task (prompt) for
+        available = [s for s in local_subjects(source.path) if s in stock]
+        if not available:
+            raise AmnesiaError(f"{source.path}: none of its subject folders is an MMLU subject lm-eval knows (e.g. anatomy, astronomy)")
+        return source, select_subjects(available, config.subjects, str(source.path))
+    return source, select_subjects(sorted(stock), config.subjects, "lm-eval's mmlu tasks")
+
+
+def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None:
+    """Score ``model`` on MMLU; None when the source is ``off``. See the module docstring."""
+    source, subjects = check_mmlu(config)
+    if source.mode == "off":
+        return None
+    start = time.time()
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    categories = stock_subjects()
+    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, _quiet_lm_eval():
+        if source.mode == "local":
+            tasks = write_local_tasks(source.path, subjects, Path(tmp))
+            manager = TaskManager(include_path=tmp, include_defaults=False)
+        else:
+            tasks = [f"mmlu_{s}" for s in subjects]
+            manager = TaskManager(include_path=str(stock_task_dir()), include_defaults=False)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=_hflm_batch_size(model, config))
+        was_training = model.training
+        model.eval()
+        try:
+            results = simple_evaluate(
+                model=lm, tasks=tasks, num_fewshot=config.shots, limit=config.limit, task_manager=manager,
+                log_samples=True, bootstrap_iters=0,
+            )
+        except Exception as exc:
+            if source.mode == "hub" and _is_unreachable(exc):
+                raise AmnesiaError(f"MMLU: lm-eval's mmlu tasks could not load their data from the Hub ({type(exc).__name__}); {HOW_TO_PROVIDE}") from None
+            raise
+        finally:
+            model.train(was_training)
+    summary = summarize(results["samples"], categories)
+    for task, res in results["results"].items():  # lm-eval's own numbers must agree with the recount
+        subject = task[len("mmlu_") :]
+        if subject in summary["subjects"] and abs(res["acc,none"] - summary["subjects"][subject]["acc"]) > 1e-12:
+            raise RuntimeError(f"MMLU {task}: lm-eval reports acc {res['acc,none']} but its samples give {summary['subjects'][subject]['acc']}")
+    return {
+        "source": source.describe(),
+        "mode": source.mode,
+        "shots": config.shots,
+        "limit": config.limit,
+        **summary,
+        "seconds": round(time.time() - start, 2),
+        "lm_eval_version": getattr(lm_eval, "__version__", None),
+    }

@@ -1,0 +1,124 @@
+"""Batched negative log-likelihood, identical to one row at a time.
+
+* :func:`completion_nll` — per row, the mean token NLL of ``prompt + completion`` with the loss on
+  the completion only, exactly as the organizers' script records it: ``prompt + completion`` is
+  tokenized as one string (no separator), and the first ``len(tokenizer(prompt))`` tokens are
+  masked (``-100``), even where the tokenizer merges a token across the boundary.
+* :func:`document_nll` — per document, the mean token NLL of the whole document (the loss the
+  membership-inference test ranks).
+
+Both run right-padded batches (positions stay 0..L-1) under
+:func:`unlearn.batching.row_exact_attention`, and take each row's loss with the model's own
+``loss_function`` on that row's logits, so every number equals ``model(ids, labels=labels).loss``
+for the row alone. Rows shorter than :data:`unlearn.batching.SMALL_ROWS` tokens run alone (the
+matrix-multiply library uses other kernels for so few rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..batching import SMALL_ROWS, auto_rows, default_max_rows, forward_row_bytes, memory_budget, model_dims, plan_batches, row_exact_attention
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class NLLOptions:
+    """Batching of the NLL passes: ``batch_size`` None = automatic (memory budget / token count)."""
+
+    batch_size: int | None = None
+    max_rows: int | None = None
+    add_special_tokens: bool = True
+    progress: bool = False
+    desc: str = "nll"
+
+
+def completion_labels(tokenizer, prompt: str, completion: str, add_special_tokens: bool = True) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of ``prompt + completion`` with the prompt's tokens masked (the official recipe)."""
+    ids = tokenizer(prompt + completion, add_special_tokens=add_special_tokens)["input_ids"]
+    n_prompt = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+    labels = [IGNORE] * min(n_prompt, len(ids)) + ids[n_prompt:]
+    return ids, labels
+
+
+def _row_loss(model, logits: torch.Tensor, labels: list[int]) -> float:
+    target = torch.tensor([labels], dtype=torch.long, device=logits.device)
+    return float(model.loss_function(logits=logits, labels=target, vocab_size=model.config.vocab_size))
+
+
+def auto_batch_size(model, max_rows: int | None = None):
+    """A function: row width (tokens) → rows per forward pass that fit the memory budget (logits dominate)."""
+    device = next(model.parameters()).device
+    budget, dims, cap = memory_budget(device), model_dims(model), max_rows or default_max_rows(device)
+    return lambda width: auto_rows(budget, forward_row_bytes(dims, width), cap)
+
+
+@torch.no_grad()
+def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[float]:
+    """Mean NLL of each ``(input_ids, labels)`` pair (labels ``-100`` are not scored), in input order.
+
+    A row with no scored token gets NaN, as ``model(ids, labels=labels).loss`` would.
+    """
+    if not sequences:
+        return []
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids, _ in sequences]
+    alone = [i for i, n in enumerate(lengths) if n < SMALL_ROWS]
+    rest = [i for i, n in enumerate(lengths) if n >= SMALL_ROWS]
+    sizes = (lambda w: options.batch_size) if options.batch_size else auto_batch_size(model, options.max_rows)
+    batches = [[rest[j] for j in b] for b in plan_batches([lengths[i] for i in rest], sizes)]
+    batches += [[i] for i in alone]
+    out = [math.nan] * len(sequences)
+    pad = getattr(model.config, "pad_token_id", None)
+    pad = 0 if pad is None else (pad[0] if isinstance(pad, (list, tuple)) else pad)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(sequences), desc=options.desc, unit="row", disable=not options.progress, leave=False)
+    try:
+        with row_exact_attention(model):
+            for batch in batches:
+                if len(batch) == 1:  # exactly the one-row call
+                    ids, labels = sequences[batch[0]]
+                    if not ids:
+                        bar.update(1)
+                        continue
+                    x = torch.tensor([ids], dtype=torch.long, device=device)
+                    logits = model(input_ids=x).logits
+                    out[batch[0]] = _row_loss(model, logits, labels)
+                    bar.update(1)
+                    continue
+                width = max(lengths[i] for i in batch)
+                x = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    x[row, : lengths[i]] = torch.tensor(sequences[i][0], dtype=torch.long)
+                    mask[row, : lengths[i]] = 1
+                logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
+                for row, i in enumerate(batch):
+                    out[i] = _row_loss(model, logits[row : row + 1, : lengths[i]], sequences[i][1])
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
+
+
+def completion_nll(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], options: NLLOptions = NLLOptions()) -> list[float]:
+    """Per row, mean NLL of ``completion`` after ``prompt`` (see the module docstring)."""
+    pairs = [completion_labels(tokenizer, p, c, options.add_special_tokens) for p, c in zip(prompts, completions)]
+    return sequence_nll(model, pairs, options)
+
+
+def document_nll(model, tokenizer, documents: Sequence[str], options: NLLOptions = NLLOptions()) -> list[float]:
+    """Per document, mean NLL of all its tokens (labels = input ids, as the official MIA attack)."""
+    pairs = []
+    for doc in documents:
+        ids = tokenizer(doc, add_special_tokens=options.add_special_tokens)["input_ids"]
+        pairs.append((ids, list(ids)))
+    return sequence_nll(model, pairs, options)
