@@ -21,6 +21,8 @@ COMMANDS = (
     "pipelines.commands.make_target",
     "pipelines.commands.trace",
     "pipelines.commands.unlearn",
+    "pipelines.commands.evaluate",
+    "pipelines.commands.compare",
 )
 
 
