@@ -187,10 +187,10 @@ def scores_tables(scores: dict):
     from rich.table import Table
 
     tasks = _tasks(scores)
-    per = Table(title="SemEval-2025 Task 4 metrics", title_justify="left")
+    per = Table(title="SemEval-2025 Task 4 metrics (forget: lower is better; retain: higher)", title_justify="left")
     per.add_column("metric")
-    per.add_column("forget (lower is better)", justify="right")
-    per.add_column("retain (higher is better)", justify="right")
+    per.add_column("forget ↓", justify="right")
+    per.add_column("retain ↑", justify="right")
     for label, key in (("regurgitation (ROUGE-L recall)", "overall-regurgitation-score"), ("knowledge (exact match)", "overall-knowledge-score")):
         per.add_row(label, _fmt(_get(scores, ("forget-set", key))), _fmt(_get(scores, ("retain-set", key))))
     for task in tasks:
