@@ -26,7 +26,7 @@ DEMO_CONFIG: dict = {
     "trace": {"samples": 5, "window": 2, "max_facts": 32, "select_k": 2, "heatmaps": 4},
     "unlearn": {
         "method": "sha256", "layers": "auto", "kind": "mlp", "lr": 3.0e-4, "epochs": 6, "batch_size": 8,
-        "grad_accum": 1, "max_length": 128, "logging_steps": 2, "seed": 0,
+        "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
     },
     "evaluate": {"splits": "train", "mmlu": "auto", "mmlu_limit": 5},
     "retrace": True,

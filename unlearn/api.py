@@ -255,6 +255,11 @@ def train_unlearning(
         "max_steps": state.max_steps,
         "epochs": state.epoch,
         "per_epoch": trainer.per_epoch_losses(),
+        "log_history": [
+            {k: v for k, v in entry.items() if k in LOGGED_KEYS}
+            for entry in state.log_history
+            if "ce_forget" in entry
+        ],
         "alpha": {"l_ref": trainer.alpha_schedule.l_ref, "alpha_min": config.alpha_params().alpha_min, "alpha_max": config.alpha_params().alpha_max} if method == "sha256" else None,
         "final_train_loss": output.training_loss,
         "stopped": trainer.stop_reason,
@@ -265,6 +270,10 @@ def train_unlearning(
         "versions": _versions(config.lora),
     }
     return UnlearnRun(trainer, report)
+
+
+#: What ``unlearn.json``'s ``log_history`` keeps of every logging step (the report's training curves).
+LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "learning_rate")
 
 
 def checkpoint_step_of(path: Path) -> int:
