@@ -23,6 +23,8 @@ COMMANDS = (
     "pipelines.commands.unlearn",
     "pipelines.commands.evaluate",
     "pipelines.commands.compare",
+    "pipelines.commands.run",
+    "pipelines.commands.demo",
 )
 
 
