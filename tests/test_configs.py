@@ -1,0 +1,34 @@
+"""Every shipped YAML config validates into a RunConfig (or, for unlearning-only files, an UnlearnConfig)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts and p.name != "unlearn_paper_olmo.yaml")
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_run_configs_validate(path):
+    config = load_config(path)
+    assert config.name
+    if path.name.startswith("semeval_") or path.parent.name == "baselines":
+        assert config.unlearn.lr == 1.5e-5 and config.unlearn.batch_size == 12 and config.unlearn.grad_accum == 10
+        assert config.unlearn.epochs == 8 and config.unlearn.bf16 and config.trace.select_k == 6
+        assert config.model.startswith("llmunlearningsemeval2025organization/") and config.data.endswith("semeval25-unlearning-dataset-public")
+
+
+def test_baseline_configs_cover_every_method():
+    methods = {load_config(p).unlearn.method for p in (ROOT / "configs" / "baselines").glob("*.yaml")}
+    assert methods == {"ga", "gd", "kl", "npo"}
+
+
+def test_paper_unlearning_config():
+    from unlearn.trainer import UnlearnConfig
+
+    cfg = UnlearnConfig.from_yaml(ROOT / "configs" / "unlearn_paper_olmo.yaml")
+    assert cfg.layers == "0-5" and cfg.kind == "mlp" and cfg.lr == 1.5e-5 and cfg.epochs == 8
