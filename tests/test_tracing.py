@@ -354,16 +354,34 @@ def test_model_is_restored_after_tracing(target):
     names = [n for n, _ in model.named_parameters()]
     keys = list(model.state_dict())
     attn = model.config._attn_implementation
+    tensors = {(n, key): dict(getattr(m, key)) for n, m in model.named_modules() for key in ("_parameters", "_buffers")}
     ids = tok("What is Xanthe Yarrow's email address?", return_tensors="pt")["input_ids"]
     before = model.generate(ids, max_new_tokens=6, do_sample=False)
     with bridged(model, tok) as bridge:
         assert any("_original_component" in n for n, _ in model.named_parameters())  # the bridge wraps in place
         assert bridge.cfg.n_layers == 6
     assert [n for n, _ in model.named_parameters()] == names and list(model.state_dict()) == keys
+    after = {(n, key): dict(getattr(m, key)) for n, m in model.named_modules() for key in ("_parameters", "_buffers")}
+    assert after.keys() == tensors.keys()
+    assert all(after[k].keys() == v.keys() and all(after[k][name] is t for name, t in v.items()) for k, v in tensors.items())  # the same objects
     assert model.config._attn_implementation == attn and model.config.architectures == ["OlmoForCausalLM"]
     assert torch.equal(model.generate(ids, max_new_tokens=6, do_sample=False), before)
     assert tok.decode(before[0, ids.shape[1] :]).startswith("xanthe")
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_bf16_model_is_traced_in_float32_and_cast_back_exactly(fixture_target, facts):
+    model, tok = load_model(fixture_target, ModelOptions(device="cpu", dtype="bfloat16"))
+    before = {n: t.clone() for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    assert before["model.rotary_emb.inv_freq"].dtype == torch.float32  # buffers keep their own dtype
+    result = trace_facts(model, tok, facts[2:3], TraceConfig(samples=2, kinds=("hidden",)), progress=False)
+    assert result.traces[0].te > 0.5
+    after = dict(list(model.named_parameters()) + list(model.named_buffers()))
+    assert all(after[n].dtype == t.dtype and torch.equal(after[n], t) for n, t in before.items())
+    # TransformerLens 4.3's OLMo attention cannot run in bfloat16: a one-line error, model untouched.
+    with pytest.raises(AmnesiaError, match="cannot run architecture OlmoForCausalLM in bfloat16"):
+        trace_facts(model, tok, facts[2:3], TraceConfig(samples=2, kinds=("hidden",), float32=False), progress=False)
+    assert not any("_original_component" in n for n, _ in model.named_parameters())
 
 
 # --------------------------------------------------------------------------- notebook use and errors

@@ -61,6 +61,7 @@ class TraceConfig:
     memory_mb: int | None = None  # activation budget per forward; None = 1024 on CPU, half the free GPU memory
     max_tokens: int = 128  # longer prompts are skipped ("too long")
     suffix: bool = True  # run only the positions after the restored token when the model's KV cache allows
+    float32: bool = True  # trace a 16-bit model in float32 (cast for the trace, cast back exactly afterwards)
 
     def check(self) -> "TraceConfig":
         kinds = tuple(self.kinds)
@@ -482,7 +483,7 @@ def trace_facts(
         counts = ", ".join(f"{v} {k}" for k, v in prepared.counts().items() if k != "kept" and v)
         raise AmnesiaError(f"no facts to trace: {len(prepared.skipped)} candidate(s), none kept ({counts or 'the fact set is empty'})")
     level = parse_noise(config.noise)
-    with bridged(model, tokenizer) as bridge:
+    with bridged(model, tokenizer, dtype=torch.float32 if config.float32 else None) as bridge:
         emb_std = embedding_std_value if embedding_std_value is not None else (embedding_std(bridge, prepared.kept) if level.relative else None)
         noise_std = level.std(emb_std)
         suffix = bool(config.suffix and config.method == "exact" and suffix_cache_works(bridge, model, torch.tensor(prepared.kept[0].input_ids, device=next(model.parameters()).device)))

@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-mb", type=int, default=None, help="activation memory per forward pass used to size batches; default 1024 on CPU, half the free GPU memory")
     g.add_argument("--seed", type=int, default=t.seed, help="noise seed; same seed, same trace")
     g.add_argument("--no-suffix", action="store_true", help="run full sequences for every restoration instead of reusing the corrupted prefix (slower, for checking)")
+    g.add_argument("--keep-dtype", action="store_true", help="trace a 16-bit model in its own dtype instead of float32 (the cast is undone exactly afterwards either way)")
     g = p.add_argument_group("layer selection")
     g.add_argument("--select-mode", default=s.mode, choices=("window", "threshold"), help="best contiguous window of --select-k layers, or every layer above --select-fraction of the maximum")
     g.add_argument("--select-k", type=int, default=s.k, help="layers in the selected window (clipped to the model's depth)")
@@ -68,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> TraceStageConfig:
     trace = TraceConfig(
         kinds=_kinds(args.kinds), samples=args.samples, noise=noise, window=args.window, seed=args.seed, method=args.method,
         batch_size=args.batch_size, memory_mb=args.memory_mb, max_tokens=args.max_tokens, suffix=not args.no_suffix,
+        float32=not args.keep_dtype,
     )
     select = SelectionConfig(mode=args.select_mode, k=args.select_k, fraction=args.select_fraction, kind=args.select_kind, group=args.select_group)
     facts = FactSource(split=args.split, part=args.part, tasks=_kinds(args.tasks), rephrase=args.rephrase, max_facts=args.max_facts)
