@@ -76,6 +76,12 @@ def test_other_decoders_trace_exactly(arch, tok):
     assert [n for n, _ in model.named_parameters()] == names and model.config.architectures is None
 
 
+def test_subject_at_the_first_token(tok):
+    """No prefix to reuse when the subject opens the prompt: the suffix run is the whole prompt."""
+    model = _tiny(ARCHITECTURES["llama"](len(tok)))
+    assert _check_batched_equals_reference(model, tok, "Xanthe Yarrow was born on", "Xanthe Yarrow")
+
+
 def test_tiny_olmo_on_the_real_tokenizer(olmo_tokenizer_dir):
     """The OLMo-0724 tokenizer trims spaces from offsets and splits names into many tokens."""
     tok = load_tokenizer(olmo_tokenizer_dir)
