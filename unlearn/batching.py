@@ -157,9 +157,10 @@ def row_exact_attention(model, enabled: bool = True) -> Iterator[bool]:
     _register(ROW_EXACT, previous)
     model.set_attn_implementation(ROW_EXACT)
     try:
-        yield True
+        yield model.config._attn_implementation == ROW_EXACT  # False when the model refused the switch
     finally:
-        model.set_attn_implementation(previous)
+        if model.config._attn_implementation != previous:
+            model.set_attn_implementation(previous)
 
 
 # --------------------------------------------------------------------------- batch planning
