@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU check: one script, offline, under 8 minutes on one H100 (see benchmarks/README.md, "GPU check").
+#
+#   benchmarks/gpu_check.sh                          # measures on the GPU, writes runs/gpu-check/gpu_check.json
+#   benchmarks/gpu_check.sh --out DIR                # elsewhere
+#   benchmarks/gpu_check.sh --wheels DIR             # first install the project from local wheels (no network)
+#   benchmarks/gpu_check.sh --smoke                  # CPU, tiny shapes: the same code end to end in ~3 minutes
+#
+# Needs: the project checkout, ../shared (or $AMNESIA_SHARED: tokenizers/olmo-0724,
+# data/semeval25, data/mmlu_no_train) and a Python with the project's dependencies and a CUDA
+# build of torch ($PYTHON, else .venv/bin/python, else python3). Nothing is downloaded: the Hugging
+# Face libraries run offline and the model is built from benchmarks/model_configs/olmo-1b-0724.json
+# with random weights. Every other argument goes to benchmarks/gpu_check.py (--help there).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=runs/gpu-check
+WHEELS=""
+PY="${PYTHON:-}"
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT="$2"; shift 2 ;;
+    --wheels) WHEELS="$2"; shift 2 ;;
+    --python) PY="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+
+if [ -n "$WHEELS" ]; then
+  echo "installing the project from $WHEELS (no index) ..."
+  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" -e . || { echo "gpu_check: pip install from $WHEELS failed" >&2; exit 2; }
+fi
+"$PY" -c "import torch, transformers, transformer_lens, lm_eval, unlearn, tracing" 2>/dev/null || {
+  echo "gpu_check: $PY lacks the project's dependencies; pass --wheels DIR (see benchmarks/README.md) or --python" >&2; exit 2; }
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+
+# 450 s for the sections themselves (each has its own limit too); the outer timeout is the 8-minute promise.
+timeout 470 "$PY" benchmarks/gpu_check.py --out "$OUT" "${ARGS[@]}"
+rc=$?
+[ $rc -eq 124 ] && echo "gpu_check: stopped at the 8-minute limit; partial results are in $OUT" >&2
+exit $rc
