@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MMLU, OLMO_1B, OLMO_7B, SEMEVAL, TOKENIZER, olmo_config, olmo_tokenizer  # noqa: E402
+from bench_common import MMLU, OLMO_1B, OLMO_7B, SEMEVAL, TOKENIZER, olmo_config, olmo_tokenizer  # noqa: E402
 
 MODELS = {"OLMo-1B-0724": OLMO_1B, "OLMo-7B-0724-Instruct": OLMO_7B}
 H100_BF16_TFLOPS = 989.0  # dense bf16, SXM

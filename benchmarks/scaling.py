@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OLMO_1B, ROOT, SEMEVAL, TOKENIZER, describe, machine, olmo_config, olmo_tokenizer, random_olmo  # noqa: E402
+from bench_common import OLMO_1B, ROOT, SEMEVAL, TOKENIZER, describe, machine, olmo_config, olmo_tokenizer, random_olmo  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OLMO_1B, OLMO_7B, ROOT, SEMEVAL, TOKENIZER, describe, last_json_line, machine, olmo_config, peak_rss_bytes, rss_bytes  # noqa: E402
+from bench_common import OLMO_1B, OLMO_7B, ROOT, SEMEVAL, TOKENIZER, describe, last_json_line, machine, olmo_config, olmo_tokenizer, peak_rss_bytes, random_olmo, rss_bytes  # noqa: E402
 
 SIDES = ("mlp", "full")
 
@@ -97,21 +97,21 @@ def model_config(args):
 
 def run_side(args) -> dict:
     import torch
-    from transformers import TrainerCallback
 
     import unlearn.api as api
     from unlearn.data import load_semeval
     from unlearn.dataset import PairedCollator
     from unlearn.params import ParameterSelection, count_parameters as count_trainable
-    from unlearn.trainer import UnlearnConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     side = args.worker
-    tok = __import__("common").olmo_tokenizer(args.tokenizer)
+    tok = olmo_tokenizer(args.tokenizer)
     data = load_semeval(args.data)
     forget, retain = data.get("forget", "train"), data.get("retain", "train")
+    cfg = model_config(args)
+    vocab = cfg.vocab_size
 
     # Collated batches in order: step i holds batches i*accum .. (i+1)*accum-1.
     batches: list[dict] = []
@@ -135,17 +135,27 @@ def run_side(args) -> dict:
         trainable, total = count_trainable(model)
         return ParameterSelection(list(layers), "full", ["(all)"], trainable, total, tensors=[n for n, _ in model.named_parameters()])
 
+    saved = api.PairedCollator, api.select_parameters
     api.PairedCollator = CountingCollator  # count what each step saw; the collation itself is unchanged
     if side == "full":
         api.select_parameters = select_all
+    try:
+        return _train_and_measure(args, api, cfg, tok, forget, retain, batches, cuda, side)
+    finally:
+        api.PairedCollator, api.select_parameters = saved
+
+
+def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda: bool, side: str) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    from unlearn.trainer import UnlearnConfig
 
     if cuda:
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
     base_rss = rss_bytes()
-    cfg = model_config(args)
-    vocab = cfg.vocab_size
-    model = __import__("common").random_olmo(cfg, seed=args.seed, dtype=getattr(torch, args.dtype), device=args.device)
+    model = random_olmo(cfg, seed=args.seed, dtype=getattr(torch, args.dtype), device=args.device)
     model.train()
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
