@@ -54,12 +54,12 @@ def settings(args) -> dict:
     if args.smoke:
         return {
             "device": args.device or "cpu", "dtype": "float32", "hidden": 128, "layers": 6,
-            "unlearn": ["--hidden-override", "128", "--batch-size", "2", "--grad-accum", "1", "--max-length", "64", "--steps", "2"],
+            "unlearn": ["--rounds", "1", "--hidden-override", "128", "--batch-size", "2", "--grad-accum", "1", "--max-length", "64", "--steps", "2"],
             "facts": 2, "samples": 3, "rows": 4, "new_tokens": 8, "subjects": ["anatomy", "philosophy"], "limits": [1, 2],
         }
     return {
         "device": args.device or "cuda", "dtype": "bfloat16", "hidden": 0, "layers": 0,
-        "unlearn": ["--hidden-override", "0", "--vocab-override", "0", "--bf16", "--batch-size", "12", "--grad-accum", "10", "--max-length", "512", "--steps", "3"],
+        "unlearn": ["--rounds", "1", "--hidden-override", "0", "--vocab-override", "0", "--bf16", "--batch-size", "12", "--grad-accum", "10", "--max-length", "512", "--steps", "3"],
         "facts": args.facts, "samples": 10, "rows": args.rows, "new_tokens": 256, "subjects": [], "limits": args.mmlu_limits,
     }
 

@@ -102,7 +102,7 @@ def trace_cost(m, tok, facts, config) -> dict:
     with bridged(m, tok, dtype=torch.float32) as bridge:
         level = parse_noise(config.noise)
         std = level.std(embedding_std(bridge, facts.kept) if level.relative else None)
-        suffix = suffix_cache_works(bridge, m, torch.tensor(facts.kept[0].input_ids))
+        suffix = suffix_cache_works(bridge, m, torch.tensor(facts.kept[0].input_ids, device=next(m.parameters()).device))
         d_model = int(bridge.cfg.d_model)
         ready = time.perf_counter()
         for i, tf in enumerate(facts.kept):

@@ -18,11 +18,13 @@ vocabulary by the same factor (6,272 rows; token ids are taken modulo that size 
 so embeddings, attention and MLPs keep the full model's parameter shares (layers 0-5 MLP: 23.6 %
 of the parameters, as at full size) while a step takes seconds on 2 cores.
 
-Each side runs in its own fresh process (so peak memory is that side's alone), one warm-up step,
-then ``--steps`` timed optimizer steps (median reported). Measured per side:
+Each run of a side is its own fresh process (so peak memory is that side's alone): one warm-up
+step, then ``--steps`` timed optimizer steps. Measured per side:
 
 * step time: wall time from the Trainer's ``on_step_begin`` to ``on_step_end`` (forward,
-  backward, clipping, AdamW step; CUDA synchronised), median over the timed steps;
+  backward, clipping, AdamW step; CUDA synchronised), median over the timed steps of all runs
+  (``--rounds`` runs per side in ABBA order); the process CPU time of the same span is printed
+  beside it (on a shared CPU it is less disturbed by other processes than wall time);
 * peak memory: CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; on CPU the
   process's peak RSS (``ru_maxrss``) minus its RSS just before the model was built — the
   memory the model, its training state and the step's activations took from the OS;
@@ -74,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (UnlearnConfig.bf16, what --bf16 does on GPUs)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--sides", default="mlp,full", help="which sides to run, in this order")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="runs per side, in ABBA order (mlp, full, full, mlp, ...) so load that drifts during the run hits both sides alike; medians over all runs' steps")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default); 1 by default: on a shared 2-core machine two OpenMP threads stall behind other processes")
     p.add_argument("--seed", type=int, default=0)
@@ -159,7 +163,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
     model.train()
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
-    meter = {"times": [], "peaks": [], "grad_bytes": 0, "opt_bytes": 0, "step": 0}
+    meter = {"times": [], "cpu_times": [], "peaks": [], "grad_bytes": 0, "opt_bytes": 0, "step": 0}
     warmup = 1
 
     class StepMeter(TrainerCallback):
@@ -167,7 +171,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            meter["t0"] = time.perf_counter()
+            meter["t0"], meter["c0"] = time.perf_counter(), time.process_time()
 
         def on_pre_optimizer_step(self, a, state, control, model=None, **kw):
             meter["grad_bytes"] = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
@@ -175,10 +179,11 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
         def on_step_end(self, a, state, control, optimizer=None, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            dt = time.perf_counter() - meter["t0"]
+            dt, dc = time.perf_counter() - meter["t0"], time.process_time() - meter["c0"]
             meter["step"] += 1
             if meter["step"] > warmup:
                 meter["times"].append(dt)
+                meter["cpu_times"].append(dc)
                 if cuda:
                     meter["peaks"].append(torch.cuda.max_memory_allocated())
             opt = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
@@ -219,6 +224,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
         "total_parameters": sel["total_parameters"],
         "step_time_s": step_time,
         "step_times_s": [round(t, 4) for t in meter["times"]],
+        "step_cpu_times_s": [round(t, 4) for t in meter["cpu_times"]],
         "tokens_per_step": statistics.mean(tokens),
         "padded_tokens_per_step": statistics.mean(padded),
         "tokens_per_s": sum(tokens) / sum(meter["times"]),
@@ -236,6 +242,22 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
 
 
 # --------------------------------------------------------------------------- both sides (parent)
+
+
+def merge(runs: list[dict]) -> dict:
+    """One side's runs together: medians over every timed step, the largest peak."""
+    out = dict(runs[0])
+    times = [t for r in runs for t in r["step_times_s"]]
+    cpu = [t for r in runs for t in r["step_cpu_times_s"]]
+    out["step_times_s"], out["step_cpu_times_s"] = times, cpu
+    out["step_time_s"] = statistics.median(times)
+    out["step_cpu_time_s"] = statistics.median(cpu)
+    out["tokens_per_s"] = statistics.mean(r["tokens_per_step"] for r in runs) / out["step_time_s"]
+    out["padded_tokens_per_s"] = statistics.mean(r["padded_tokens_per_step"] for r in runs) / out["step_time_s"]
+    out["peak_memory_bytes"] = max(r["peak_memory_bytes"] for r in runs)
+    out["peak_memory_bytes_runs"] = [r["peak_memory_bytes"] for r in runs]
+    out["runs"] = len(runs)
+    return out
 
 
 def child_argv(argv: list[str], side: str) -> list[str]:
@@ -293,16 +315,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {Path(args.config).name} with {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, MLP {cfg.intermediate_size}, "
           f"vocab {cfg.vocab_size} (random weights, {args.dtype}{', bf16 autocast' if args.bf16 else ''}) on {args.device}")
     print(f"batch: {args.batch_size} forget + {args.batch_size} retain rows × {args.grad_accum} accumulation, max_length {args.max_length}; "
-          f"1 warm-up + {args.steps} timed steps per side, each side in its own process")
+          f"1 warm-up + {args.steps} timed steps per run, {args.rounds} run(s) per side in ABBA order, each run in its own process")
     print(f"machine: {describe(info)}")
-    results = {}
-    for side in sides:
-        results[side] = run_child(argv, side, args.timeout)
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for r in range(args.rounds):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            runs[side].append(run_child(argv, side, args.timeout))
+    results = {side: merge(rs) for side, rs in runs.items()}
     m, f = results["mlp"], results["full"]
 
     rows = [
         ("trainable parameters", lambda r: f"{r['trainable_parameters']:,} ({100 * r['trainable_parameters'] / r['total_parameters']:.1f}%)"),
         ("step time (median)", lambda r: f"{r['step_time_s']:.3f} s"),
+        ("step CPU time (median)", lambda r: f"{r['step_cpu_time_s']:.3f} s"),
         ("tokens/s", lambda r: f"{r['tokens_per_s']:.1f}"),
         ("peak memory", lambda r: gib(r["peak_memory_bytes"])),
         ("training-state bytes", lambda r: gib(r["training_state_bytes"])),
@@ -311,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     ratio = {
         "step time (median)": m["step_time_s"] / f["step_time_s"],
+        "step CPU time (median)": m["step_cpu_time_s"] / f["step_cpu_time_s"],
         "tokens/s": m["tokens_per_s"] / f["tokens_per_s"],
         "peak memory": m["peak_memory_bytes"] / f["peak_memory_bytes"],
         "training-state bytes": m["training_state_bytes"] / f["training_state_bytes"],
@@ -337,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_state_ratio": round(ratio["training-state bytes"], 4),
         "step_time_s_mlp": round(m["step_time_s"], 4),
         "step_time_s_full": round(f["step_time_s"], 4),
+        "step_cpu_time_ratio": round(ratio["step CPU time (median)"], 4),
         "peak_memory_bytes_mlp": m["peak_memory_bytes"],
         "peak_memory_bytes_full": f["peak_memory_bytes"],
         "optimizer_bytes_mlp": m["optimizer_bytes"],
@@ -345,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "trainable_share_mlp": round(m["trainable_parameters"] / m["total_parameters"], 4),
         "full_size_optimizer_bytes_ratio": {k: round(v["optimizer_bytes_ratio"], 4) for k, v in shares.items()},
         "model": {"config": Path(args.config).name, "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "vocab": cfg.vocab_size, "dtype": args.dtype, "bf16_autocast": args.bf16},
-        "batch": {"rows": args.batch_size, "grad_accum": args.grad_accum, "max_length": args.max_length, "steps": args.steps},
+        "batch": {"rows": args.batch_size, "grad_accum": args.grad_accum, "max_length": args.max_length, "steps": args.steps, "rounds": args.rounds},
         "device": args.device,
         "machine": info,
     }
