@@ -39,9 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ.setdefault(_key, "1")  # never reach for the Hub
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 from bench_common import MMLU, OLMO_1B, ROOT, SEMEVAL, TOKENIZER, last_json_line  # noqa: E402
 
@@ -305,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the sections (0: torch's default; default 1 with --smoke, else torch's)")
     p.add_argument("--section", choices=SECTIONS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for key, value in OFFLINE.items():  # never reach for the Hub (set here, not on import); the sections inherit it
+        os.environ.setdefault(key, value)
     if args.threads is None:
         args.threads = 1 if args.smoke else 0
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def test_unlearn_memory_one_side_tiny(olmo_tokenizer_dir, semeval_dir):
 
     before = api.PairedCollator, api.select_parameters
     argv = ["--tokenizer", str(olmo_tokenizer_dir), "--data", str(semeval_dir), "--hidden-override", "32", "--layers-override", "6",
-            "--batch-size", "1", "--grad-accum", "2", "--max-length", "24", "--steps", "1"]
+            "--batch-size", "1", "--grad-accum", "2", "--max-length", "24", "--steps", "1", "--threads", "0"]  # 0: leave the session's threads alone
     results = {}
     for side in ("mlp", "full"):
         results[side] = unlearn_memory.run_side(unlearn_memory.parser().parse_args(argv + ["--worker", side]))
