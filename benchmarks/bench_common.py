@@ -156,3 +156,17 @@ def last_json_line(text: str) -> dict:
             except json.JSONDecodeError:
                 continue
     raise ValueError("no JSON line in the output")
+
+
+def fixture(cache: Path) -> tuple[Path, Path]:
+    """The synthetic world and the tiny target that memorized it (built once into ``cache``)."""
+    from pipelines.target import TargetConfig, make_target
+    from pipelines.world import WorldConfig, make_world
+
+    world, target = cache / "world", cache / "target"
+    if not (world / "world.json").exists():
+        make_world(world, WorldConfig(people=40, seed=0), overwrite=True)
+    if not (target / "target.json").exists():
+        print(f"building the tiny target in {target} (about two minutes on 2 cores) ...", flush=True)
+        make_target(world, target, TargetConfig(seed=0), overwrite=True, device="cpu", progress=False)
+    return world, target

@@ -30,6 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import fixture  # noqa: E402
 
 from unlearn.data import load_semeval  # noqa: E402
 from unlearn.eval.config import DEFAULT_TIE_MARGIN  # noqa: E402
@@ -37,20 +40,6 @@ from unlearn.eval.metrics import score_row  # noqa: E402
 from unlearn.eval.nll import NLLOptions, completion_nll  # noqa: E402
 from unlearn.generation import GenerationOptions, clean_up_spaces, generate  # noqa: E402
 from unlearn.models import ModelOptions, load_model  # noqa: E402
-
-
-def fixture(cache: Path) -> tuple[Path, Path]:
-    """The synthetic world and the tiny target that memorized it (built once into ``cache``)."""
-    from pipelines.target import TargetConfig, make_target
-    from pipelines.world import WorldConfig, make_world
-
-    world, target = cache / "world", cache / "target"
-    if not (world / "world.json").exists():
-        make_world(world, WorldConfig(people=40, seed=0), overwrite=True)
-    if not (target / "target.json").exists():
-        print(f"building the tiny target in {target} (about two minutes on 2 cores) ...", flush=True)
-        make_target(world, target, TargetConfig(seed=0), overwrite=True, device="cpu", progress=False)
-    return world, target
 
 
 def bench_rows(data, n: int) -> list[dict]:

@@ -29,23 +29,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import fixture  # noqa: E402
 
 from tracing import TraceConfig, bridged, draw_noise, embedding_std, facts_from_rows, prepare_facts, restored_layers, trace_fact, trace_fact_reference  # noqa: E402
 from tracing.bridge import suffix_cache_works  # noqa: E402
-
-
-def fixture(cache: Path) -> tuple[Path, Path]:
-    """The synthetic world and the tiny target that memorized it (built once into ``cache``)."""
-    from pipelines.target import TargetConfig, make_target
-    from pipelines.world import WorldConfig, make_world
-
-    world, target = cache / "world", cache / "target"
-    if not (world / "world.json").exists():
-        make_world(world, WorldConfig(people=40, seed=0), overwrite=True)
-    if not (target / "target.json").exists():
-        print(f"building the tiny target in {target} (about a minute) ...", flush=True)
-        make_target(world, target, TargetConfig(seed=0), overwrite=True, device="cpu", progress=False)
-    return world, target
 
 
 def work(tf, n_layers: int, config: TraceConfig, suffix: bool) -> dict[str, float]:
