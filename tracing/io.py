@@ -3,7 +3,14 @@
 A file or folder is first written to a temporary sibling (same directory, so the final
 ``os.replace`` is atomic on POSIX) and renamed into place only when the writer finished
 without an exception. An interrupted writer leaves at most a ``.tmp-*`` sibling, which no
-reader takes for a finished output.
+reader takes for a finished output (``amnesia run`` removes those in its run directory).
+The finished output gets the usual permissions (``0o777`` / ``0o666`` minus the umask), not
+the private ones of ``tempfile``.
+
+:func:`check_output_dir` is the one rule for output folders a command owns (a model folder, a
+trace folder, a world): absent or empty is fine; an existing one needs ``overwrite``; and
+``overwrite`` replaces only a folder that command wrote (one holding its marker file), so a
+mistyped ``--out ~ --overwrite`` cannot delete a home directory.
 """
 
 from __future__ import annotations
@@ -15,9 +22,73 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .errors import AmnesiaError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``); 0o022 when unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` is ``folder`` or below it (symlinks resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_path(out: Path, model_path: Path | None, data_paths: Sequence[Path], *, what: str = "the unlearned model") -> None:
+    """Refuse an output in (or over, or around) the input model's folder or the data.
+
+    ``model_path`` None or missing and data paths that do not exist (Hub ids) are not checked.
+    """
+    out = Path(out)
+    if model_path is not None and Path(model_path).exists():
+        model_path = Path(model_path)
+        if is_inside(out, model_path):
+            raise AmnesiaError(f"--out {out}: is inside the input model's folder {model_path}; write {what} somewhere else")
+        if is_inside(model_path, out):
+            raise AmnesiaError(f"--out {out}: contains the input model {model_path}; replacing it would delete the input")
+    for data in data_paths:
+        data = Path(data)
+        if not data.exists():
+            continue
+        if data.is_dir() and is_inside(out, data):
+            raise AmnesiaError(f"--out {out}: is inside the data folder {data}; write {what} somewhere else")
+        if is_inside(data, out):
+            raise AmnesiaError(f"--out {out}: contains the data {data}; replacing it would delete the data")
+
+
+def check_output_dir(out: str | os.PathLike, *, overwrite: bool, marker: str, command: str) -> None:
+    """Raise :class:`AmnesiaError` unless ``out`` may be (re)written by ``command``.
+
+    Absent or an empty folder: fine. A file: never. An existing folder: only with ``overwrite``,
+    and only when it holds ``marker`` (the file ``command`` writes into every output of its own).
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise AmnesiaError(f"--out {out}: is a file; expected a folder to write into")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise AmnesiaError(f"{out} already exists; pass --overwrite to replace it")
+    if not (out / marker).is_file():
+        raise AmnesiaError(
+            f"--out {out}: is not a folder written by `amnesia {command}` (it has no {marker}); "
+            "--overwrite only replaces such folders, so choose another --out"
+        )
 
 
 @contextlib.contextmanager
@@ -26,15 +97,21 @@ def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: 
 
     With ``directory=True`` the temporary path is an (empty) directory. With
     ``overwrite=False`` an existing ``dest`` is an :class:`AmnesiaError` (checked before and
-    after writing). An existing destination folder is replaced whole.
+    after writing; an empty destination folder counts as absent). An existing destination
+    folder is replaced whole.
     """
     dest = Path(dest)
-    if not overwrite and dest.exists():
+
+    def taken() -> bool:
+        return dest.exists() and not (directory and dest.is_dir() and not any(dest.iterdir()))
+
+    if not overwrite and taken():
         raise AmnesiaError(f"{dest} already exists; pass --overwrite to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".tmp-{dest.name}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
         os.close(fd)
@@ -42,7 +119,7 @@ def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: 
     try:
         yield tmp
         if dest.is_dir() and not dest.is_symlink():
-            if not overwrite:
+            if not overwrite and taken():
                 raise AmnesiaError(f"{dest} already exists; pass --overwrite to replace it")
             old = Path(tempfile.mkdtemp(prefix=f".old-{dest.name}-", dir=dest.parent))
             os.replace(dest, old / dest.name)
@@ -50,7 +127,7 @@ def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: 
             shutil.rmtree(old, ignore_errors=True)
         else:
             if not directory:
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, dest)
     except BaseException:
         if tmp.is_dir():
