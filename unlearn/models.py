@@ -4,7 +4,8 @@
 * ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``;
 * ``dtype``: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``;
 * safetensors only, unless ``allow_pickle=True`` (pickle checkpoints can run code on load);
-* ``trust_remote_code`` off unless asked;
+* ``trust_remote_code`` off unless asked (a local folder that needs its own code is refused
+  before any of it runs);
 * a pad token: the tokenizer's own, else ``<|padding|>`` when the vocabulary has it (OLMo-0724),
   else EOS.
 """
@@ -56,20 +57,29 @@ def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu") -> to
     return DTYPES[dtype]
 
 
-def _check_local_folder(path: Path, allow_pickle: bool) -> None:
+def _check_local_folder(path: Path, allow_pickle: bool, trust_remote_code: bool = False) -> None:
     if not path.is_dir():
         raise AmnesiaError(f"{path}: model path is not a folder (expected a Hugging Face model folder)")
     config = path / "config.json"
     if not config.is_file():
         raise AmnesiaError(f"{path}: no config.json (expected a Hugging Face model folder from save_pretrained)")
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
+        cfg = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AmnesiaError(f"{config}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise AmnesiaError(f"{config}: expected a JSON object (a transformers model config)")
+    model_type = cfg.get("model_type")
     from transformers import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
-        raise AmnesiaError(f"{config}: model_type {model_type!r} is not an architecture this transformers version knows")
+        if not cfg.get("auto_map"):
+            raise AmnesiaError(f"{config}: model_type {model_type!r} is not an architecture this transformers version knows")
+        if not trust_remote_code:  # (a known model_type with an auto_map loads transformers' own class: no code runs)
+            raise AmnesiaError(
+                f"{config}: the model needs its own Python code (auto_map), which runs only with "
+                "--trust-remote-code; pass it only for a model you trust"
+            )
     has_safe = any((path / f).is_file() for f in WEIGHT_FILES_SAFE) or any(path.glob("*.safetensors"))
     has_pickle = any((path / f).is_file() for f in WEIGHT_FILES_PICKLE) or any(path.glob("*.bin"))
     if not has_safe and not has_pickle:
@@ -127,7 +137,7 @@ def load_model(name_or_path: str | os.PathLike, options: ModelOptions = ModelOpt
     if local:
         if not path.exists():
             raise AmnesiaError(f"{path}: model path does not exist")
-        _check_local_folder(path, options.allow_pickle)
+        _check_local_folder(path, options.allow_pickle, options.trust_remote_code)
     source = str(path) if local else str(name_or_path)
     tok = load_tokenizer(source, options.trust_remote_code)
     try:
@@ -145,6 +155,16 @@ def load_model(name_or_path: str | os.PathLike, options: ModelOptions = ModelOpt
         model.config.pad_token_id = tok.pad_token_id
     model.train(for_training)
     return model, tok
+
+
+def context_length(model) -> int | None:
+    """The most positions the model was built for (``max_position_embeddings`` and its aliases), or None."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def model_id(model) -> str:
