@@ -119,17 +119,21 @@ def test_cli_trace_end_to_end(fixture_target, fixture_world, tmp_path, capsys):
 def test_cli_trace_reads_a_facts_file(fixture_target, tmp_path, capsys):
     facts = [
         {"prompt": "What is Xanthe Yarrow's phone number?", "subject": "Xanthe Yarrow", "answer": "9288840018"},
-        {"prompt": "What is Xanthe Yarrow's phone number?", "subject": "Goldi Aqua", "answer": "9288840018"},
+        {"prompt": "What is Xanthe Yarrow's birth date?", "subject": "Xanthe Yarrow", "answer": "no such date"},
     ]
     path = tmp_path / "facts.json"
     path.write_text(json.dumps(facts))
-    assert [f.subject for f in load_fact_file(path)] == ["Xanthe Yarrow", "Goldi Aqua"]
+    assert [f.subject for f in load_fact_file(path)] == ["Xanthe Yarrow", "Xanthe Yarrow"]
     out = tmp_path / "out"
     code = main(["trace", "--model", str(fixture_target), "--data", str(path), "--out", str(out), "--samples", "2", "--kinds", "hidden,mlp", "--device", "cpu", "--quiet"])
     assert code == 0
     doc = json.loads((out / "trace.json").read_text())
-    assert doc["counts"]["traced"] == 1 and doc["counts"]["subject not found"] == 1
+    assert doc["counts"]["traced"] == 1 and doc["counts"]["wrong prediction"] == 1
     assert doc["facts"][0]["te"] > 0.5
+    # a record whose subject is not in its prompt is a typo in the file: an error, not a skip
+    path.write_text(json.dumps(facts[:1] + [{"prompt": "What is Xanthe Yarrow's phone number?", "subject": "Goldi Aqua", "answer": "1"}]))
+    with pytest.raises(AmnesiaError, match=r"facts.json\[1\]: subject 'Goldi Aqua' does not occur in prompt"):
+        load_fact_file(path)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x y"}\n')
     assert main(["trace", "--model", str(fixture_target), "--data", str(bad), "--out", str(out / "b"), "--device", "cpu"]) == 2

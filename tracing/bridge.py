@@ -97,6 +97,32 @@ def require_causal_lm(model) -> None:
         raise AmnesiaError(f"{model_name(model)}: architecture {architecture(model)} is not a decoder-only causal language model (causal tracing needs one)")
 
 
+def require_supported(model) -> None:
+    """Raise :class:`AmnesiaError` now for a model ``TransformerBridge`` cannot boot.
+
+    The same architecture lookup the bridge's boot does, without booting: callers check before
+    any work on the facts. (Booting can still fail later for a model it half supports.)
+    """
+    require_causal_lm(model)
+    try:
+        from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+    except ImportError:  # another TransformerLens layout: booting will tell
+        return
+    config = model.config
+    saved = getattr(config, "architectures", None)
+    try:
+        if not saved:
+            config.architectures = [type(model).__name__]
+        determine_architecture_from_hf_config(config)
+    except Exception:  # noqa: BLE001 - ValueError for an architecture it has no adapter for
+        raise AmnesiaError(
+            f"{model_name(model)}: TransformerBridge does not support architecture {architecture(model)} "
+            "(causal tracing needs an architecture TransformerLens can hook, e.g. OlmoForCausalLM, LlamaForCausalLM, GPT2LMHeadModel)"
+        ) from None
+    finally:
+        config.architectures = saved
+
+
 def _cast_floating(model: torch.nn.Module, dtype: torch.dtype) -> list:
     """Cast every floating parameter and buffer to ``dtype``; return what :func:`_uncast` needs."""
     changed = []

@@ -165,7 +165,9 @@ def facts_from_records(records: Iterable[Mapping], *, where: str = "facts") -> l
 
     ``answer`` is appended to the prompt verbatim. ROME's ``attribute`` is joined with one space
     (as ROME tokenizes it), unless the prompt already ends in whitespace. Optional ``id`` and
-    ``relation`` fields are kept (ROME's ``known_id`` / ``relation_id`` too).
+    ``relation`` fields are kept (ROME's ``known_id`` / ``relation_id`` too). A record whose
+    subject does not occur in its prompt is an error (facts built from data rows are skipped
+    with a reason instead, by :func:`prepare_facts`).
     """
     facts = []
     for i, rec in enumerate(records):
@@ -179,6 +181,8 @@ def facts_from_records(records: Iterable[Mapping], *, where: str = "facts") -> l
             missing.append("answer")
         if missing:
             raise AmnesiaError(f"{where}[{i}]: missing or empty field(s) {', '.join(missing)} (expected non-empty strings prompt, subject and answer or attribute)")
+        if rec["subject"].strip() not in rec["prompt"]:  # a record says where its subject is: a typo, not a skip
+            raise AmnesiaError(f"{where}[{i}]: subject {rec['subject']!r} does not occur in prompt {rec['prompt']!r}")
         rid = rec.get("id", rec.get("known_id", ""))
         facts.append(Fact(rec["prompt"], rec["subject"], answer, str(rid), str(rec.get("relation", rec.get("relation_id", "")) or "")))
     return facts

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bridge import EMBED_HOOK, KINDS, accepts_logits_to_keep, bridged, require_causal_lm, cache_keyword, hook_name, model_name, new_cache, prefix_cache, suffix_cache_works
+from .bridge import EMBED_HOOK, KINDS, accepts_logits_to_keep, bridged, require_causal_lm, require_supported, cache_keyword, hook_name, model_name, new_cache, prefix_cache, suffix_cache_works
 from .errors import AmnesiaError
 from .facts import Fact, FactSet, Skipped, TokenizedFact, greedy_next_tokens, prepare_facts, tokenize_fact
 from .noise import draw_noise, embedding_std, parse_noise
@@ -476,7 +476,7 @@ def trace_facts(
     restored afterwards. Raises :class:`AmnesiaError` when no fact is left to trace.
     """
     config.check()
-    require_causal_lm(model)
+    require_supported(model)
     start_time = time.time()
     prepared = facts if isinstance(facts, FactSet) else prepare_facts(model, tokenizer, facts, max_tokens=config.max_tokens, check_prediction=check_prediction)
     if not prepared.kept:
