@@ -310,7 +310,7 @@ def test_clear_errors(fixture_world, fixture_target, data, tmp_path):
     assert err(out=fixture_target) == f"--out {fixture_target}: is inside the input model's folder {fixture_target}; write the unlearned model somewhere else"
     assert "is inside the input model's folder" in err(out=fixture_target / "sub")
     assert err(out=fixture_target.parent) == f"--out {fixture_target.parent}: contains the input model {fixture_target}; replacing it would delete the input"
-    assert err(out=fixture_world / "model") == f"--out {fixture_world / 'model'}: is inside the data folder {fixture_world}; write the model somewhere else"
+    assert err(out=fixture_world / "model") == f"--out {fixture_world / 'model'}: is inside the data folder {fixture_world}; write the unlearned model somewhere else"
     assert err(data=tmp_path / "missing") == f"{tmp_path / 'missing'}: data folder does not exist"
     assert err(config=UnlearnConfig(**{**FAST, "layers": "0-9"})) == "layers '0-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
     assert err(config=UnlearnConfig(**{**FAST, "kind": "ffn"})) == "kind 'ffn': expected one of auto, mlp, attn, all"

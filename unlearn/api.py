@@ -28,7 +28,7 @@ import datasets
 import torch
 
 from tracing.errors import AmnesiaError
-from tracing.io import atomic_path, write_json
+from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 
 from .data import SemEvalData, load_semeval
 from .dataset import PairedCollator, PairedDataset, encode_split, uses_chat_template
@@ -162,13 +162,12 @@ def train_unlearning(
     if NEEDS_RETAIN[method] and (retain is None or len(retain) == 0):
         raise AmnesiaError(f"method {method}: needs retain rows (retain_train), but none were given")
 
+    spec = parse_layers(config.layers, num_layers(model))  # a bad layer spec fails before any work
+    kind = resolve_kind(config.kind, spec)
     chat = uses_chat_template(tokenizer, config.chat_template)
     encode = dict(max_length=config.max_length, chat_template=config.chat_template, add_eos=tokenizer.eos_token is not None)
     forget_enc = encode_split(tokenizer, forget, name="forget set", **encode)
     retain_enc = encode_split(tokenizer, retain, name="retain set", **encode) if NEEDS_RETAIN[method] else None
-
-    spec = parse_layers(config.layers, num_layers(model))
-    kind = resolve_kind(config.kind, spec)
     reference = _reference_copy(model, config) if method in REFERENCE_ON and not config.lora else None
     if config.lora:
         model, selection = apply_lora(model, spec.layers, kind, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
@@ -316,28 +315,48 @@ def unlearn_model(
 # --------------------------------------------------------------------------- files
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+def check_outputs(
+    out: str | os.PathLike,
+    model_path: str | os.PathLike,
+    data_paths: Sequence[str | os.PathLike],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Every check on :func:`run_unlearning`'s outputs, before any work; returns the checkpoint folder.
+
+    ``out`` and the checkpoint folder must not be in or around the input model or the data; an
+    existing ``out`` needs ``overwrite`` and is replaced only when it is an unlearned model folder
+    (it holds ``unlearn.json``); checkpoints of an earlier run need ``resume`` or ``overwrite``;
+    ``resume`` needs a complete checkpoint.
+    """
+    out = Path(out).expanduser()
+    model_dir = Path(str(model_path)).expanduser()
+    model_dir = model_dir if model_dir.exists() else None
+    data_paths = [Path(str(p)).expanduser() for p in data_paths]
+    check_output_path(out, model_dir, data_paths)
+    check_output_dir(out, overwrite=overwrite, marker=MANIFEST, command="unlearn")
+    ckpt_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir(out)
+    check_output_path(ckpt_dir, model_dir, data_paths)
+    complete, incomplete = list_checkpoints(ckpt_dir)
+    if resume and not complete:
+        raise AmnesiaError(f"{ckpt_dir}: no complete checkpoint to resume from (a checkpoint is complete once it holds amnesia_state.json)")
+    if not resume and (complete or incomplete) and not overwrite:
+        raise AmnesiaError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over")
+    return ckpt_dir
 
 
-def check_output_path(out: Path, model_path: Path | None, data_paths: Sequence[Path]) -> None:
-    """Refuse an output in (or over, or around) the input model's folder or the data."""
-    if model_path is not None and model_path.exists():
-        if _inside(out, model_path):
-            raise AmnesiaError(f"--out {out}: is inside the input model's folder {model_path}; write the unlearned model somewhere else")
-        if _inside(model_path, out):
-            raise AmnesiaError(f"--out {out}: contains the input model {model_path}; replacing it would delete the input")
-    for data in data_paths:
-        if not data.exists():
-            continue
-        if data.is_dir() and _inside(out, data):
-            raise AmnesiaError(f"--out {out}: is inside the data folder {data}; write the model somewhere else")
-        if _inside(data, out):
-            raise AmnesiaError(f"--out {out}: contains the data {data}; replacing it would delete the data")
+class TrainingDiverged(AmnesiaError):
+    """Training stopped at a non-finite loss or gradient; no output was written (see the message)."""
+
+
+def _diverged_message(run: UnlearnRun, ckpt_dir: Path | None, out: Path) -> str:
+    """One line: why training stopped, where the last good weights are, that ``out`` was not written."""
+    reason = run.trainer.stop_reason
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written (--save-steps N keeps one)"
+    return f"training diverged: {reason}; {kept}; {out} was not written (lower --lr and rerun with --overwrite)"
 
 
 def _source_dtype(model_path: Path) -> torch.dtype | None:
@@ -394,9 +413,11 @@ def run_unlearning(
     splits), a :class:`SemEvalData`, or a ``(forget, retain)`` pair of datasets. ``out``
     becomes a standard HF model folder with ``unlearn.json``; it must not be in or around the
     input model or the data, and an existing one is replaced only with ``overwrite`` (an empty
-    folder counts as absent). Checkpoints (``config.save_steps``) go to ``checkpoint_dir``
-    (default ``<out>.checkpoints``) and are removed after success unless
-    ``config.keep_checkpoints``. Training keeps float32 master weights unless
+    folder counts as absent; see :func:`check_outputs`). Checkpoints (``config.save_steps``) go
+    to ``checkpoint_dir`` (default ``<out>.checkpoints``) and are removed after success unless
+    ``config.keep_checkpoints``. A non-finite loss or gradient stops training and raises
+    :class:`TrainingDiverged` without writing ``out``; the checkpoints written so far (all of
+    good steps) are kept. Training keeps float32 master weights unless
     ``model_options.dtype`` names another dtype; the output is saved in the input's dtype.
     Returns the manifest written to ``unlearn.json``.
     """
@@ -407,19 +428,10 @@ def run_unlearning(
     paths += [Path(str(p)).expanduser() for p in data_paths]
     if isinstance(data, (tuple, list)) and data_paths:
         source = ", ".join(str(p) for p in data_paths)
-    check_output_path(out, model_dir if model_dir.exists() else None, paths)
+    ckpt_dir = check_outputs(out, model_path, paths, overwrite=overwrite, resume=resume, checkpoint_dir=checkpoint_dir)
     empty_out = out.is_dir() and not any(out.iterdir())
-    if out.exists() and not overwrite and not empty_out:
-        raise AmnesiaError(f"{out} already exists; pass --overwrite to replace it")
-    ckpt_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else default_checkpoint_dir(out)
-    check_output_path(ckpt_dir, model_dir if model_dir.exists() else None, paths)
-    complete, incomplete = list_checkpoints(ckpt_dir)
-    if resume and not complete:
-        raise AmnesiaError(f"{ckpt_dir}: no complete checkpoint to resume from (a checkpoint is complete once it holds amnesia_state.json)")
-    if not resume and (complete or incomplete):
-        if not overwrite:
-            raise AmnesiaError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over")
-        for old in complete + incomplete:
+    if not resume:
+        for old in sum(list_checkpoints(ckpt_dir), []):  # only there with overwrite (checked above)
             shutil.rmtree(old, ignore_errors=True)
 
     options = model_options
@@ -442,6 +454,8 @@ def run_unlearning(
         progress=progress,
         device=options.device,
     )
+    if run.trainer.stop_reason is not None:
+        raise TrainingDiverged(_diverged_message(run, ckpt_dir if config.save_steps or resume else None, out))
     manifest = {
         "schema": SCHEMA,
         "kind": "unlearn",
@@ -497,7 +511,9 @@ def load_manifest(folder: str | os.PathLike) -> dict:
 __all__ = [
     "UnlearnConfig",
     "UnlearnRun",
+    "TrainingDiverged",
     "check_output_path",
+    "check_outputs",
     "default_checkpoint_dir",
     "format_layers",
     "load_manifest",

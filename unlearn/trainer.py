@@ -12,7 +12,8 @@ accumulation and clipping, bf16/fp16 autocast, activation checkpointing, ``accel
   :func:`latest_checkpoint` returns the newest complete one, so a run killed while saving
   resumes from the checkpoint before;
 * a non-finite loss or gradient stops training before the optimizer step that would apply it
-  (the weights stay those of the last good step); the reason lands in ``unlearn.json``;
+  (the weights stay those of the last good step, no checkpoint is written after it);
+  :attr:`UnlearnTrainer.stop_reason` says why (``run_unlearning`` then raises instead of saving);
 * ``forget_ceiling`` drops forget rows whose CE already exceeds it from the forget term.
 """
 
@@ -477,6 +478,8 @@ class UnlearnTrainer(Trainer):
             self.epoch_stats[int(k)] = stats
 
     def _save_checkpoint(self, model, trial) -> None:
+        if self.stop_reason is not None:  # never checkpoint the step a guard refused
+            return
         super()._save_checkpoint(model, trial)
         run_dir = Path(self._get_output_dir(trial=trial))
         ckpt = run_dir / f"checkpoint-{self.state.global_step}"

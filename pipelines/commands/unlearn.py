@@ -23,7 +23,7 @@ from pipelines.options import add_model_options, model_options
 from tracing.selection import SelectionConfig
 from tracing.tracer import TraceConfig
 from tracing.errors import AmnesiaError
-from unlearn.api import check_output_path, default_checkpoint_dir, run_unlearning
+from unlearn.api import check_output_path, check_outputs, default_checkpoint_dir, run_unlearning
 from unlearn.trainer import METHODS, UnlearnConfig
 
 NAME = "unlearn"
@@ -137,16 +137,25 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
     return config
 
 
+def _trace_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    return Path(args.trace_dir) if args.trace_dir else out.parent / f"{out.name}.trace"
+
+
 def _trace_first(args: argparse.Namespace) -> str:
-    """``--layers auto``: run the tracing stage (ROME's defaults, only the kind that trains); return its layers.json path."""
+    """``--layers auto``: run the tracing stage (ROME's defaults, only the kind that trains); return its layers.json path.
+
+    With ``--resume`` a complete trace of the interrupted run (its folder is written atomically,
+    so ``layers.json`` in it means complete) is reused instead of tracing again.
+    """
     from pipelines.trace_stage import FactSource, TraceStageConfig, run_trace
     from unlearn.data import load_semeval
     from unlearn.models import load_model
 
-    out = Path(args.out)
-    trace_dir = Path(args.trace_dir) if args.trace_dir else out.parent / f"{out.name}.trace"
-    model_dir = Path(args.model)
-    check_output_path(trace_dir, model_dir if model_dir.exists() else None, [Path(args.data)])
+    trace_dir = _trace_dir(args)
+    if args.resume and (trace_dir / "layers.json").is_file():
+        print(f"trace: reusing {trace_dir / 'layers.json'} of the interrupted run", file=sys.stderr)
+        return str(trace_dir / "layers.json")
     data = load_semeval(args.data)
     model, tok = load_model(args.model, model_options(args))
     kind = args.kind if args.kind in ("mlp", "attn") else "mlp"  # trace only the kind that will train
@@ -155,16 +164,38 @@ def _trace_first(args: argparse.Namespace) -> str:
         select=SelectionConfig(k=args.trace_k, kind=kind),
         facts=FactSource(max_facts=args.trace_max_facts),
     )
-    outcome = run_trace(model, tok, data, trace_dir, stage, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    outcome = run_trace(model, tok, data, trace_dir, stage, progress=not args.quiet, overwrite=args.overwrite, log=lambda m: print(m, file=sys.stderr))
     del model
     print(f"trace: layers {outcome.selection.layers} ({outcome.selection.kind}) → {outcome.paths['layers']}", file=sys.stderr)
     return str(outcome.paths["layers"])
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is when they are emitted (notebooks and tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every output check before any work (tracing included): nothing is written on a bad path."""
+    check_outputs(args.out, args.model, [args.data], overwrite=args.overwrite, resume=args.resume,
+                  checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out))
+    if args.layers == "auto":
+        from tracing.io import check_output_dir
+
+        trace_dir = _trace_dir(args)
+        model_dir = Path(args.model)
+        check_output_path(trace_dir, model_dir if model_dir.exists() else None, [Path(args.data)], what="the trace")
+        if not (args.resume and (trace_dir / "layers.json").is_file()):
+            check_output_dir(trace_dir, overwrite=args.overwrite, marker="trace.json", command="trace")
+
+
 def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("unlearn")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -175,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise AmnesiaError("--resume and --overwrite contradict each other: --resume continues the checkpoints, --overwrite discards them")
     config = config_from_args(args, layers="0" if args.layers == "auto" else None)  # validate before tracing
+    _check_paths(args)
     if args.layers == "auto":
         config = config_from_args(args, layers=_trace_first(args))
     manifest = run_unlearning(
@@ -193,7 +225,5 @@ def run(args: argparse.Namespace) -> int:
     for row in manifest["per_epoch"]:
         cells = " ".join(f"{k} {row[k]:.4g}" for k in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo") if k in row)
         print(f"epoch {row['epoch']}: {cells}")
-    if manifest["stopped"]:
-        print(f"stopped early: {manifest['stopped']}")
     print(f"steps {manifest['steps']}, {manifest['wall_time_s']:.1f} s; wrote {args.out}")
     return 0
