@@ -4,7 +4,8 @@ Generates greedily from each row's raw input (256 new tokens, batched; identical
 time), scores regurgitation (ROUGE-L recall, sc rows) and knowledge (exact match, qa rows) per
 split and task, the harmonic-mean task aggregate (forget values as 1 - x), the MIA AUC on
 mia_data/ member/nonmember documents, MMLU through lm-eval, and the final aggregate. Writes
-OUT/scores.json (the official key names plus details) and OUT/predictions.csv, and prints a table.
+OUT/scores.json (the official key names plus details; the same for the same model, data and
+settings, byte for byte), OUT/predictions.csv and OUT/timings.json (wall times), and prints a table.
 With --baseline it also prints and writes a before/after comparison (OUT/comparison.md, .json).
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipelines.options import add_model_options, model_options
+from tracing.io import check_output_path
 from unlearn.eval import EvalConfig, load_scores
 from unlearn.eval.config import MMLU_THRESHOLD
 from unlearn.eval.mmlu import ENV_DIR
@@ -67,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.check()
+    model_dir = Path(args.model)
+    inputs = [Path(args.data)] + ([Path(args.mia)] if args.mia and args.mia != "off" else [])
+    check_output_path(Path(args.out), model_dir if model_dir.exists() else None, inputs, what="the scores")
     check_outputs(args.out, overwrite=args.overwrite)
     baseline = load_scores(args.baseline) if args.baseline else None
     if baseline is not None:
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     plan = prepare(args.data, config)  # data, MIA and MMLU problems show before the model loads
     model, tok = load_model(args.model, model_options(args))
     result = run_evaluation(model, tok, plan.data, config, progress=True, plan=plan)
-    paths = write_outputs(args.out, result.scores, result.predictions, overwrite=args.overwrite)
+    paths = write_outputs(args.out, result.scores, result.predictions, overwrite=args.overwrite, timings=result.timings)
     console = Console(soft_wrap=True)
     for table in scores_tables(result.scores):
         console.print(table)
@@ -84,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
         rows = compare(baseline, result.scores)
         console.print(comparison_table(rows, "baseline", "this model"))
         write_comparison(args.out, rows, str(args.baseline), str(args.model), overwrite=args.overwrite)
-    t = result.scores["timings"]
+    t = result.timings
     print(f"scored {sum(result.scores['rows'].values())} rows ({result.scores['splits']}) in {t['total_s']:.1f} s; wrote {paths['scores']} and {paths['predictions']}")
     return 0

@@ -39,13 +39,13 @@ def evaluate(
     """Score ``model`` on SemEval-style ``data``; return the ``scores.json`` dict.
 
     ``data`` is a :class:`~unlearn.data.SemEvalData` or anything :func:`~unlearn.data.load_semeval`
-    reads. With ``out``, ``scores.json`` and ``predictions.csv`` are written there (atomically;
-    existing files only with ``overwrite``). Use :func:`run_evaluation` to also get the
+    reads. With ``out``, ``scores.json``, ``predictions.csv`` and ``timings.json`` are written
+    there (atomically; existing files only with ``overwrite``). Use :func:`run_evaluation` to also get the
     per-row predictions in Python.
     """
     if out is not None:
         check_outputs(out, overwrite=overwrite)  # before the long work
     result = run_evaluation(model, tokenizer, data, config, progress=progress)
     if out is not None:
-        write_outputs(out, result.scores, result.predictions, overwrite=overwrite)
+        write_outputs(out, result.scores, result.predictions, overwrite=overwrite, timings=result.timings)
     return result.scores

@@ -3,14 +3,15 @@
 The result is the ``scores.json`` dict: the official keys first (``forget-set``, ``retain-set``,
 ``mia_loss_acc``, ``mia_final_score``, ``mmlu_average``, ``aggregated-terms``,
 ``harmonic-mean-task-aggregate``, ``aggregate-score``), then our extras (model, data, splits,
-ROUGE-1, per-subject MMLU, MIA details, generation details, timings, warnings, config).
+ROUGE-1, per-subject MMLU, MIA details, generation details, warnings, config). Nothing in it
+depends on the clock: wall times are returned apart (:attr:`Evaluation.timings`, ``timings.json``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from tracing.errors import AmnesiaError
 
 from ..data import SemEvalData, load_mia, load_semeval
 from ..generation import GenerationOptions, generate
-from ..models import model_id
+from ..models import context_length, model_id
 from . import metrics
 from .config import DEFAULT_TIE_MARGIN, EvalConfig
 from .mmlu import check_mmlu, run_mmlu
@@ -31,10 +32,13 @@ KINDS = ("forget", "retain")
 
 @dataclass
 class Evaluation:
-    """Everything one evaluation produced: the ``scores.json`` dict and the per-row predictions."""
+    """Everything one evaluation produced: the ``scores.json`` dict, the per-row predictions and
+    the wall times (``timings.json``; kept out of ``scores.json`` so that the same model, data and
+    settings give a byte-identical ``scores.json``)."""
 
     scores: dict
     predictions: list[dict]
+    timings: dict = field(default_factory=dict)
 
 
 def choose_part(data: SemEvalData, splits: str) -> str:
@@ -110,6 +114,31 @@ def prepare(data: SemEvalData | str | Path, config: EvalConfig = EvalConfig()) -
     return Plan(data, part, _rows(data, part, config.limit), mia_docs, mia_source)
 
 
+def check_context(model, tokenizer, plan: Plan, prompts: list[str], special: bool) -> None:
+    """Raise :class:`AmnesiaError` for a prompt, prompt + expected output or MIA document longer
+    than the model's context (``max_position_embeddings``): past it a model with learned positions
+    fails and one with rotary positions gives numbers nobody should compare."""
+    ctx = context_length(model)
+    if ctx is None:
+        return
+
+    def lengths(texts: list[str], add_special: bool) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]] if texts else []
+
+    where = f"{plan.data.source} ({plan.part})"
+    sizes = lengths(prompts, special)
+    full = lengths([p + r["expected_output"] for p, r in zip(prompts, plan.rows)], special)
+    for row, n, m in zip(plan.rows, sizes, full):
+        if n > ctx:
+            raise AmnesiaError(f"{where}: row {row['id']!r} ({row['split']}): the input is {n} tokens, longer than the model's context of {ctx} (max_position_embeddings); shorten the row or leave it out")
+        if m > ctx:
+            raise AmnesiaError(f"{where}: row {row['id']!r} ({row['split']}): input + output is {m} tokens, longer than the model's context of {ctx} (max_position_embeddings); shorten the row or leave it out")
+    for name, docs in (plan.mia_docs or {}).items():
+        for i, n in enumerate(lengths(list(docs["document"]), True), start=1):
+            if n > ctx:
+                raise AmnesiaError(f"{plan.mia_source}/{name}.jsonl: document {i} is {n} tokens, longer than the model's context of {ctx} (max_position_embeddings)")
+
+
 def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: EvalConfig = EvalConfig(), *, progress: bool = True, plan: Plan | None = None) -> Evaluation:
     """Score ``model`` on ``data`` (see :func:`unlearn.eval.evaluate`); returns scores and predictions.
 
@@ -120,6 +149,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     data, part, rows, mia_docs, mia_source = plan.data, plan.part, plan.rows, plan.mia_docs, plan.mia_source
     special = not config.chat_template
     prompts = _prompts(tokenizer, [r["input"] for r in rows], config.chat_template)
+    check_context(model, tokenizer, plan, prompts, special)
     timings: dict[str, float] = {}
 
     t = time.time()
@@ -204,12 +234,11 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
             "chat_template": config.chat_template,
             "new_tokens": sum(gen.new_tokens),
         },
-        "timings": timings,
         "warnings": warnings,
         "config": asdict(config),
         "versions": _versions(),
     })
-    return Evaluation(scores=scores, predictions=predictions)
+    return Evaluation(scores=scores, predictions=predictions, timings=timings)
 
 
 def _versions() -> dict:

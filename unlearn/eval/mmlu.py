@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -235,7 +234,32 @@ def check_mmlu(config: MMLUConfig) -> tuple[Source, list[str]]:
         if not available:
             raise AmnesiaError(f"{source.path}: none of its subject folders is an MMLU subject lm-eval knows (e.g. anatomy, astronomy)")
         return source, select_subjects(available, config.subjects, str(source.path))
-    return source, select_subjects(sorted(stock), config.subjects, "lm-eval's mmlu tasks")
+    subjects = select_subjects(sorted(stock), config.subjects, "lm-eval's mmlu tasks")
+    if _offline():
+        _check_cached(subjects[0])
+    return source, subjects
+
+
+def _offline() -> bool:
+    """True under ``HF_HUB_OFFLINE=1`` / ``HF_DATASETS_OFFLINE=1``."""
+    import datasets
+    import huggingface_hub
+
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+
+
+def _check_cached(subject: str) -> None:
+    """Offline, lm-eval can only read a cached copy of its MMLU data: check now, not after generating."""
+    import datasets
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = load_yaml(stock_task_dir() / "_default_template_yaml", resolve_func=False).get("dataset_path") or "cais/mmlu"
+    try:
+        datasets.load_dataset_builder(path, subject)
+    except Exception as exc:
+        if _is_unreachable(exc):
+            raise AmnesiaError(f"MMLU: lm-eval's mmlu tasks could not load their data from the Hub (offline mode, and {path} is not in the local cache); {HOW_TO_PROVIDE}") from None
+        raise
 
 
 def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None:
@@ -243,7 +267,6 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
     source, subjects = check_mmlu(config)
     if source.mode == "off":
         return None
-    start = time.time()
     import lm_eval
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -282,6 +305,5 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
         "shots": config.shots,
         "limit": config.limit,
         **summary,
-        "seconds": round(time.time() - start, 2),
         "lm_eval_version": getattr(lm_eval, "__version__", None),
     }

@@ -1,7 +1,8 @@
 """Writing and showing evaluation results: ``scores.json``, ``predictions.csv``, tables, before/after.
 
-Every file is written atomically (``tracing.io``); an existing ``scores.json`` or
-``predictions.csv`` is only replaced with ``overwrite=True``.
+Every file is written atomically (``tracing.io``); an existing ``scores.json``,
+``predictions.csv`` or ``timings.json`` is only replaced with ``overwrite=True``; ``scores.json``
+is written last and marks a finished evaluation.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def predictions_csv(predictions: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = ("predictions.csv", "scores.json")) -> list[Path]:
+OUTPUT_NAMES = ("predictions.csv", "scores.json", "timings.json")
+
+
+def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_NAMES) -> list[Path]:
     """The output paths in ``out``; raises when ``out`` is a file or (without ``overwrite``) one exists."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -58,13 +62,23 @@ def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[s
     return paths
 
 
-def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``predictions.csv`` and then ``scores.json`` into ``out`` (created if needed)."""
+def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *, overwrite: bool = False, timings: dict | None = None) -> dict[str, Path]:
+    """Write ``predictions.csv``, ``timings.json`` (when given) and then ``scores.json`` into ``out``.
+
+    ``scores.json`` is the mark of a finished evaluation: an old one is removed first and the new
+    one written last, so an interrupted write never leaves a ``scores.json`` beside the
+    predictions of another run.
+    """
     out = Path(out)
-    csv_path, json_path = check_outputs(out, overwrite=overwrite)
+    csv_path, json_path, timings_path = check_outputs(out, overwrite=overwrite)
     paths = {"predictions": csv_path, "scores": json_path}
     out.mkdir(parents=True, exist_ok=True)
+    json_path.unlink(missing_ok=True)
     write_text(paths["predictions"], predictions_csv(predictions))
+    if timings is not None:
+        paths["timings"] = write_json(timings_path, timings)
+    else:
+        timings_path.unlink(missing_ok=True)
     write_json(paths["scores"], scores)
     return paths
 
@@ -174,8 +188,9 @@ def write_comparison(out: str | Path, rows: Sequence[dict], before_name: str, af
     json_path, md_path = check_outputs(out, overwrite=overwrite, names=("comparison.json", "comparison.md"))
     paths = {"json": json_path, "markdown": md_path}
     out.mkdir(parents=True, exist_ok=True)
-    write_json(paths["json"], {"schema": 1, "kind": "comparison", "before": before_name, "after": after_name, "rows": list(rows)})
+    json_path.unlink(missing_ok=True)  # written last: an interrupted write leaves no comparison.json
     write_text(paths["markdown"], f"# {after_name} vs {before_name}\n\n" + comparison_markdown(rows, before_name, after_name))
+    write_json(paths["json"], {"schema": 1, "kind": "comparison", "before": before_name, "after": after_name, "rows": list(rows)})
     return paths
 
 
