@@ -10,8 +10,11 @@ trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the new model + unl
 ``report.md``, ``report.html``, ``summary.json`` and ``config.resolved.yaml``.
 
 A stage is skipped when its config and inputs are unchanged since a completed run; ``force``
-reruns everything; an interrupted unlearning resumes from its last complete checkpoint
-(``checkpoints/`` of the run directory) when rerun with the same config.
+reruns everything; an interrupted stage leaves only a ``.tmp-*`` folder, removed on the next run;
+an interrupted unlearning resumes from its last complete checkpoint (``checkpoints/`` of the run
+directory; written every ``unlearn.save_steps`` steps) when rerun with the same config. The run
+directory may not be inside the model's or the data's folder, and an existing folder is used
+only when it is a run directory (it holds ``config.resolved.yaml``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pipelines.trace_stage import run_trace
 from pipelines.world import make_world
 from tracing.errors import AmnesiaError
 from tracing.facts import Fact
-from tracing.io import write_text
+from tracing.io import is_inside, write_text
 from unlearn.data import load_semeval
 from unlearn.models import load_model
 
@@ -140,7 +143,7 @@ class Pipeline:
             model, tok = load_model(model_path, self.config.loading)
             result = run_evaluation(model, tok, load_semeval(data), cfg, progress=self.progress)
             _free(model)
-            write_outputs(tmp, result.scores, result.predictions, overwrite=True)
+            write_outputs(tmp, result.scores, result.predictions, overwrite=True, timings=result.timings)
             return {"aggregate-score": result.scores.get("aggregate-score"), "harmonic-mean-task-aggregate": result.scores.get("harmonic-mean-task-aggregate")}
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
@@ -168,14 +171,32 @@ def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> d
     return windows
 
 
+RESOLVED = "config.resolved.yaml"
+
+
+def check_run_dir(run_dir: Path, config: RunConfig) -> None:
+    """Refuse a run directory inside the configured model's or data's folder, a file, or an existing
+    folder that is not a run directory (it has no ``config.resolved.yaml``): a run writes and
+    replaces stage folders there, and removes ``.tmp-*`` leftovers."""
+    run_dir = Path(run_dir)
+    for what, path in (("input model's", config.model), ("data", config.data)):
+        if path and Path(path).expanduser().is_dir() and is_inside(run_dir, Path(path).expanduser()):
+            raise AmnesiaError(f"--out {run_dir}: is inside the {what} folder {path}; write the run somewhere else")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AmnesiaError(f"--out {run_dir}: is a file; expected a run directory")
+    if run_dir.is_dir() and not (run_dir / RESOLVED).is_file() and any(not p.name.startswith(".tmp-") for p in run_dir.iterdir()):
+        raise AmnesiaError(f"--out {run_dir}: exists and is not an amnesia run directory (it has no {RESOLVED}); choose another --out")
+
+
 def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
     """Run every stage of ``config`` in its run directory; write the report; return the summary."""
     from pipelines.report import write_report
 
     run_dir = Path(out) if out is not None else config.run_dir()
+    check_run_dir(run_dir, config)
     started = time.time()
     p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
-    write_text(run_dir / "config.resolved.yaml", dump_config(config))
+    write_text(run_dir / RESOLVED, dump_config(config))
     data, data_key = p.data_path()
     model, model_key = p.model_path(data, data_key)
     trace = p.trace("trace", model, model_key, data, data_key)

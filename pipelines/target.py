@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tracing.errors import AmnesiaError
-from tracing.io import atomic_path, write_json
+from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 from unlearn.data import SemEvalData, load_semeval, row_type
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
@@ -150,8 +150,9 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
     """Train the target on ``data_path``'s train rows and save it to ``out``; return ``target.json``."""
     config.check()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise AmnesiaError(f"{out} already exists; pass --overwrite to replace it")
+    inputs = [Path(data_path)] + ([Path(config.tokenizer)] if config.tokenizer else [])
+    check_output_path(out, Path(config.base_model) if config.base_model else None, inputs, what="the target")
+    check_output_dir(out, overwrite=overwrite, marker="target.json", command="make-target")
     data = load_semeval(data_path)
     device = str(resolve_device(device))
     torch.manual_seed(config.seed)

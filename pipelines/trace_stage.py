@@ -1,7 +1,9 @@
 """The tracing stage: facts from SemEval-layout data → trace → summary → layers.json + figures.
 
 :func:`run_trace` is what ``amnesia trace`` and ``amnesia unlearn --layers auto`` call. It
-writes into ``out_dir`` (each file atomically):
+writes ``out_dir`` as one folder, atomically (a temporary sibling renamed into place once every
+file is written; an existing ``out_dir`` is replaced only with ``overwrite`` and only when it is a
+trace folder, one holding ``trace.json``):
 
 * ``trace.json`` — per fact ``prompt, subject, answer, tokens, subject_range, p_clean,
   p_corrupt, ie: {kind: T×L}``, the run's configuration, the ``summary`` (AIE per kind / token
@@ -20,16 +22,16 @@ order). A JSON/JSONL file of ``{prompt, subject, answer}`` records works too
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from tracing.aggregation import aggregate
+from tracing.bridge import require_supported
 from tracing.errors import AmnesiaError
 from tracing.facts import Fact, FactSet, facts_from_records, facts_from_rows, prepare_facts
-from tracing.io import atomic_path, write_json
+from tracing.io import atomic_path, check_output_dir
 from tracing.layers import LayerSelection
 from tracing.plots import plot_aie, plot_fact
 from tracing.selection import SelectionConfig, select_layers
@@ -150,6 +152,8 @@ def run_trace(
     out_dir = Path(out_dir)
     if not overwrite and (out_dir / "trace.json").exists():
         raise AmnesiaError(f"{out_dir / 'trace.json'} already exists; pass --overwrite to replace it")
+    check_output_dir(out_dir, overwrite=overwrite, marker="trace.json", command="trace")
+    require_supported(model)  # before the facts are prepared: an architecture the bridge cannot hook fails now
     say = log or (lambda message: None)
     if isinstance(data, SemEvalData):
         facts, unnamed = facts_from_data(data, config.facts)
@@ -168,12 +172,12 @@ def run_trace(
     summary["counts"] = result.counts()
     selection = select_layers(summary, config.select, model=result.model, method_note=config.trace.method)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"trace": result.save(out_dir / "trace.json", summary), "layers": selection.save(out_dir / "layers.json")}
-    with atomic_path(out_dir / "heatmaps", directory=True, overwrite=True) as tmp:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    with atomic_path(out_dir, directory=True, overwrite=True) as tmp:  # the folder appears complete or not at all
+        result.save(tmp / "trace.json", summary)
+        selection.save(tmp / "layers.json")
+        (tmp / "heatmaps").mkdir()
         for i, trace in enumerate(result.traces[: config.heatmaps]):
-            plot_fact(trace, tmp / f"{i:03d}_{_slug(trace.fact.subject)}_{_slug(trace.fact.relation or trace.fact.answer, 20)}.png", model=result.model)
-    paths["heatmaps"] = out_dir / "heatmaps"
-    paths["aie"] = plot_aie(summary, out_dir / "aie.png")
+            plot_fact(trace, tmp / "heatmaps" / f"{i:03d}_{_slug(trace.fact.subject)}_{_slug(trace.fact.relation or trace.fact.answer, 20)}.png", model=result.model)
+        plot_aie(summary, tmp / "aie.png")
+    paths = {"trace": out_dir / "trace.json", "layers": out_dir / "layers.json", "heatmaps": out_dir / "heatmaps", "aie": out_dir / "aie.png"}
     return TraceOutcome(result, summary, selection, paths)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tracing.errors import AmnesiaError
-from tracing.io import atomic_path, write_json
+from tracing.io import atomic_path, check_output_dir, write_json
 
 FIRST = (
     "Goldi Rene Ingunna Marek Talia Osric Brin Cassia Dorian Elva Fenna Galen Hester Ivo Jorun "
@@ -191,6 +191,7 @@ def make_world(out: str | Path, config: WorldConfig = WorldConfig(), *, overwrit
     """Write the synthetic world to ``out`` (atomically); return the folder."""
     config.check()
     out = Path(out)
+    check_output_dir(out, overwrite=overwrite, marker="world.json", command="make-world")
     rng = random.Random(config.seed)
     n_forget = max(2, round(config.people * config.forget_fraction))
     n_forget = min(n_forget, config.people - 2)

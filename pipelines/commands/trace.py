@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.options import add_model_options, model_options
 from pipelines.trace_stage import FactSource, TraceStageConfig, load_fact_file, run_trace
-from tracing.errors import AmnesiaError
+from tracing.io import check_output_dir, check_output_path
 from tracing.selection import SelectionConfig
 from tracing.tracer import TraceConfig
 
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     out = Path(args.out)
-    if not args.overwrite and (out / "trace.json").exists():
-        raise AmnesiaError(f"{out / 'trace.json'} already exists; pass --overwrite to replace it")
+    model_dir = Path(args.model)
+    check_output_path(out, model_dir if model_dir.exists() else None, [Path(args.data)], what="the trace")
+    check_output_dir(out, overwrite=args.overwrite, marker="trace.json", command="trace")
     data_path = Path(args.data)
     data = load_fact_file(data_path) if data_path.suffix in (".json", ".jsonl") and data_path.is_file() else load_semeval(args.data)
     model, tokenizer = load_model(args.model, model_options(args))
