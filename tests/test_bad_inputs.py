@@ -1,0 +1,327 @@
+"""The bad-input matrix: the CLI, fed one bad input at a time, exits 2 with one line naming the
+problem and writes nothing (every file under tmp_path and the fixture folders is unchanged).
+
+Most cases call ``pipelines.cli.main`` in this process (capturing stderr, and counting every
+Python warning as one more line, as a terminal would show it); the cases marked ``SUBPROCESS``
+also run as a real ``python -m pipelines.cli`` process, where import-time noise, logging and
+warnings reach stderr as they would for a user. The NaN case is the one that does work before it
+fails: it keeps its last good checkpoint, says where, and writes no model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FORGET_TRAIN = "data/forget_train-00000-of-00001.parquet"
+RETAIN_TRAIN = "data/retain_train-00000-of-00001.parquet"
+UNLEARN_FAST = ["--batch-size", "8", "--grad-accum", "1", "--device", "cpu", "--quiet"]
+SUBPROCESS = {"layer_out_of_range", "mmlu_offline_without_copy"}  # also run as a real process
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    world: Path
+    target: Path
+
+    @property
+    def out(self) -> Path:
+        return self.tmp / "out"
+
+    def world_copy(self) -> Path:
+        return Path(shutil.copytree(self.world, self.tmp / "world"))
+
+    def target_copy(self) -> Path:
+        return Path(shutil.copytree(self.target, self.tmp / "model"))
+
+    def rows(self, rel: str) -> list[dict]:
+        return pq.read_table(self.world / rel).to_pylist()
+
+    def jsonl_world(self, forget_text: str | None = None, forget_rows: list[dict] | None = None) -> Path:
+        """A forget.jsonl / retain.jsonl folder from the fixture's train rows."""
+        folder = self.tmp / "jsonl"
+        folder.mkdir()
+        forget = forget_rows if forget_rows is not None else self.rows(FORGET_TRAIN)[:6]
+        (folder / "forget.jsonl").write_text(forget_text if forget_text is not None else "".join(json.dumps(r) + "\n" for r in forget))
+        (folder / "retain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.rows(RETAIN_TRAIN)[:6]))
+        return folder
+
+    def run_config(self, **sections) -> Path:
+        config = {"data": str(self.world), "model": str(self.target), "out": str(self.out), **sections}
+        path = self.tmp / "run.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+
+def _write_parquet(rows: list[dict], path: Path, schema: pa.Schema | None = None) -> None:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+# --------------------------------------------------------------------------- the cases
+# Each returns (argv, a substring the error line must contain); extra: "offline" for MMLU.
+
+def missing_data_dir(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.tmp / "nodata"), "--out", str(c.out)], "nodata: data folder does not exist"
+
+
+def parquet_missing_column(c: Ctx):
+    world = c.world_copy()
+    rows = [{k: v for k, v in r.items() if k != "task"} for r in c.rows(FORGET_TRAIN)]
+    _write_parquet(rows, world / FORGET_TRAIN)
+    return ["evaluate", "--model", str(c.target), "--data", str(world), "--out", str(c.out), "--mmlu", "off"], "forget_train-00000-of-00001.parquet: missing column 'task'"
+
+
+def id_without_row_type(c: Ctx):
+    world = c.world_copy()
+    rows = c.rows(RETAIN_TRAIN)
+    rows[3]["id"] = "person-0042"
+    _write_parquet(rows, world / RETAIN_TRAIN)
+    return ["trace", "--model", str(c.target), "--data", str(world), "--out", str(c.out)], "row 3: id 'person-0042' must end in sc<digit> or qa<digit>"
+
+
+def empty_forget_split(c: Ctx):
+    world = c.world_copy()
+    schema = pq.read_schema(world / FORGET_TRAIN)
+    _write_parquet([], world / FORGET_TRAIN, schema)
+    return ["unlearn", "--model", str(c.target), "--data", str(world), "--out", str(c.out)], "forget_train-00000-of-00001.parquet: split has no rows"
+
+
+def malformed_jsonl_line(c: Ctx):
+    rows = c.rows(FORGET_TRAIN)[:3]
+    data = c.jsonl_world(forget_text=json.dumps(rows[0]) + "\n" + '{"id": "x", "input": "broken\n' + json.dumps(rows[1]) + "\n")
+    return ["evaluate", "--model", str(c.target), "--data", str(data), "--out", str(c.out), "--mmlu", "off"], "forget.jsonl: line 2: invalid JSON"
+
+
+def mia_without_document(c: Ctx):
+    world = c.world_copy()
+    member = world / "mia_data" / "member.jsonl"
+    lines = member.read_text().splitlines()
+    lines[0] = json.dumps({"id": "p1", "text": json.loads(lines[0])["document"]})
+    member.write_text("\n".join(lines) + "\n")
+    return ["evaluate", "--model", str(c.target), "--data", str(world), "--out", str(c.out), "--mmlu", "off"], "member.jsonl: line 1: missing field 'document'"
+
+
+def model_path_missing(c: Ctx):
+    return ["evaluate", "--model", str(c.tmp / "nomodel"), "--data", str(c.world), "--out", str(c.out), "--mmlu", "off"], "nomodel: model path does not exist"
+
+
+def model_without_config(c: Ctx):
+    model = c.target_copy()
+    (model / "config.json").unlink()
+    return ["trace", "--model", str(model), "--data", str(c.world), "--out", str(c.out)], "model: no config.json"
+
+
+def unsupported_architecture(c: Ctx):
+    import transformers as tf
+
+    tok = tf.AutoTokenizer.from_pretrained(c.target)
+    cfg = tf.XLNetConfig(vocab_size=len(tok), d_model=32, n_layer=2, n_head=2, d_inner=64)
+    folder = c.tmp / "xlnet"
+    tf.XLNetLMHeadModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return ["trace", "--model", str(folder), "--data", str(c.world), "--out", str(c.out), "--device", "cpu"], "TransformerBridge does not support architecture XLNetLMHeadModel"
+
+
+def subject_not_in_prompt(c: Ctx):
+    facts = c.tmp / "facts.json"
+    facts.write_text(json.dumps([{"prompt": "What is Xanthe Yarrow's phone number?", "subject": "Xanthe Yarow", "answer": "9288840018"}]))
+    return ["trace", "--model", str(c.target), "--data", str(facts), "--out", str(c.out)], "facts.json[0]: subject 'Xanthe Yarow' does not occur in prompt"
+
+
+def no_facts_kept(c: Ctx):
+    facts = c.tmp / "facts.jsonl"
+    facts.write_text(json.dumps({"prompt": "What is Xanthe Yarrow's phone number?", "subject": "Xanthe Yarrow", "answer": "zebra"}) + "\n")
+    return ["trace", "--model", str(c.target), "--data", str(facts), "--out", str(c.out), "--device", "cpu"], "no facts to trace: 1 candidate(s), none kept (1 wrong prediction)"
+
+
+def layer_out_of_range(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "4-9", *UNLEARN_FAST], "layers '4-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
+
+
+def unknown_module_kind(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--kind", "ffn"], "argument --kind: invalid choice: 'ffn'"
+
+
+def unknown_traced_kind(c: Ctx):
+    return ["trace", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--kinds", "mlp,ffn"], "kinds mlp,ffn: expected distinct values among hidden, mlp, attn"
+
+
+def output_is_input(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.target), "--overwrite"], "is inside the input model's folder"
+
+
+def output_inside_data(c: Ctx):
+    return ["trace", "--model", str(c.target), "--data", str(c.world), "--out", str(c.world / "trace")], f"is inside the data folder {c.world}"
+
+
+def scores_inside_model(c: Ctx):
+    return ["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.target / "scores"), "--mmlu", "off"], "is inside the input model's folder"
+
+
+def unknown_config_key(c: Ctx):
+    return ["run", str(c.run_config(unlearn={"lrr": 1e-3}))], "run.yaml: unlearn: unknown key 'lrr' (did you mean 'lr'?)"
+
+
+def wrong_type_in_config(c: Ctx):
+    return ["run", str(c.run_config(trace={"samples": "many"}))], "run.yaml: trace.samples: expected an integer, got 'many'"
+
+
+def unsafe_yaml_tag(c: Ctx):
+    path = c.tmp / "evil.yaml"
+    path.write_text(f"name: !!python/object/apply:os.system ['touch {c.tmp / 'pwned'}']\n")
+    return ["run", str(path)], "evil.yaml: line 1 invalid YAML (could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system')"
+
+
+def run_dir_not_a_run(c: Ctx):
+    folder = c.tmp / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me\n")
+    return ["run", str(c.run_config()), "--out", str(folder)], "notes: exists and is not an amnesia run directory"
+
+
+def not_an_mmlu_copy(c: Ctx):
+    return ["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--mmlu", str(c.world)], "no MMLU subjects"
+
+
+def mmlu_offline_without_copy(c: Ctx):
+    return ["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--mmlu", "auto", "--limit", "1"], "could not load their data from the Hub (offline mode", "offline"
+
+
+def prompt_longer_than_context(c: Ctx):
+    rows = c.rows(FORGET_TRAIN)[:4]
+    rows[2]["input"] = " ".join(["Xanthe Yarrow was born on December 27, 1955."] * 40)
+    data = c.jsonl_world(forget_rows=rows)
+    return ["evaluate", "--model", str(c.target), "--data", str(data), "--out", str(c.out), "--mmlu", "off"], f"row {rows[2]['id']!r} (forget): the input is"
+
+
+def pickle_weights_without_flag(c: Ctx):
+    import torch
+    from safetensors.torch import load_file
+
+    model = c.target_copy()
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    return ["evaluate", "--model", str(model), "--data", str(c.world), "--out", str(c.out), "--mmlu", "off"], "only pickle weights (pytorch_model.bin), which can run code when loaded; convert to safetensors or pass --allow-pickle"
+
+
+def remote_code_without_flag(c: Ctx):
+    model = c.target_copy()
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+    (model / "config.json").write_text(json.dumps(cfg))
+    (model / "evil.py").write_text(f"open({str(c.tmp / 'pwned')!r}, 'w').write('ran')\n")
+    return ["trace", "--model", str(model), "--data", str(c.world), "--out", str(c.out)], "the model needs its own Python code (auto_map), which runs only with --trust-remote-code"
+
+
+def resume_without_checkpoint(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--resume"], "out.checkpoints: no complete checkpoint to resume from"
+
+
+CASES = {f.__name__: f for f in (
+    missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line, mia_without_document,
+    model_path_missing, model_without_config, unsupported_architecture, subject_not_in_prompt, no_facts_kept, layer_out_of_range,
+    unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, scores_inside_model, unknown_config_key,
+    wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy, mmlu_offline_without_copy, prompt_longer_than_context,
+    pickle_weights_without_flag, remote_code_without_flag, resume_without_checkpoint,
+)}
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+def tree(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``roots``: size and mtime (what "wrote nothing" compares)."""
+    out = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            st = path.lstat()
+            out[str(path)] = (st.st_size if path.is_file() else -1, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("AMNESIA_MMLU_DIR", raising=False)
+
+
+def run_in_process(argv: list[str], capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors exit
+            code = exc.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()] + [f"warning: {w.message}" for w in caught]
+
+
+def run_subprocess(argv: list[str]) -> tuple[int, list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "AMNESIA_MMLU_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return r.returncode, [line for line in r.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_exits_with_one_line_and_writes_nothing(name, tmp_path, fixture_world, fixture_target, capsys, request):
+    ctx = Ctx(tmp_path, fixture_world, fixture_target)
+    argv, expected, *extra = CASES[name](ctx)
+    if "offline" in extra:
+        request.getfixturevalue("offline")
+    command = argv[0]
+    before = tree(tmp_path, fixture_world, fixture_target)
+    runs = [("in-process", *run_in_process(argv, capsys))]
+    if name in SUBPROCESS:
+        runs.append(("subprocess", *run_subprocess(argv)))
+    for how, code, lines in runs:
+        assert code == 2, (how, code, lines)
+        assert len(lines) == 1, (how, lines)
+        assert lines[0].startswith(f"amnesia {command}: error: "), (how, lines)
+        assert expected in lines[0], (how, lines[0])
+        assert tree(tmp_path, fixture_world, fixture_target) == before, f"{how}: {name} wrote something"
+    assert not ctx.out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_says_so(tmp_path, fixture_world, fixture_target, capsys):
+    """An extreme learning rate: step 1 is finite (and saved), step 2's loss is not. Training
+    stops before applying it, checkpoint-1 stays, no model folder is written, exit 2."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    before = tree(fixture_world, fixture_target)
+    argv = ["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--method", "ga",
+            "--layers", "0-1", "--lr", "1e30", "--max-steps", "4", "--save-steps", "1", "--seed", "0", *UNLEARN_FAST]
+    code, lines = run_in_process(argv, capsys)
+    assert code == 2, lines
+    errors = [l for l in lines if l.startswith("amnesia unlearn: error: ")]
+    ckpt = tmp_path / "out.checkpoints" / "checkpoint-1"
+    assert errors == [lines[-1]], lines  # the last line, and the only error line (training logged before it)
+    assert lines[-1] == (f"amnesia unlearn: error: training diverged: non-finite loss at step 2 (epoch 0); kept the weights of step 1; "
+                         f"the last good checkpoint is {ckpt}; {out} was not written (lower --lr and rerun with --overwrite)")
+    assert not out.exists() and tree(fixture_world, fixture_target) == before
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["checkpoint-1"]  # nothing saved after the refused step
+    weights = load_file(ckpt / "model.safetensors")
+    assert all(bool(t.isfinite().all()) for t in weights.values())
+    # the same command again is told to resume or start over, not to silently redo it
+    code, lines = run_in_process(argv, capsys)
+    assert code == 2 and lines == [f"amnesia unlearn: error: {ckpt.parent}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"]
