@@ -104,6 +104,7 @@ def test_kill_9_unlearn_then_resume_gives_the_uninterrupted_weights(tmp_path, fi
     assert not ckpts.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "out"]
     assert_safetensors_only(out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()  # not tempfile's private 0o700
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~_umask()  # nor safetensors' 0o600
 
 
 def test_kill_9_run_then_plain_rerun_resumes(tmp_path, fixture_world, fixture_target, reference, capsys):
@@ -171,10 +172,14 @@ def test_atomic_outputs_get_normal_permissions_and_overwrite_only_our_own_folder
     try:
         with atomic_path(tmp_path / "folder", directory=True) as tmp:
             (tmp / "x").write_text("x")
+            (tmp / "sub").mkdir(mode=0o700)
+            (tmp / "sub" / "private").write_text("y")
+            os.chmod(tmp / "sub" / "private", 0o600)
         write_text(tmp_path / "file.txt", "y")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o750
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "folder" / "sub", tmp_path / "folder" / "sub" / "private")] == [0o750, 0o640]
     assert stat.S_IMODE((tmp_path / "file.txt").stat().st_mode) == 0o640
     home = tmp_path / "home"
     home.mkdir()

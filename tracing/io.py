@@ -5,7 +5,7 @@ A file or folder is first written to a temporary sibling (same directory, so the
 without an exception. An interrupted writer leaves at most a ``.tmp-*`` sibling, which no
 reader takes for a finished output (``amnesia run`` removes those in its run directory).
 The finished output gets the usual permissions (``0o777`` / ``0o666`` minus the umask), not
-the private ones of ``tempfile``.
+the private ones of ``tempfile`` (or of safetensors, which writes its files ``0o600``).
 
 :func:`check_output_dir` is the one rule for output folders a command owns (a model folder, a
 trace folder, a world): absent or empty is fine; an existing one needs ``overwrite``; and
@@ -36,6 +36,17 @@ def _umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o022
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the umask's permissions: libraries that write
+    privately (safetensors writes 0o600) do not make a shared model folder unreadable."""
+    mask = _umask()
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        mode = 0o777 if path.is_dir() or path.stat().st_mode & 0o100 else 0o666
+        os.chmod(path, mode & ~mask)
 
 
 def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
@@ -118,6 +129,8 @@ def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: 
         tmp = Path(name)
     try:
         yield tmp
+        if directory:
+            _normal_permissions(tmp)
         if dest.is_dir() and not dest.is_symlink():
             if not overwrite and taken():
                 raise AmnesiaError(f"{dest} already exists; pass --overwrite to replace it")
