@@ -105,6 +105,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise AmnesiaError(f"{name_or_path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not tok("The", add_special_tokens=False)["input_ids"]:  # a folder without tokenizer files gives an empty one
+        raise AmnesiaError(f"{name_or_path}: the tokenizer encodes text to nothing (expected tokenizer.json or the tokenizer's vocabulary files beside the model)")
     return ensure_pad_token(tok)
 
 
@@ -147,9 +149,9 @@ def load_model(name_or_path: str | os.PathLike, options: ModelOptions = ModelOpt
             use_safetensors=None if options.allow_pickle else True,
             trust_remote_code=options.trust_remote_code,
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a truncated file, mismatched shapes, ...: the files are the user's
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise AmnesiaError(f"{source}: cannot load the model ({first})") from None
+        raise AmnesiaError(f"{source}: cannot load the model ({type(exc).__name__}: {first})") from exc
     model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id

@@ -113,6 +113,20 @@ def parse_layers(spec: str | Path | Sequence[int] | LayerSelection, n_layers: in
     raise AmnesiaError(f"layers {text!r}: expected all, a range like 0-5, a list like 0,1,2,7, or the path of a layers.json")
 
 
+def check_layer_spec(spec: str | Path | Sequence[int] | LayerSelection) -> None:
+    """Check a layer spec without a model: its syntax, and that a ``layers.json`` exists and
+    parses (the model's depth is checked by :func:`parse_layers` once it is loaded). ``auto`` (the
+    caller traces first) passes."""
+    if isinstance(spec, (LayerSelection, list, tuple)) or str(spec).strip() in ("auto", "all"):
+        return
+    text = str(spec).strip()
+    path = Path(text).expanduser()
+    if not RANGE_RE.match(text) and (path.is_dir() or path.is_file() or path.suffix == ".json"):
+        load_layers(path / "layers.json" if path.is_dir() else path)
+    else:
+        parse_layers(text, 1 << 30)  # syntax only: every index is in range of so deep a model
+
+
 def _from_selection(selection: LayerSelection, n_layers: int, source: str) -> LayerSpec:
     if selection.n_layers is not None and selection.n_layers != n_layers:
         raise AmnesiaError(

@@ -153,6 +153,9 @@ class UnlearnConfig:
             raise AmnesiaError(f"alpha_min {p.alpha_min} / alpha_max {p.alpha_max}: expected 0 < alpha_min <= alpha_max")
         if not self.alpha_b > 0:
             raise AmnesiaError(f"alpha_b {self.alpha_b}: expected a positive base")
+        from .params import check_layer_spec
+
+        check_layer_spec(self.layers)  # a typo or a missing layers.json fails before any model loads
 
     def alpha_params(self) -> AlphaParams:
         """The α constants; ``alpha_variant='code'`` clips at 2.3 (unless ``alpha_max`` is set) and rounds to 0.1."""
