@@ -125,6 +125,19 @@ def model_without_config(c: Ctx):
     return ["trace", "--model", str(model), "--data", str(c.world), "--out", str(c.out)], "model: no config.json"
 
 
+def truncated_weights(c: Ctx):
+    model = c.target_copy()
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:1000])
+    return ["evaluate", "--model", str(model), "--data", str(c.world), "--out", str(c.out), "--mmlu", "off"], "model: cannot load the model (SafetensorError: "
+
+
+def model_without_tokenizer(c: Ctx):
+    model = c.target_copy()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (model / name).unlink()
+    return ["trace", "--model", str(model), "--data", str(c.world), "--out", str(c.out)], "model: the tokenizer encodes text to nothing"
+
+
 def unsupported_architecture(c: Ctx):
     import transformers as tf
 
@@ -152,6 +165,10 @@ def layer_out_of_range(c: Ctx):
     return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "4-9", *UNLEARN_FAST], "layers '4-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
 
 
+def layers_file_missing(c: Ctx):
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", str(c.tmp / "trace" / "layers.json")], "trace/layers.json: layers file does not exist"
+
+
 def unknown_module_kind(c: Ctx):
     return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--kind", "ffn"], "argument --kind: invalid choice: 'ffn'"
 
@@ -166,6 +183,13 @@ def output_is_input(c: Ctx):
 
 def output_inside_data(c: Ctx):
     return ["trace", "--model", str(c.target), "--data", str(c.world), "--out", str(c.world / "trace")], f"is inside the data folder {c.world}"
+
+
+def overwrite_a_foreign_folder(c: Ctx):
+    folder = c.tmp / "home"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work\n")
+    return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(folder), "--overwrite"], "home: is not a folder written by `amnesia unlearn` (it has no unlearn.json)"
 
 
 def scores_inside_model(c: Ctx):
@@ -232,11 +256,13 @@ def resume_without_checkpoint(c: Ctx):
 
 
 CASES = {f.__name__: f for f in (
-    missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line, mia_without_document,
-    model_path_missing, model_without_config, unsupported_architecture, subject_not_in_prompt, no_facts_kept, layer_out_of_range,
-    unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, scores_inside_model, unknown_config_key,
-    wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy, mmlu_offline_without_copy, prompt_longer_than_context,
-    pickle_weights_without_flag, remote_code_without_flag, resume_without_checkpoint,
+    missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
+    mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
+    unsupported_architecture, subject_not_in_prompt, no_facts_kept, layer_out_of_range, layers_file_missing,
+    unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, overwrite_a_foreign_folder,
+    scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
+    mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
+    resume_without_checkpoint,
 )}
 
 
