@@ -18,3 +18,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+
+
+def quiet_progress() -> None:
+    """``--quiet``: no progress bars, transformers' own (loading weights, ...) included."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.options import add_model_options, model_options
+from pipelines.options import add_model_options, model_options, quiet_progress
 from tracing.io import check_output_path
 from unlearn.eval import EvalConfig, load_scores
 from unlearn.eval.config import MMLU_THRESHOLD
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tie-margin", type=float, default=None, help="rerun a row alone when its two best logits come closer than this; None = 1e-3 in float32, off otherwise; 0 = off")
     p.add_argument("--baseline", default=None, help="a scores.json (or its folder) to compare with: prints and writes comparison.md / comparison.json; None = no comparison")
     p.add_argument("--overwrite", action="store_true", help="replace existing scores.json / predictions.csv / comparison files in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_options(p)
 
 
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.check()
+    if args.quiet:
+        quiet_progress()
     model_dir = Path(args.model)
     inputs = [Path(args.data)] + ([Path(args.mia)] if args.mia and args.mia != "off" else [])
     check_output_path(Path(args.out), model_dir if model_dir.exists() else None, inputs, what="the scores")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         check_outputs(args.out, overwrite=args.overwrite, names=("comparison.json", "comparison.md"))
     plan = prepare(args.data, config)  # data, MIA and MMLU problems show before the model loads
     model, tok = load_model(args.model, model_options(args))
-    result = run_evaluation(model, tok, plan.data, config, progress=True, plan=plan)
+    result = run_evaluation(model, tok, plan.data, config, progress=not args.quiet, plan=plan)
     paths = write_outputs(args.out, result.scores, result.predictions, overwrite=args.overwrite, timings=result.timings)
     console = Console(soft_wrap=True)
     for table in scores_tables(result.scores):

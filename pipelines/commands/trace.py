@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.options import add_model_options, model_options
+from pipelines.options import add_model_options, model_options, quiet_progress
 from pipelines.trace_stage import FactSource, TraceStageConfig, load_fact_file, run_trace
 from tracing.io import check_output_dir, check_output_path
 from tracing.selection import SelectionConfig
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--select-kind", default=s.kind, choices=("mlp", "attn", "hidden"), help="which traced kind's AIE selects layers")
     g.add_argument("--select-group", default=s.group, choices=("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last"), help="which token group's AIE selects layers")
     p.add_argument("--heatmaps", type=int, default=TraceStageConfig().heatmaps, help="write heatmaps for this many facts")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_options(p)
 
 
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from unlearn.models import load_model
 
     config = config_from_args(args)
+    if args.quiet:
+        quiet_progress()
     out = Path(args.out)
     model_dir = Path(args.model)
     check_output_path(out, model_dir if model_dir.exists() else None, [Path(args.data)], what="the trace")

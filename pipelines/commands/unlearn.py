@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipelines.options import add_model_options, model_options
+from pipelines.options import add_model_options, model_options, quiet_progress
 from tracing.selection import SelectionConfig
 from tracing.tracer import TraceConfig
 from tracing.errors import AmnesiaError
@@ -200,9 +200,7 @@ def run(args: argparse.Namespace) -> int:
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     if args.quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        quiet_progress()
     if args.resume and args.overwrite:
         raise AmnesiaError("--resume and --overwrite contradict each other: --resume continues the checkpoints, --overwrite discards them")
     config = config_from_args(args, layers="0" if args.layers == "auto" else None)  # validate before tracing
