@@ -1,8 +1,9 @@
 """The bad-input matrix: the CLI, fed one bad input at a time, exits 2 with one line naming the
 problem and writes nothing (every file under tmp_path and the fixture folders is unchanged).
 
-Most cases call ``pipelines.cli.main`` in this process (capturing stderr, and counting every
-Python warning as one more line, as a terminal would show it); the cases marked ``SUBPROCESS``
+Commands that load a model run with ``--quiet`` (progress bars are not messages). Most cases
+call ``pipelines.cli.main`` in this process (capturing stderr, and counting every Python warning
+as one more line, as a terminal would show it); the cases marked ``SUBPROCESS``
 also run as a real ``python -m pipelines.cli`` process, where import-time noise, logging and
 warnings reach stderr as they would for a user. The NaN case is the one that does work before it
 fails: it keeps its last good checkpoint, says where, and writes no model.
@@ -289,7 +290,15 @@ def offline(monkeypatch):
     monkeypatch.delenv("AMNESIA_MMLU_DIR", raising=False)
 
 
+def quiet(argv: list[str]) -> list[str]:
+    """``--quiet`` for the commands that load a model: progress bars are not messages."""
+    return argv + ["--quiet"] if argv[0] in ("trace", "unlearn", "evaluate") and "--quiet" not in argv else argv
+
+
 def run_in_process(argv: list[str], capsys) -> tuple[int, list[str]]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a fresh process: an earlier --quiet must not hide this one's bars
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -312,6 +321,7 @@ def run_subprocess(argv: list[str]) -> tuple[int, list[str]]:
 def test_bad_input_exits_with_one_line_and_writes_nothing(name, tmp_path, fixture_world, fixture_target, capsys, request):
     ctx = Ctx(tmp_path, fixture_world, fixture_target)
     argv, expected, *extra = CASES[name](ctx)
+    argv = quiet(argv)
     if "offline" in extra:
         request.getfixturevalue("offline")
     command = argv[0]

@@ -135,6 +135,27 @@ def test_kill_9_run_then_plain_rerun_resumes(tmp_path, fixture_world, fixture_ta
     assert_safetensors_only(run_dir / "unlearned")
 
 
+def test_resume_with_layers_auto_reuses_the_interrupted_runs_trace(tmp_path, fixture_world, fixture_target, capsys):
+    import shutil
+
+    out = tmp_path / "out"
+    argv = ["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--layers", "auto",
+            "--trace-max-facts", "1", "--trace-samples", "1", "--trace-k", "2", "--max-steps", "2", "--save-steps", "1",
+            "--batch-size", "4", "--grad-accum", "1", "--seed", "0", "--device", "cpu", "--quiet"]
+    assert main(argv + ["--keep-checkpoints"]) == 0
+    first = (out / "model.safetensors").read_bytes()
+    shutil.rmtree(out)  # as if killed after its last checkpoint, before the model was saved
+    trace = (tmp_path / "out.trace" / "layers.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 2  # checks every path before tracing again
+    assert "out.checkpoints: holds checkpoints of an earlier run" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert f"trace: reusing {tmp_path / 'out.trace' / 'layers.json'}" in capsys.readouterr().err
+    assert (tmp_path / "out.trace" / "layers.json").stat().st_mtime_ns == trace
+    assert (out / "model.safetensors").read_bytes() == first
+    assert json.loads((out / "unlearn.json").read_text())["resumed_from"] == str(tmp_path / "out.checkpoints" / "checkpoint-2")
+
+
 # --------------------------------------------------------------------------- atomic outputs
 
 
