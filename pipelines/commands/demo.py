@@ -4,7 +4,7 @@ Makes the synthetic fact world and the tiny OLMo target (cached in the run direc
 where the target stores the forget set's facts, unlearns them in the traced layers, re-traces,
 scores the target and the unlearned model (official SemEval-2025 Task 4 metrics; MMLU when a
 local copy or the Hub is available, otherwise skipped with a message) and writes the report.
-The config is configs/demo.yaml. About 5 minutes on 2 CPU cores.
+The config is configs/demo.yaml. A few minutes on 2 idle CPU cores.
 """
 
 from __future__ import annotations
