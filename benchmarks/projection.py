@@ -72,8 +72,9 @@ def model_counts(path: Path, layers: str = "0-5", kind: str = "mlp") -> dict:
     }
 
 
-def unlearning_tokens(data=SEMEVAL, tokenizer=TOKENIZER, *, epochs: int = 8, batch_size: int = 12, grad_accum: int = 10, max_length: int = 512, seed: int = 42) -> dict:
-    """Real and padded tokens of the paper's run, batch by batch as the trainer forms them."""
+def unlearning_tokens(data=SEMEVAL, tokenizer=TOKENIZER, *, epochs: int = 8, batch_size: int = 12, grad_accum: int = 10, max_length: int = 512, seed: int = 42,
+                      group_by_length: bool = False) -> dict:
+    """Real and padded tokens of the paper's run, batch by batch as the trainer forms them (one process)."""
     from unlearn.data import load_semeval
     from unlearn.dataset import PairedDataset, encode_split
 
@@ -85,7 +86,7 @@ def unlearning_tokens(data=SEMEVAL, tokenizer=TOKENIZER, *, epochs: int = 8, bat
         warnings.simplefilter("ignore", UserWarning)
         forget = encode_split(tok, d.get("forget", "train"), max_length=max_length, chat_template="auto", name="forget")
         retain = encode_split(tok, d.get("retain", "train"), max_length=max_length, chat_template="auto", name="retain")
-    ds = PairedDataset(forget, retain, seed=seed)
+    ds = PairedDataset(forget, retain, seed=seed, group_size=batch_size * grad_accum if group_by_length else 0, batch_size=batch_size)
     n = len(ds)
     real = padded = attn = micro = 0
     for epoch in range(epochs):
@@ -106,7 +107,7 @@ def unlearning_tokens(data=SEMEVAL, tokenizer=TOKENIZER, *, epochs: int = 8, bat
         "forget_truncated": forget.truncated, "retain_truncated": retain.truncated,
         "epochs": epochs, "micro_batches": micro, "optimizer_steps": steps_per_epoch * epochs,
         "real_tokens": real, "padded_tokens": padded, "attention_token_width": attn,
-        "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length,
+        "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length, "group_by_length": group_by_length,
     }
 
 

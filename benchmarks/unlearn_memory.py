@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (master weights, the project's default) or bfloat16")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (UnlearnConfig.bf16, what --bf16 does on GPUs)")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--group-by-length", action="store_true", help="UnlearnConfig.group_by_length: length-sorted micro-batches within each step")
     p.add_argument("--sides", default="mlp,full", help="which sides to run, in this order")
     p.add_argument("--rounds", type=int, default=2,
                    help="runs per side, in ABBA order (mlp, full, full, mlp, ...) so load that drifts during the run hits both sides alike; medians over all runs' steps")
@@ -199,6 +200,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
         max_length=args.max_length,
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
+        group_by_length=args.group_by_length,
         logging_steps=10**6,
         seed=args.seed,
     )
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model_config(args)
     print(f"model: {Path(args.config).name} with {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, MLP {cfg.intermediate_size}, "
           f"vocab {cfg.vocab_size} (random weights, {args.dtype}{', bf16 autocast' if args.bf16 else ''}) on {args.device}")
-    print(f"batch: {args.batch_size} forget + {args.batch_size} retain rows × {args.grad_accum} accumulation, max_length {args.max_length}; "
+    print(f"batch: {args.batch_size} forget + {args.batch_size} retain rows × {args.grad_accum} accumulation, max_length {args.max_length}{', length-grouped' if args.group_by_length else ''}; "
           f"1 warm-up + {args.steps} timed steps per run, {args.rounds} run(s) per side in ABBA order, each run in its own process")
     print(f"machine: {describe(info)}")
     runs: dict[str, list[dict]] = {side: [] for side in sides}
@@ -372,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         "trainable_share_mlp": round(m["trainable_parameters"] / m["total_parameters"], 4),
         "full_size_optimizer_bytes_ratio": {k: round(v["optimizer_bytes_ratio"], 4) for k, v in shares.items()},
         "model": {"config": Path(args.config).name, "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, "vocab": cfg.vocab_size, "dtype": args.dtype, "bf16_autocast": args.bf16},
-        "batch": {"rows": args.batch_size, "grad_accum": args.grad_accum, "max_length": args.max_length, "steps": args.steps, "rounds": args.rounds},
+        "batch": {"rows": args.batch_size, "grad_accum": args.grad_accum, "max_length": args.max_length, "steps": args.steps, "rounds": args.rounds,
+                  "group_by_length": args.group_by_length},
         "device": args.device,
         "machine": info,
     }

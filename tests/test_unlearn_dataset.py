@@ -121,3 +121,59 @@ def test_collator_pads_each_half(tok):
         assert (labels != -100).sum() > 0
     only_forget = PairedDataset(_enc(tok, 2, "f"), None)
     assert "retain_input_ids" not in PairedCollator(tok.pad_token_id)([only_forget[0]])
+
+
+def _varied(tok, n, tag, seed):
+    """Rows of very different lengths (1 to 40 words), in a seeded mixed order."""
+    import random
+
+    rng = random.Random(seed)
+    words = [rng.choice([1, 2, 3, 30, 40]) for _ in range(n)]
+    return encode_rows(tok, [f"{tag} " + "word " * w + "?" for w in words], [" yes"] * n, ids=[f"{tag}{i}" for i in range(n)])
+
+
+def _padded(ds, keys, batch):
+    """Tokens the trainer's joint stack computes: each micro-batch's rows padded to its widest row."""
+    total = 0
+    for start in range(0, len(keys), batch):
+        rows = [ds.rows(k) for k in keys[start : start + batch]]
+        lengths = [len(ds.forget.input_ids[f]) for f, _ in rows] + [len(ds.retain.input_ids[r]) for _, rs in rows for r in rs]
+        total += max(lengths) * len(lengths)
+    return total
+
+
+def test_group_by_length_same_rows_per_step_less_padding(tok):
+    forget, retain = _varied(tok, 50, "f", 0), _varied(tok, 37, "r", 1)
+    batch, accum = 4, 3
+    plain = PairedDataset(forget, retain, seed=5, retain_ratio=2)
+    grouped = PairedDataset(forget, retain, seed=5, retain_ratio=2, group_size=batch * accum, batch_size=batch)
+    n = len(plain)
+    for epoch in range(2):
+        keys = list(range(epoch * n, (epoch + 1) * n))
+        assert sorted(grouped.rows(k)[0] for k in keys) == list(range(n))  # every forget row once per epoch
+        for start in range(0, n, batch * accum):  # an optimizer step holds exactly the rows it holds without grouping
+            step = keys[start : start + batch * accum]
+            assert sorted(plain.rows(k)[0] for k in step) == sorted(grouped.rows(k)[0] for k in step)
+            assert sorted(r for k in step for r in plain.rows(k)[1]) == sorted(r for k in step for r in grouped.rows(k)[1])
+        # within a micro-batch the rows are of like length: far less padding than the random mix
+        assert _padded(grouped, keys, batch) < 0.7 * _padded(plain, keys, batch)
+    # a pure function of the key (resume-exact), seeded, and the full batches are not simply longest-first
+    again = PairedDataset(forget, retain, seed=5, retain_ratio=2, group_size=batch * accum, batch_size=batch)
+    assert [again.rows(k) for k in reversed(range(2 * n))][::-1] == [grouped.rows(k) for k in range(2 * n)]
+    widths = [max(len(forget.input_ids[grouped.rows(k)[0]]) for k in range(s, s + batch)) for s in range(0, batch * accum * 4, batch)]
+    assert widths != sorted(widths, reverse=True)
+    assert grouped[0]["forget_input_ids"] == forget.input_ids[grouped.rows(0)[0]]
+    # no retain set (ga): forget rows only
+    assert PairedDataset(forget, None, group_size=8, batch_size=4).rows(3)[1] == []
+
+
+def test_group_by_length_bad_settings(tok):
+    enc = _enc(tok, 6, "f")
+    with pytest.raises(AmnesiaError, match="group_by_length works with the joint schedule only, not 'sequential'"):
+        PairedDataset(enc, None, schedule="sequential", group_size=4, batch_size=2)
+    with pytest.raises(AmnesiaError, match="group_size 5: expected a multiple of batch_size 2"):
+        PairedDataset(enc, None, group_size=5, batch_size=2)
+    from unlearn.trainer import UnlearnConfig
+
+    with pytest.raises(AmnesiaError, match="group_by_length: works with the joint schedule only, not 'sequential'"):
+        UnlearnConfig(group_by_length=True, schedule="sequential").check()

@@ -386,3 +386,30 @@ def test_semeval_submission_entry_point(fixture_world, fixture_target, data, tmp
     assert manifest["data"] == f"{tmp_path / 'forget'}, {tmp_path / 'retain'}" and manifest["data_sizes"]["retain_rows"] == 96
     paper = paper_config()
     assert (paper.method, paper.layers, paper.kind, paper.lr, paper.batch_size, paper.grad_accum, paper.epochs) == ("sha256", "0-5", "mlp", 1.5e-5, 12, 10, 8)
+
+
+def test_group_by_length_trains_on_length_sorted_micro_batches(fixture_target, data, monkeypatch):
+    import unlearn.api as api_module
+    from unlearn.dataset import PairedCollator
+
+    def train(group: bool):
+        shapes = []
+
+        class Recording(PairedCollator):
+            def __call__(self, items):
+                batch = super().__call__(items)
+                shapes.append((batch["forget_input_ids"].shape, batch["retain_input_ids"].shape))
+                return batch
+
+        monkeypatch.setattr(api_module, "PairedCollator", Recording)
+        model, tok = load(fixture_target)
+        config = UnlearnConfig(**{**FAST, "batch_size": 4, "grad_accum": 4, "max_steps": 2, "group_by_length": group})
+        run = train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), config, progress=False, device="cpu")
+        assert run.report["stopped"] is None and math.isfinite(run.report["per_epoch"][0]["loss"])
+        return [f[0] * f[1] + r[0] * r[1] for f, r in shapes[:8]], run.report
+
+    plain, _ = train(False)
+    grouped, report = train(True)
+    assert len(plain) == len(grouped) == 8  # 2 steps × 4 micro-batches
+    assert sum(grouped) < 0.9 * sum(plain)  # same rows per step, less padding
+    assert report["hyperparameters"]["group_by_length"] is True

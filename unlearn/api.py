@@ -174,15 +174,6 @@ def train_unlearning(
     else:
         selection = select_parameters(model, spec.layers, kind)
 
-    dataset = PairedDataset(
-        forget_enc,
-        retain_enc,
-        seed=config.seed,
-        schedule=config.schedule,
-        chunk_size=config.chunk_size,
-        passes=int(config.epochs) if config.schedule == "sequential" else 1,
-        retain_ratio=config.retain_ratio,
-    )
     tmp = None
     if checkpoint_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="amnesia-unlearn-")
@@ -192,6 +183,18 @@ def train_unlearning(
     else:
         output_dir = str(checkpoint_dir)
     args = _training_arguments(config, output_dir, dev, progress)
+    dataset = PairedDataset(
+        forget_enc,
+        retain_enc,
+        seed=config.seed,
+        schedule=config.schedule,
+        chunk_size=config.chunk_size,
+        passes=int(config.epochs) if config.schedule == "sequential" else 1,
+        retain_ratio=config.retain_ratio,
+        # one optimizer step over every process: batches of batch_size keys go round-robin to the processes
+        group_size=config.batch_size * config.grad_accum * args.world_size if config.group_by_length else 0,
+        batch_size=config.batch_size,
+    )
     if reference is not None:
         reference.to(args.device)
     trainer = UnlearnTrainer(

@@ -19,6 +19,13 @@ their own seeded order, continuing across epochs and starting over when exhauste
 retain set cycles and a long one is seen in full over several epochs). An item is a pure function of its key
 ``epoch·n_forget + position`` — :class:`EpochSampler` yields those keys — so a resumed run sees
 exactly the batches an uninterrupted one would.
+
+``group_by_length`` (joint schedule) cuts the padding: within each window of ``group_size`` keys
+(the trainer uses one optimizer step: batch × accumulation × processes), the window's forget rows
+and its retain rows are each sorted by length and paired rank by rank, cut into batches of
+``batch_size``, and the full batches are put in a seeded shuffled order. A window holds exactly
+the rows it holds without grouping — every optimizer step sees the same rows — only which
+micro-batch a row lands in changes.
 """
 
 from __future__ import annotations
@@ -173,11 +180,21 @@ class PairedDataset(torch.utils.data.Dataset):
         chunk_size: int = 32,
         passes: int = 1,
         retain_ratio: int = 1,
+        group_size: int = 0,
+        batch_size: int = 1,
     ):
         if schedule not in SCHEDULES:
             raise AmnesiaError(f"schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if chunk_size < 1 or passes < 1 or retain_ratio < 1:
-            raise AmnesiaError(f"chunk_size {chunk_size}, passes {passes}, retain_ratio {retain_ratio}: expected positive integers")
+        if chunk_size < 1 or passes < 1 or retain_ratio < 1 or batch_size < 1 or group_size < 0:
+            raise AmnesiaError(f"chunk_size {chunk_size}, passes {passes}, retain_ratio {retain_ratio}, batch_size {batch_size}, "
+                               f"group_size {group_size}: expected positive integers (group_size 0 = no length grouping)")
+        if group_size and schedule != "joint":
+            raise AmnesiaError(f"group_by_length works with the joint schedule only, not {schedule!r}")
+        if group_size and group_size % batch_size:
+            raise AmnesiaError(f"group_size {group_size}: expected a multiple of batch_size {batch_size}")
+        self.group_size = group_size
+        self.batch_size = batch_size
+        self._windows: dict[tuple[int, int], list[tuple[int, list[int]]]] = {}
         self.forget = forget
         self.retain = retain
         self.seed = seed
@@ -215,7 +232,33 @@ class PairedDataset(torch.utils.data.Dataset):
 
     def rows(self, key: int) -> tuple[int, list[int]]:
         """``(forget index, retain indices)`` of item ``key``."""
-        return self.forget_row(key), self.retain_rows(key)
+        if not self.group_size:
+            return self.forget_row(key), self.retain_rows(key)
+        epoch, pos = divmod(int(key), len(self.forget))
+        window, offset = divmod(pos, self.group_size)
+        return self._grouped(epoch, window)[offset]
+
+    def _grouped(self, epoch: int, window: int) -> list[tuple[int, list[int]]]:
+        """The items of one grouping window, by position: same rows as ungrouped, length-sorted batches."""
+        cached = self._windows.get((epoch, window))
+        if cached is not None:
+            return cached
+        n = len(self.forget)
+        keys = range(epoch * n + window * self.group_size, epoch * n + min((window + 1) * self.group_size, n))
+        forget = sorted((self.forget_row(k) for k in keys), key=lambda f: -len(self.forget.input_ids[f]))  # stable: ties keep shuffle order
+        retain = [r for k in keys for r in self.retain_rows(k)]
+        if self.retain is not None:
+            retain.sort(key=lambda r: -len(self.retain.input_ids[r]))
+        ratio = self.retain_ratio if self.retain is not None else 0
+        items = [(f, retain[q * ratio : (q + 1) * ratio]) for q, f in enumerate(forget)]
+        full = len(items) // self.batch_size
+        order = np.random.default_rng([self.seed, 3, epoch, window]).permutation(full) if self.shuffle else range(full)
+        grouped = [item for b in order for item in items[b * self.batch_size : (b + 1) * self.batch_size]]
+        grouped += items[full * self.batch_size :]  # a short last batch (end of the epoch) stays last
+        if len(self._windows) >= 64:
+            self._windows.clear()
+        self._windows[(epoch, window)] = grouped
+        return grouped
 
     def __getitem__(self, key: int) -> dict:
         f, rs = self.rows(key)

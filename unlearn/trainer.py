@@ -81,6 +81,7 @@ class UnlearnConfig:
     schedule: Literal["joint", "sequential"] = "joint"
     chunk_size: int = 32
     retain_ratio: int = 1
+    group_by_length: bool = False
     chat_template: Literal["auto", "on", "off"] = "auto"
     bf16: bool = False
     fp16: bool = False
@@ -120,6 +121,8 @@ class UnlearnConfig:
             raise AmnesiaError(f"epochs {self.epochs}: the sequential schedule needs a whole number of passes per chunk")
         if self.alpha_variant not in ("paper", "code"):
             raise AmnesiaError(f"alpha_variant {self.alpha_variant!r}: expected paper or code")
+        if self.group_by_length and self.schedule != "joint":
+            raise AmnesiaError(f"group_by_length: works with the joint schedule only, not {self.schedule!r}")
         positive = {
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,

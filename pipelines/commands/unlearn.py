@@ -64,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", default=d.schedule, choices=("joint", "sequential"), help="joint: every epoch shuffles the whole forget set; sequential: --epochs passes over one chunk of forget rows, then the next chunk")
     g.add_argument("--chunk-size", type=int, default=d.chunk_size, help="sequential schedule: forget rows per chunk (in data order)")
     g.add_argument("--retain-ratio", type=int, default=d.retain_ratio, help="retain rows per forget row in each micro-batch")
+    g.add_argument("--group-by-length", action="store_true", help="joint schedule: sort the rows of each optimizer step by length into its micro-batches (same rows per step, far less padding; off = the paper's random micro-batches)")
     g.add_argument("--chat-template", default=d.chat_template, choices=("auto", "on", "off"), help="wrap prompts in the tokenizer's chat template: auto = when it has one")
     g.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (the paper's setting on GPUs)")
     g.add_argument("--fp16", action="store_true", help="float16 mixed precision")
@@ -109,6 +110,7 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         schedule=args.schedule,
         chunk_size=args.chunk_size,
         retain_ratio=args.retain_ratio,
+        group_by_length=args.group_by_length,
         chat_template=args.chat_template,
         bf16=args.bf16,
         fp16=args.fp16,
