@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     nlls = sum(a["nll"] == b["nll"] for a, b in zip(ours, ref))
     scores = sum(a["score"] == b["score"] for a, b in zip(ours, ref))
     identical = texts == nlls == scores == len(rows)
+    nll_diff = max(abs(a["nll"] - b["nll"]) for a, b in zip(ours, ref))
     figures = {
         "rows": len(rows),
         "rows_per_s_batched": round(len(rows) / t_batched, 3),
         "rows_per_s_reference": round(len(rows) / t_reference, 3),
         "ratio": round(t_reference / t_batched, 2),
         "identical": identical,
+        "max_abs_nll_diff": nll_diff,
         "cpu_ratio": round(c_reference / c_batched, 2),
         "threads": torch.get_num_threads(),
     }
@@ -123,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rows {len(rows)}, max_new_tokens {args.max_new_tokens}, batches {info['batches']}, near-tie reruns {info['reruns']} (smallest top-2 gap {info['min_margin']})")
     print(f"batched   {t_batched:8.2f} s  {figures['rows_per_s_batched']:8.2f} rows/s  (CPU time {c_batched:.2f} s)")
     print(f"reference {t_reference:8.2f} s  {figures['rows_per_s_reference']:8.2f} rows/s  (CPU time {c_reference:.2f} s)")
-    print(f"ratio {figures['ratio']}x; identical texts {texts}/{len(rows)}, scores {scores}/{len(rows)}, NLLs {nlls}/{len(rows)}")
+    print(f"ratio {figures['ratio']}x; identical texts {texts}/{len(rows)}, scores {scores}/{len(rows)}, NLLs {nlls}/{len(rows)} (max |ΔNLL| {nll_diff:.2e})")
     print(json.dumps(figures))
-    return 0 if identical or next(model.parameters()).dtype != torch.float32 else 1
+    # fp32 promises the same texts and scores everywhere; bit-identical NLLs only on CPU (GPU kernels depend on the batch shape)
+    promised = texts == scores == len(rows) and (nlls == len(rows) or model.device.type != "cpu")
+    return 0 if promised or next(model.parameters()).dtype != torch.float32 else 1
 
 
 if __name__ == "__main__":
