@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import logging
 import warnings
 from typing import Iterator
 
 import torch
 
 from .errors import AmnesiaError
+from .logs import quiet_loggers
 
 KINDS = ("hidden", "mlp", "attn")
 EMBED_HOOK = "hook_embed"
@@ -175,7 +175,7 @@ def bridged(model, tokenizer, *, dtype: torch.dtype | None = None) -> Iterator:
         device = next(model.parameters()).device
         dtype = next(model.parameters()).dtype
         try:
-            with warnings.catch_warnings(), _quiet_logging():
+            with warnings.catch_warnings(), quiet_loggers("transformer_lens", "transformers", "root"):
                 warnings.simplefilter("ignore")
                 bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer, device=device, dtype=dtype)
         except Exception as exc:  # the bridge raises ValueError/KeyError/... for what it cannot map
@@ -219,19 +219,6 @@ def _probe(bridge, model, name: str, arch: str) -> None:
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise AmnesiaError(f"{name}: TransformerBridge cannot run architecture {arch} in {dtype} ({type(exc).__name__}: {first}); try float32") from None
-
-
-@contextlib.contextmanager
-def _quiet_logging():
-    loggers = [logging.getLogger(n) for n in ("transformer_lens", "transformers", "root")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def new_cache(model):

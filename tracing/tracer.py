@@ -28,7 +28,6 @@ What makes it fast, all exact:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence

@@ -18,15 +18,14 @@ becomes ``mmlu_average``), plus the macro mean over subjects.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from tracing.errors import AmnesiaError
+from tracing.logs import quiet_loggers
 
 ENV_DIR = "AMNESIA_MMLU_DIR"
 CATEGORY_TAGS = {
@@ -184,19 +183,6 @@ def summarize(samples: dict[str, list[dict]], categories: dict[str, str]) -> dic
     }
 
 
-@contextlib.contextmanager
-def _quiet_lm_eval() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in ("lm_eval", "lm-eval")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def _hflm_batch_size(model, config: MMLUConfig):
     if config.batch_size:
         return config.batch_size
@@ -273,7 +259,7 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
     from lm_eval.tasks import TaskManager
 
     categories = stock_subjects()
-    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, _quiet_lm_eval():
+    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"):
         if source.mode == "local":
             tasks = write_local_tasks(source.path, subjects, Path(tmp))
             manager = TaskManager(include_path=tmp, include_defaults=False)
