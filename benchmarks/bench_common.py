@@ -146,6 +146,15 @@ def describe(info: dict) -> str:
     return f"{where}, torch {info['torch']}, transformers {info['transformers']}{load}"
 
 
+def emit(figures: dict, json_out: str | None = None) -> int:
+    """End a benchmark: write ``figures`` to ``json_out`` (when given) and print them as the last line."""
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(figures))
+    return 0
+
+
 def last_json_line(text: str) -> dict:
     """The last line of ``text`` that parses as a JSON object."""
     for line in reversed(text.strip().splitlines()):

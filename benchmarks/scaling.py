@@ -36,14 +36,13 @@ approaches the number of new tokens. Ends with one JSON line of the exponents.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import OLMO_1B, ROOT, SEMEVAL, TOKENIZER, describe, machine, olmo_config, olmo_tokenizer, random_olmo  # noqa: E402
+from bench_common import OLMO_1B, ROOT, SEMEVAL, TOKENIZER, describe, emit, machine, olmo_config, olmo_tokenizer, random_olmo  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -300,11 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": info,
     }
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(figures))
-    return 0
+    return emit(figures, args.json_out)
 
 
 if __name__ == "__main__":

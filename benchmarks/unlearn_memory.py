@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import OLMO_1B, OLMO_7B, ROOT, SEMEVAL, TOKENIZER, describe, last_json_line, machine, olmo_config, olmo_tokenizer, peak_rss_bytes, random_olmo, rss_bytes  # noqa: E402
+from bench_common import OLMO_1B, OLMO_7B, ROOT, SEMEVAL, TOKENIZER, describe, emit, last_json_line, machine, olmo_config, olmo_tokenizer, peak_rss_bytes, random_olmo, rss_bytes  # noqa: E402
 
 SIDES = ("mlp", "full")
 
@@ -379,11 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "machine": info,
     }
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(figures))
-    return 0
+    return emit(figures, args.json_out)
 
 
 if __name__ == "__main__":
