@@ -46,6 +46,17 @@ def mmlu_dir() -> Path:
     return shared_path("data", "mmlu_no_train")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (tracing tests compare runs whose BLAS kernels depend on the count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _fixture_key() -> str:
     import torch
     import transformers

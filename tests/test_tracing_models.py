@@ -17,16 +17,8 @@ from tracing.bridge import suffix_cache_works
 from tracing.facts import Fact
 from unlearn.models import load_tokenizer
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_torch_thread")]
 PROMPT, SUBJECT = "What is the home address of Xanthe Yarrow?", "Xanthe Yarrow"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

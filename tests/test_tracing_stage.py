@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from pipelines.cli import main
 from pipelines.trace_stage import FactSource, TraceStageConfig, facts_from_data, load_fact_file, run_trace
@@ -13,16 +12,8 @@ from tracing import AmnesiaError, SelectionConfig, TraceConfig, load_layers
 from unlearn.data import load_semeval
 from unlearn.models import ModelOptions, load_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_torch_thread")]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _png(path) -> bool:
