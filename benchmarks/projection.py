@@ -145,8 +145,9 @@ def flops(counts: dict, tokens: dict, mode: str) -> float:
     return (4 * n + 2 * nt) * p + 3 * attn_fwd
 
 
-def projection(data=SEMEVAL, mmlu=MMLU, tokenizer=TOKENIZER, *, mfu=(0.10, 0.40), mmlu_mfu=(0.10, 0.30), peak_tflops: float = H100_BF16_TFLOPS) -> dict:
-    tokens = unlearning_tokens(data, tokenizer)
+def projection(data=SEMEVAL, mmlu=MMLU, tokenizer=TOKENIZER, *, mfu=(0.10, 0.40), mmlu_mfu=(0.10, 0.30), peak_tflops: float = H100_BF16_TFLOPS,
+               group_by_length: bool = False) -> dict:
+    tokens = unlearning_tokens(data, tokenizer, group_by_length=group_by_length)
     try:
         mm = mmlu_tokens(mmlu, tokenizer)
     except Exception as exc:  # no local MMLU copy: the unlearning part still stands
@@ -201,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mfu", default="0.10,0.40", help="assumed MFU range for unlearning (low,high)")
     p.add_argument("--mmlu-mfu", default="0.10,0.30", help="assumed MFU range for MMLU")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="dense bf16 peak of the GPU (H100 SXM: 989)")
+    p.add_argument("--group-by-length", action="store_true", help="count the micro-batches of UnlearnConfig.group_by_length (length-sorted within each step)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     mfu = tuple(float(x) for x in args.mfu.split(","))
     mmlu_mfu = tuple(float(x) for x in args.mmlu_mfu.split(","))
-    proj = projection(args.data, args.mmlu, args.tokenizer, mfu=mfu, mmlu_mfu=mmlu_mfu, peak_tflops=args.peak_tflops)
+    proj = projection(args.data, args.mmlu, args.tokenizer, mfu=mfu, mmlu_mfu=mmlu_mfu, peak_tflops=args.peak_tflops, group_by_length=args.group_by_length)
     t, mm = proj["tokens"], proj["mmlu"]
     print(f"unlearning data: forget_train {t['forget_rows']} rows / {t['forget_tokens']:,} tokens ({t['forget_truncated']} cut at {t['max_length']}), "
           f"retain_train {t['retain_rows']} rows / {t['retain_tokens']:,} tokens ({t['retain_truncated']} cut)")

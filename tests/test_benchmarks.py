@@ -94,3 +94,27 @@ def test_gpu_check_table_survives_failed_and_missing_sections():
     with pytest.raises(ValueError):
         last_json_line("no json here")
     json.dumps(results)  # what gpu_check.json holds stays serialisable
+
+
+def test_projection_counts_length_grouping(semeval_dir, olmo_tokenizer_dir):
+    from projection import unlearning_tokens
+
+    plain = unlearning_tokens(semeval_dir, olmo_tokenizer_dir, epochs=1)
+    grouped = unlearning_tokens(semeval_dir, olmo_tokenizer_dir, epochs=1, group_by_length=True)
+    assert plain["real_tokens"] == grouped["real_tokens"] and plain["micro_batches"] == grouped["micro_batches"] == 93
+    assert 1 - plain["real_tokens"] / plain["padded_tokens"] > 0.6  # the paper's random micro-batches: ~73 % padding
+    assert grouped["padded_tokens"] < 0.4 * plain["padded_tokens"]  # measured over 8 epochs: 1.66 M vs 4.70 M
+
+
+def test_gpu_scripts_refuse_bad_arguments(tmp_path):
+    import subprocess
+
+    def run(*cmd):
+        return subprocess.run(["bash", *cmd], capture_output=True, text=True, timeout=60)
+
+    usage = run(str(BENCH / "gpu_wheels.sh"))
+    assert usage.returncode == 2 and "gpu_wheels.sh DIR" in usage.stdout
+    bad = run(str(BENCH / "gpu_wheels.sh"), str(tmp_path / "w"), "--pyversion", "3.12")
+    assert bad.returncode == 2 and "unknown option --pyversion" in bad.stderr
+    empty = run(str(BENCH / "gpu_check.sh"), "--wheels", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert empty.returncode == 2 and f"{tmp_path} holds no .whl files (make them with benchmarks/gpu_wheels.sh)" in empty.stderr
