@@ -124,8 +124,10 @@ def test_kill_9_run_then_plain_rerun_resumes(tmp_path, fixture_world, fixture_ta
     assert not (run_dir / "unlearned").exists()  # nothing a rerun could take for the finished stage
 
     capsys.readouterr()
-    assert main(["run", str(path)]) == 0
-    printed = capsys.readouterr().out
+    assert main(["run", str(path), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "%|" not in captured.err and "%|" not in printed  # --quiet: no progress bar of any stage
     assert "[trace] unchanged since last run: skipped" in printed
     assert re.search(r"\[unlearned\] resuming from .*checkpoints/unlearned-\w+/checkpoint-\d+", printed), printed
     assert_same_weights(run_dir / "unlearned" / "model.safetensors", reference)

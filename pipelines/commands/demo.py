@@ -13,6 +13,7 @@ import argparse
 
 from pipelines.commands.run import print_headline
 from pipelines.demo import demo_config, resolve_mmlu
+from pipelines.options import quiet_progress
 from pipelines.run import run_pipeline
 
 NAME = "demo"
@@ -24,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mmlu", default=None, help="MMLU source: a local copy in hails/mmlu_no_train layout, hub, or off; default: $AMNESIA_MMLU_DIR, else the Hub when reachable, else skipped")
     p.add_argument("--people", type=int, default=None, help="people in the synthetic world (default: the demo config's 40)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines and the headline table still print)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the demo config, e.g. unlearn.epochs=4")
 
 
@@ -31,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     mmlu, note = resolve_mmlu(args.mmlu)
     print(note)
     config = demo_config(mmlu=mmlu, people=args.people, overrides=args.overrides)
-    outcome = run_pipeline(config, out=args.out, force=args.force)
+    if args.quiet:
+        quiet_progress()
+    outcome = run_pipeline(config, out=args.out, force=args.force, progress=not args.quiet)
     print_headline(outcome.summary, outcome.run_dir)
     if mmlu == "off":
         print(note)

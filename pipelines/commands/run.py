@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 
 from pipelines.config import CONTROLS, load_config
+from pipelines.options import quiet_progress
 from pipelines.run import run_pipeline
 
 NAME = "run"
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides applied to the config, e.g. unlearn.lr=1e-5 trace.select_k=4")
     p.add_argument("--out", default=None, help="run directory (default: the config's 'out', else runs/NAME)")
     p.add_argument("--force", action="store_true", help="rerun every stage even when its config and inputs are unchanged")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines and the headline table still print)")
     p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn with control layers: random (same count), fixed (control_layers or the first k), sweep (every window of k); default: the config's 'control'")
 
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.control is not None:
         config = dataclasses.replace(config, control=args.control)
-    outcome = run_pipeline(config, out=args.out, force=args.force)
+    if args.quiet:
+        quiet_progress()
+    outcome = run_pipeline(config, out=args.out, force=args.force, progress=not args.quiet)
     print_headline(outcome.summary, outcome.run_dir)
     return 0
