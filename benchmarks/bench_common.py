@@ -179,3 +179,17 @@ def fixture(cache: Path) -> tuple[Path, Path]:
         print(f"building the tiny target in {target} (about two minutes on 2 cores) ...", flush=True)
         make_target(world, target, TargetConfig(seed=0), overwrite=True, device="cpu", progress=False)
     return world, target
+
+
+def add_fixture_arguments(p, cache: str, data_help: str) -> None:
+    """``--model``, ``--data`` and ``--cache``: a user's model and data, or the fixture built in ``--cache``."""
+    p.add_argument("--model", help="model folder; default: the tiny target built in --cache")
+    p.add_argument("--data", help=f"{data_help}; default: the world built in --cache")
+    p.add_argument("--cache", default=cache, help="where the default world and target are built once")
+
+
+def fixture_paths(args) -> tuple[Path, Path]:
+    """``(data, model)``: ``--data`` and ``--model`` when both are given, else :func:`fixture` in ``--cache``."""
+    if args.model and args.data:
+        return Path(args.data), Path(args.model)
+    return fixture(Path(args.cache))

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import fixture  # noqa: E402
+from bench_common import add_fixture_arguments, fixture_paths  # noqa: E402
 
 from unlearn.data import load_semeval  # noqa: E402
 from unlearn.eval.config import DEFAULT_TIE_MARGIN  # noqa: E402
@@ -77,9 +77,7 @@ def batched(model, tok, rows: list[dict], max_new_tokens: int, batch_size: int |
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="model folder; default: the tiny target built in --cache")
-    p.add_argument("--data", help="SemEval-layout data; default: the world built in --cache")
-    p.add_argument("--cache", default="runs/bench-eval", help="where the default world and target are built once")
+    add_fixture_arguments(p, "runs/bench-eval", "SemEval-layout data")
     p.add_argument("--rows", type=int, default=120, help="rows scored by both sides (spread over all splits)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per row (the organizers use 256)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch; None = automatic")
@@ -89,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model and args.data:
-        data_path, model_path = Path(args.data), Path(args.model)
-    else:
-        data_path, model_path = fixture(Path(args.cache))
+    data_path, model_path = fixture_paths(args)
     model, tok = load_model(model_path, ModelOptions(device=args.device, dtype=args.dtype))
     rows = bench_rows(load_semeval(data_path), args.rows)
     tie = DEFAULT_TIE_MARGIN if next(model.parameters()).dtype == torch.float32 else None

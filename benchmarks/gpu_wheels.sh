@@ -31,7 +31,6 @@ norm() { tr 'A-Z_.' 'a-z--' <<<"$1"; }
 skip=" torch triton $(for s in ${SKIP//,/ }; do printf '%s ' "$(norm "$s")"; done)"
 mkdir -p "$DIR"
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
-n=0
 "$PY" -m pip freeze --exclude-editable --all | grep -E '^[A-Za-z0-9_.-]+==' | while IFS= read -r req; do
   name="$(norm "${req%%==*}")"
   case "$skip" in *" $name "*) continue ;; esac
@@ -39,6 +38,5 @@ n=0
   if ! "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp "${PLATFORMS[@]}" -d "$DIR" "$req" 2>/dev/null; then
     "$PY" -m pip wheel -q --no-deps -w "$DIR" "$req" >/dev/null 2>&1 || { echo "gpu_wheels: no wheel for $req (neither binary for Python $PYV nor buildable here)" >&2; exit 1; }
   fi
-  n=$((n + 1))
 done
 echo "gpu_wheels: $(ls "$DIR"/*.whl | wc -l) wheels, $(du -sh "$DIR" | cut -f1), in $DIR"

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import fixture  # noqa: E402
+from bench_common import add_fixture_arguments, fixture_paths  # noqa: E402
 
 from tracing import TraceConfig, bridged, draw_noise, embedding_std, facts_from_rows, prepare_facts, restored_layers, trace_fact, trace_fact_reference  # noqa: E402
 from tracing.bridge import suffix_cache_works  # noqa: E402
@@ -58,9 +58,7 @@ def work(tf, n_layers: int, config: TraceConfig, suffix: bool) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="model folder; default: the tiny target built in --cache")
-    p.add_argument("--data", help="SemEval-layout data the facts come from; default: the world built in --cache")
-    p.add_argument("--cache", default="runs/bench-trace", help="where the default world and target are built once")
+    add_fixture_arguments(p, "runs/bench-trace", "SemEval-layout data the facts come from")
     p.add_argument("--facts", type=int, default=6, help="facts to trace (the first kept forget-train Task-2 QA facts)")
     p.add_argument("--samples", type=int, default=10, help="noise samples per fact")
     p.add_argument("--window", type=int, default=10, help="ROME's MLP/attention window")
@@ -74,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearn.data import load_semeval
     from unlearn.models import ModelOptions, load_model
 
-    if args.model and args.data:
-        model_dir, data_dir = Path(args.model), Path(args.data)
-    else:
-        data_dir, model_dir = fixture(Path(args.cache))
+    data_dir, model_dir = fixture_paths(args)
     model, tok = load_model(model_dir, ModelOptions(device="cpu", dtype="float32"))
     facts, _ = facts_from_rows(load_semeval(data_dir).get("forget", "train"))
     kept = prepare_facts(model, tok, facts).kept[: args.facts]
