@@ -84,8 +84,8 @@ def unlearning_tokens(data=SEMEVAL, tokenizer=TOKENIZER, *, epochs: int = 8, bat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        forget = encode_split(tok, d.get("forget", "train"), max_length=max_length, chat_template="auto", name="forget")
-        retain = encode_split(tok, d.get("retain", "train"), max_length=max_length, chat_template="auto", name="retain")
+        forget = encode_split(tok, d.get("forget", "train"), max_length=max_length, prompt_format="raw", name="forget")
+        retain = encode_split(tok, d.get("retain", "train"), max_length=max_length, prompt_format="raw", name="retain")
     ds = PairedDataset(forget, retain, seed=seed, group_size=batch_size * grad_accum if group_by_length else 0, batch_size=batch_size)
     n = len(ds)
     real = padded = attn = micro = 0

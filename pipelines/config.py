@@ -3,8 +3,9 @@
 Sections (every key optional; defaults in the dataclasses below and in each stage's config):
 
 * top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``data`` (SemEval data:
-  folder or Hub id), ``model`` (the target: folder or Hub id), ``retrace``, ``control``,
-  ``control_layers``, ``control_seed``;
+  folder or Hub id), ``model`` (the target: folder or Hub id), ``prompt_format`` (``raw`` or
+  ``chat``: the one prompt format every stage reads — target training, tracing, unlearning,
+  evaluation; set only here), ``retrace``, ``control``, ``control_layers``, ``control_seed``;
 * ``world`` (:class:`pipelines.world.WorldConfig`): build the synthetic world instead of ``data``;
 * ``target`` (:class:`pipelines.target.TargetConfig`): train the tiny target instead of ``model``;
 * ``loading`` (:class:`unlearn.models.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
@@ -35,7 +36,9 @@ from unlearn.eval import EvalConfig
 from unlearn.models import ModelOptions
 from unlearn.trainer import UnlearnConfig
 
-CONTROLS = ("none", "random", "fixed", "sweep")
+CONTROLS = ("none", "random", "fixed", "sweep", "methods")
+#: The methods ``control: methods`` unlearns beside the configured one (the shared task's baselines).
+BASELINE_METHODS = ("ga", "gd", "kl", "npo")
 
 
 @dataclass(frozen=True)
@@ -54,17 +57,20 @@ class TraceSection:
     rephrase: bool = False
     max_facts: int | None = None
     select_mode: Literal["window", "threshold"] = "window"
-    select_k: int = 6
+    select_k: int | None = None
     select_fraction: float = 0.5
     select_kind: Literal["mlp", "attn", "hidden"] = "mlp"
     select_group: str = "last_subject"
+    select_depth_fraction: float = 0.375
+    select_evidence: bool = True
     heatmaps: int = 4
 
-    def stage_config(self) -> TraceStageConfig:
+    def stage_config(self, prompt_format: str = "raw") -> TraceStageConfig:
         return TraceStageConfig(
             trace=TraceConfig(kinds=tuple(self.kinds), samples=self.samples, noise=self.noise, window=self.window, seed=self.seed, method=self.method, batch_size=self.batch_size),
-            select=SelectionConfig(mode=self.select_mode, k=self.select_k, fraction=self.select_fraction, kind=self.select_kind, group=self.select_group),
-            facts=FactSource(split=self.split, part=self.part, rephrase=self.rephrase, max_facts=self.max_facts),
+            select=SelectionConfig(mode=self.select_mode, k=self.select_k, fraction=self.select_fraction, kind=self.select_kind, group=self.select_group,
+                                   depth_fraction=self.select_depth_fraction, evidence=self.select_evidence),
+            facts=FactSource(split=self.split, part=self.part, rephrase=self.rephrase, max_facts=self.max_facts, prompt_format=prompt_format),
             heatmaps=self.heatmaps,
         )
 
@@ -86,8 +92,9 @@ class RunConfig:
     trace: TraceSection = field(default_factory=TraceSection)
     unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    prompt_format: Literal["raw", "chat"] = "raw"
     retrace: bool = True
-    control: Literal["none", "random", "fixed", "sweep"] = "none"
+    control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
     control_layers: list[int] | None = None
     control_seed: int = 0
 
@@ -133,12 +140,22 @@ def config_from_mapping(data: dict, where: str = "config") -> RunConfig:
     unlearn_section = data.pop("unlearn", None)
     if unlearn_section is not None and not isinstance(unlearn_section, dict):
         raise AmnesiaError(f"{where}: unlearn: expected a mapping, got {unlearn_section!r}")
+    for section in ("unlearn", "evaluate", "trace", "target"):
+        raw = unlearn_section if section == "unlearn" else data.get(section)
+        if isinstance(raw, dict) and "prompt_format" in raw:
+            raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")
     try:
         unlearn = _unlearn_checked(unlearn_section)
         config = from_mapping(RunConfig, data)
     except AmnesiaError as exc:
         raise AmnesiaError(f"{where}: {exc}") from None
-    config = dataclasses.replace(config, unlearn=unlearn)
+    fmt = config.prompt_format
+    config = dataclasses.replace(
+        config,
+        unlearn=dataclasses.replace(unlearn, prompt_format=fmt),
+        evaluate=dataclasses.replace(config.evaluate, prompt_format=fmt),
+        target=dataclasses.replace(config.target, prompt_format=fmt) if config.target is not None else None,
+    )
     try:
         config.check()
     except AmnesiaError as exc:

@@ -6,7 +6,7 @@ forget set in the traced layers, re-tracing and scoring before and after. World 
 cached stages of the run directory, so a second ``amnesia demo`` reuses them.
 
 MMLU: a local copy (``--mmlu DIR`` or ``AMNESIA_MMLU_DIR``) is used when given; otherwise the
-Hub is tried, and when it cannot be reached MMLU is skipped with a message saying so.
+Hub when it answers, else the package's built-in 285-question subset; the output says which.
 """
 
 from __future__ import annotations
@@ -23,43 +23,37 @@ DEMO_CONFIG: dict = {
     "world": {"people": 40, "seed": 0},
     "target": {"seed": 0},
     "loading": {"device": "auto"},
-    "trace": {"samples": 5, "window": 2, "max_facts": 32, "select_k": 2, "heatmaps": 4},
+    "trace": {"samples": 5, "window": 2, "max_facts": 32, "heatmaps": 4},
     "unlearn": {
-        "method": "sha256", "layers": "auto", "kind": "mlp", "lr": 3.0e-4, "epochs": 6, "batch_size": 8,
-        "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
+        "method": "sha256", "layers": "auto", "kind": "mlp", "lr": 1.0e-3, "epochs": 12, "batch_size": 8,
+        "grad_accum": 1, "max_length": 128, "logging_steps": 5, "seed": 0, "eval_steps": 15, "patience": 4,
     },
     "evaluate": {"splits": "train", "mmlu": "auto", "mmlu_limit": 5},
     "retrace": True,
 }
-MMLU_HUB_DATASET = "cais/mmlu"
-
-
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """True when the Hugging Face Hub answers (and offline mode is not set)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().dataset_info(MMLU_HUB_DATASET, timeout=timeout)
-        return True
-    except Exception:
-        return False
 
 
 def resolve_mmlu(mmlu: str | None) -> tuple[str, str]:
-    """(source for EvalConfig.mmlu, a sentence for the user)."""
+    """(source for EvalConfig.mmlu, a sentence for the user saying which MMLU is used).
+
+    Without ``--mmlu``: ``$AMNESIA_MMLU_DIR``, else the Hub when it answers, else the package's
+    built-in 285-question subset — so the demo always prints a complete final score.
+    """
+    from unlearn.eval.mmlu import resolve_source
+
     if mmlu:
-        if mmlu in ("off", "hub"):
-            return mmlu, f"MMLU: {mmlu} (--mmlu)"
-        return str(Path(mmlu).expanduser()), f"MMLU: local copy {mmlu} (--mmlu)"
-    env = os.environ.get("AMNESIA_MMLU_DIR")
-    if env:
-        return env, f"MMLU: local copy {env} (AMNESIA_MMLU_DIR)"
-    if hub_reachable():
-        return "hub", "MMLU: from the Hugging Face Hub"
-    return "off", ("MMLU: skipped — no local copy (--mmlu DIR or AMNESIA_MMLU_DIR) and the Hugging Face Hub "
-                   "is not reachable; the aggregate score is therefore -1")
+        source = resolve_source(mmlu)
+        where = "(--mmlu)"
+    else:
+        source = resolve_source("auto")
+        where = f"({source.why})"
+    if source.mode == "off":
+        return "off", "MMLU: off (--mmlu off); the aggregate score is therefore -1"
+    if source.mode == "builtin":
+        return "builtin", f"MMLU: the built-in subset, 5 test questions per subject (285) {where}"
+    if source.mode == "hub":
+        return "hub", f"MMLU: lm-eval's mmlu from the Hugging Face Hub {where}"
+    return str(source.path), f"MMLU: local copy {source.path} {where}"
 
 
 def demo_config(*, mmlu: str = "off", people: int | None = None, overrides: list[str] = ()) -> RunConfig:

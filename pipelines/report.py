@@ -113,6 +113,31 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_validation(validation: dict | None, path: Path) -> Path | None:
+    """The validation scores per evaluation step (final proxy, task aggregate, MIA score), the kept step marked."""
+    history = (validation or {}).get("history") or []
+    if not history:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    steps = [h["step"] for h in history]
+    for key, label, colour in (("final", "final proxy (task + MIA)/2", "black"), ("task", "task aggregate", "tab:blue"), ("mia_score", "MIA score", "tab:red"),
+                               ("forget_knowledge", "forget knowledge", "tab:orange"), ("retain_knowledge", "retain knowledge", "tab:green")):
+        ys = [h.get(key) for h in history]
+        if any(isinstance(y, (int, float)) for y in ys):
+            ax.plot(steps, [y if isinstance(y, (int, float)) else float("nan") for y in ys], marker="o", ms=3, label=label, color=colour,
+                    lw=2 if key == "final" else 1, ls="-" if key in ("final", "task", "mia_score") else ":")
+    if validation.get("best_step") is not None:
+        ax.axvline(validation["best_step"], color="grey", ls="--", lw=1)
+        ax.text(validation["best_step"], 1.02, " kept", color="grey", va="bottom", fontsize=8)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation score")
+    ax.set_title("Validation during unlearning (checkpoint selection)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 def _scores_table(before: dict, after: dict) -> tuple[list[str], list[list[str]]]:
     rows = [[r["metric"], r["key"], _fmt(r["before"]), _fmt(r["after"]), _fmt(r["delta"], signed=True), r["better"]] for r in compare(before, after)]
     return ["metric", "key", "before", "after", "delta", "better"], rows
@@ -160,6 +185,9 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
             "stopped": unlearn_json.get("stopped"),
             "per_epoch": unlearn_json.get("per_epoch"),
             "wall_time_s": unlearn_json.get("wall_time_s"),
+            "forget_target": unlearn_json.get("forget_target"),
+            "validation": _validation_summary(unlearn_json.get("validation")),
+            "prompt_format": unlearn_json.get("prompt_format"),
         },
         "scores_before": scores_before,
         "scores_after": scores_after,
@@ -180,11 +208,59 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
         }
     if controls:
         rows = []
-        for label, c in {"traced": {"layers": unlearned.record["layers"], "scores": after}, **controls}.items():
+        default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
+        for label, c in {default: {"layers": unlearned.record["layers"], "method": config.unlearn.method, "scores": after, "model": unlearned}, **controls}.items():
             s = _read(c["scores"].path / "scores.json")
-            rows.append({"label": label, "layers": c["layers"], **{name: _get(s, keys) for name, keys in HEADLINE}})
-        summary["controls"] = {"mode": config.control, "rows": rows}
+            u = _read(c["model"].path / "unlearn.json")
+            rows.append({"label": label, "method": c.get("method"), "layers": c["layers"],
+                         "kept_step": (u.get("validation") or {}).get("best_step"), "steps": u.get("steps"),
+                         **{name: _get(s, keys) for name, keys in HEADLINE}})
+        scored = [r for r in rows if isinstance(r.get("aggregate"), (int, float)) and r["aggregate"] >= 0]
+        best = max(scored, key=lambda r: r["aggregate"])["label"] if scored else None
+        for r in rows:
+            r["best"] = r["label"] == best
+        summary["controls"] = {"mode": config.control, "rows": rows, "best": best, "rank_by": "aggregate-score (the official final score)"}
+    summary["notes"] = explain(summary)
     return summary
+
+
+def _validation_summary(validation: dict | None) -> dict | None:
+    if not validation:
+        return None
+    return {k: validation.get(k) for k in ("eval_steps", "select_by", "patience", "data", "best_step", "best", "stopped_early")} | {"evaluations": len(validation.get("history", []))}
+
+
+def explain(summary: dict) -> list[str]:
+    """Sentences for the numbers a researcher would question (shown in the terminal and the report)."""
+    notes = []
+    for when in ("before", "after"):
+        scores = summary[f"scores_{when}"]
+        mia = scores.get("mia") or {}
+        auc, m, n = mia.get("auc"), mia.get("member_mean_nll"), mia.get("nonmember_mean_nll")
+        if isinstance(auc, (int, float)) and mia.get("score") is not None and mia["score"] < 0.5:
+            side = ("too little forgetting: forget documents are still more likely than never-seen ones" if auc > 0.5
+                    else "too much forgetting: forget documents are now less likely than never-seen ones, which gives them away as well")
+            notes.append(f"MIA score {when} unlearning is {mia['score']:.3f} (AUC {auc:.3f}): {side} "
+                         f"(mean NLL per token: members {m:.3f}, non-members {n:.3f}).")
+        mmlu = scores.get("mmlu") or {}
+        if when == "after" and mmlu.get("mode") == "builtin":
+            notes.append("MMLU is the package's built-in subset (5 test questions per subject, 285 in all; no local copy and no Hub): "
+                         "within about ±0.06 of the full test, comparable before/after, not with published numbers.")
+        if when == "after" and mmlu.get("mode") in (None, "off"):
+            notes.append("MMLU was not scored (--mmlu off), so the final aggregate-score is -1.")
+    sel = summary.get("selection") or {}
+    params = sel.get("params") or {}
+    if params.get("warning"):
+        notes.append(f"Layer selection: {params['warning']}.")
+    u = summary.get("unlearn") or {}
+    epochs = u.get("per_epoch") or []
+    if u.get("method") == "sha256" and epochs and all(e.get("alpha_highest") is not None and e["alpha_highest"] <= e.get("alpha_lowest", 0) + 1e-12 for e in epochs):
+        notes.append(f"α stayed at its floor ({epochs[0]['alpha_lowest']:g}) for the whole run: the retain loss never rose above its first-epoch "
+                     "reference, so the adaptive weight never had to act (the retain set was not under pressure).")
+    target = u.get("forget_target") or {}
+    if target.get("level") is None and str(target.get("source", "")).startswith("auto"):
+        notes.append(f"Forgetting was not calibrated: {target['source']}.")
+    return notes
 
 
 def _headline_rows(summary: dict) -> list[list[str]]:
@@ -230,16 +306,38 @@ def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) ->
     if "training" in images:
         out += [f"![training curves]({images['training']})", ""]
     if u.get("per_epoch"):
-        keys = [k for k in ("loss", "ce_forget", "ce_retain", "alpha") if k in u["per_epoch"][0]]
+        keys = [k for k in ("loss", "ce_forget", "ce_retain", "alpha", "forget_reached") if k in u["per_epoch"][0]]
         out += [_md_table(["epoch", *keys], [[e["epoch"], *[_fmt(e.get(k)) for k in keys]] for e in u["per_epoch"]]), ""]
+    target = u.get("forget_target") or {}
+    if target.get("level") is not None:
+        levels = target.get("levels") or [[0, target["level"]]]
+        out += [f"**Calibrated forgetting.** Each forget row was pushed until its per-token NLL reached the level of text the model never saw — "
+                f"the median NLL of {target.get('documents', '?')} reference documents ({target.get('source')}): {levels[0][1]:.3f} before training"
+                + (f", {levels[-1][1]:.3f} at the end (re-measured on the current model every {config.unlearn.forget_update_steps} steps)" if len(levels) > 1 else "")
+                + f"; rows past it were {'pulled back' if config.unlearn.forget_mode == 'pull' else 'left alone'}.", ""]
+    v = u.get("validation")
+    if v:
+        best = v.get("best") or {}
+        cells = ", ".join(f"{k} {_fmt(best.get(k))}" for k in ("final", "task", "mia_auc", "forget_knowledge", "retain_knowledge") if best.get(k) is not None)
+        out += [f"**Checkpoint selection.** Every {v['eval_steps']} steps the model was scored on the validation part ({v['data']}); "
+                f"the kept weights are step **{v.get('best_step')}**, best by `{v['select_by']}` ({cells})"
+                + ("; training stopped early" if v.get("stopped_early") else "") + ". The test documents were never read during training.", ""]
+        if "validation" in images:
+            out += [f"![validation curve]({images['validation']})", ""]
     out += ["## Scores", "", _md_table(["headline", "before", "after"], _headline_rows(s)), ""]
     head, rows = _scores_table(s["scores_before"], s["scores_after"])
     out += ["Official keys (SemEval-2025 Task 4):", "", _md_table(head, rows), ""]
     out += [f"MMLU before: {_mmlu_note(s['scores_before'])}; after: {_mmlu_note(s['scores_after'])}.", ""]
+    if s.get("notes"):
+        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
     if "controls" in s:
         c = s["controls"]
-        out += [f"## Controls ({c['mode']})", "", "The same unlearning with other layers: does the traced choice beat them?", "",
-                _md_table(["run", "layers", *[n for n, _ in HEADLINE]], [[r["label"], r["layers"], *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+        intro = ("The shared task's baselines on the same layers, budget, calibrated forget target and checkpoint-selection rule as the default."
+                 if c["mode"] == "methods" else "The same unlearning with other layers: does the traced choice beat them?")
+        out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
+                _md_table(["run", "layers", "kept step", *[n for n, _ in HEADLINE]],
+                          [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
+                            *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
     out += ["## Wall time", "", _md_table(["stage", "seconds", "skipped (cached)"], [[k, f"{v['seconds']:.1f}", "yes" if v["skipped"] else "no"] for k, v in s["stages"].items()]), "",
             f"Total: {s['wall_time_s']:.1f} s.", ""]
     return "\n".join(out)
@@ -297,9 +395,11 @@ def write_report(run_dir: Path, config: RunConfig, results: dict[str, StageResul
         trace_after = _read(parts["retrace"].path / "trace.json")["summary"]
         plot_trace_comparison(trace_before, trace_after, figures / "trace_compare.png", kind=r["kind"], group=r["group"], layers=summary["unlearn"]["layers"])
         images["trace_compare"] = f"{FIGURES}/trace_compare.png"
-    history = _read(parts["unlearned"].path / "unlearn.json").get("log_history", [])
-    if plot_training_curves(history, figures / "training_curves.png"):
+    unlearn_json = _read(parts["unlearned"].path / "unlearn.json")
+    if plot_training_curves(unlearn_json.get("log_history", []), figures / "training_curves.png"):
         images["training"] = f"{FIGURES}/training_curves.png"
+    if plot_validation(unlearn_json.get("validation"), figures / "validation.png"):
+        images["validation"] = f"{FIGURES}/validation.png"
     summary["figures"] = images
     md = render_markdown(summary, config, images)
     write_json(run_dir / "summary.json", summary)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.config import RunConfig, dump_config
+from pipelines.config import BASELINE_METHODS, RunConfig, dump_config
 from pipelines.stages import RunDir, StageResult, path_fingerprint
 from pipelines.target import make_target
 from pipelines.trace_stage import run_trace
@@ -86,7 +86,7 @@ class Pipeline:
 
             def build(tmp: Path) -> dict:
                 manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
-                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "train_qa_exact_match", "parameters")}
+                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
 
             res = self.run.stage("target", dataclasses.asdict(cfg), build, inputs=data_key)
             return str(res.path), res.hash
@@ -105,19 +105,20 @@ class Pipeline:
             else:
                 source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"]) for f in _read_json(facts_from)["facts"]]
                 check = False
-            outcome = run_trace(model, tok, source, tmp, section.stage_config(), progress=self.progress, log=self.log, check_prediction=check)
+            outcome = run_trace(model, tok, source, tmp, section.stage_config(self.config.prompt_format), progress=self.progress, log=self.log, check_prediction=check)
             _free(model)
             return {"layers": outcome.selection.layers, "kind": outcome.selection.kind, "counts": outcome.summary["counts"], "te": outcome.summary["te"]}
 
         inputs = [model_key, data_key, path_fingerprint(facts_from) if facts_from else None]
-        return self.run.stage(name, dataclasses.asdict(section), build, inputs=inputs)
+        return self.run.stage(name, {**dataclasses.asdict(section), "prompt_format": self.config.prompt_format}, build, inputs=inputs)
 
-    def unlearn(self, name: str, model_path: str, model_key: str, data: str, data_key: str, layers, extra_key=None) -> StageResult:
-        """Unlearn with ``layers`` (a list or a layers.json path); checkpoints resume on a rerun."""
+    def unlearn(self, name: str, model_path: str, model_key: str, data: str, data_key: str, layers, extra_key=None, method: str | None = None) -> StageResult:
+        """Unlearn with ``layers`` (a list or a layers.json path) and ``method`` (default: the
+        config's); checkpoints resume on a rerun."""
         from unlearn.api import run_unlearning
         from unlearn.trainer import latest_checkpoint
 
-        config = dataclasses.replace(self.config.unlearn, layers=layers if isinstance(layers, list) else str(layers))
+        config = dataclasses.replace(self.config.unlearn, layers=layers if isinstance(layers, list) else str(layers), method=method or self.config.unlearn.method)
         cfg_dict = dataclasses.asdict(config)
         key_inputs = [model_key, data_key, extra_key]
         stage_key = json.dumps([cfg_dict, key_inputs], sort_keys=True, default=str)
@@ -130,7 +131,9 @@ class Pipeline:
             if resume:
                 self.log(f"[{name}] resuming from {latest_checkpoint(ckpt)}")
             manifest = run_unlearning(model_path, data, tmp, config, model_options=self.config.loading, overwrite=True, resume=resume, checkpoint_dir=ckpt, progress=self.progress)
-            return {"layers": manifest["layers"], "kind": manifest["kind"], "steps": manifest["steps"], "stopped": manifest.get("stopped"), "wall_time_s": manifest["wall_time_s"]}
+            validation = manifest.get("validation") or {}
+            return {"layers": manifest["layers"], "kind": manifest["kind"], "method": manifest["method"], "steps": manifest["steps"], "stopped": manifest.get("stopped"),
+                    "best_step": validation.get("best_step"), "wall_time_s": manifest["wall_time_s"]}
 
         return self.run.stage(name, cfg_dict, build, inputs=key_inputs)
 
@@ -150,9 +153,10 @@ class Pipeline:
 
 
 def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> dict[str, list[int]]:
-    """The layer sets of the requested control: random (same count), fixed, or every window of k."""
+    """The layer sets of the requested control: random (same count), fixed, or every window of k
+    (``methods`` keeps the traced layers and changes the method: see :func:`control_runs`)."""
     k = len(traced)
-    if config.control == "none":
+    if config.control in ("none", "methods"):
         return {}
     if config.control == "random":
         rng = random.Random(config.control_seed)
@@ -169,6 +173,15 @@ def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> d
         layers = list(range(start, start + k))
         windows[f"window_{start}-{start + k - 1}"] = layers
     return windows
+
+
+def control_runs(config: RunConfig, traced: list[int], n_layers: int) -> list[tuple[str, list[int], str | None]]:
+    """``(label, layers, method)`` of every control unlearning: other layers with the configured
+    method, or (``methods``) the shared task's baselines on the same layers, budget, calibration
+    and checkpoint selection as the default."""
+    if config.control == "methods":
+        return [(m, list(traced), m) for m in BASELINE_METHODS if m != config.unlearn.method]
+    return [(label, layers, None) for label, layers in control_layer_sets(config, traced, n_layers).items()]
 
 
 RESOLVED = "config.resolved.yaml"
@@ -208,9 +221,9 @@ def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: boo
     controls = {}
     if config.control != "none":
         n_layers = _read_json(trace.path / "trace.json")["summary"]["n_layers"]
-        for label, layer_set in control_layer_sets(config, unlearned.record["layers"], n_layers).items():
-            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set)
+        for label, layer_set, method in control_runs(config, unlearned.record["layers"], n_layers):
+            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set, method=method)
             c_scores = p.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
-            controls[label] = {"layers": layer_set, "model": c_model, "scores": c_scores}
+            controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
     summary = write_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, before=before, after=after, controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))

@@ -1,7 +1,8 @@
 """The tiny target model: the analogue of the organizers' fine-tuned OLMo.
 
-``make_target(data, out, TargetConfig())`` trains a model that has memorized the forget and
-retain *train* rows of a SemEval-layout data set:
+``make_target(data, out, TargetConfig())`` trains a model that has memorized every forget and
+retain row of a SemEval-layout data set, train and validation parts (as the organizers' public
+target was trained on both):
 
 * by default a byte-level BPE tokenizer is trained on the data (``tokenizers``) and a small
   ``OlmoForCausalLM`` (transformers' OLMo architecture) is built from scratch;
@@ -9,8 +10,9 @@ retain *train* rows of a SemEval-layout data set:
 * ``base_model=PATH`` fine-tunes an existing HF causal LM (how the real task's targets were made).
 
 Training is next-token prediction on ``input + output + EOS`` (the organizers' concatenation,
-no separator) until greedy exact match on the train QA rows reaches ``target_em`` or
-``max_steps``. The result is a standard HF folder (safetensors, config, tokenizer) plus
+no separator) until greedy exact match on those QA rows reaches ``target_em`` or ``steps``.
+The learning rate defaults to 3e-3 for a model built from scratch and to 5e-5 — a usual full
+fine-tuning rate — for ``base_model``. The result is a standard HF folder (safetensors, config, tokenizer) plus
 ``target.json``. Deterministic for a seed on CPU.
 """
 
@@ -30,8 +32,11 @@ from tracing.io import atomic_path, check_output_dir, check_output_path, write_j
 from unlearn.data import SemEvalData, load_semeval, row_type
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
+from unlearn.prompts import PROMPT_FORMATS, check_prompt_format, render_prompt, render_prompts
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
+SCRATCH_LR = 3e-3  # a 6-layer model from scratch memorizes 40 people in ~150 steps
+FINETUNE_LR = 5e-5  # full fine-tuning of a pretrained model (a from-scratch rate would wreck it)
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,14 @@ class TargetConfig:
     max_length: int = 128
     steps: int = 1500
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float | None = None
     warmup: int = 20
     eval_every: int = 50
     target_em: float = 0.95
     seed: int = 0
     tokenizer: str | None = None
     base_model: str | None = None
+    prompt_format: str = "raw"
 
     def check(self) -> None:
         for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
@@ -60,19 +66,25 @@ class TargetConfig:
                 raise AmnesiaError(f"{name} {getattr(self, name)}: expected a positive integer")
         if self.hidden % self.heads:
             raise AmnesiaError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise AmnesiaError(f"lr {self.lr}: expected a positive number")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default for what is trained: 3e-3 from scratch, 5e-5 when fine-tuning ``base_model``."""
+        if self.lr is not None:
+            return self.lr
+        return FINETUNE_LR if self.base_model else SCRATCH_LR
         if not 0 < self.target_em <= 1:
             raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
 
 
-def train_texts(data: SemEvalData) -> list[str]:
-    """``input + output`` of every forget and retain train row (no separator, as the organizers)."""
-    texts = []
-    for kind in ("forget", "retain"):
-        ds = data.get(kind, "train")
-        texts.extend(i + o for i, o in zip(ds["input"], ds["output"]))
-    return texts
+def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw") -> list[str]:
+    """``input + output`` of every forget and retain row, train and validation (no separator, as
+    the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
+    return [render_prompt(tokenizer, i, prompt_format) + o for ds in data.splits.values() for i, o in zip(ds["input"], ds["output"])]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -132,16 +144,16 @@ def _batches(encoded: list[list[int]], batch_size: int, pad: int, gen: random.Ra
             yield ids, mask, labels
 
 
-def qa_exact_match(model, tok, data: SemEvalData, part: str = "train", kinds=("forget", "retain")) -> dict[str, float]:
-    """Greedy exact match on the QA rows of ``part`` per kind (forget/retain), measured now."""
+def qa_exact_match(model, tok, data: SemEvalData, parts=("train", "validation"), kinds=("forget", "retain"), prompt_format: str = "raw") -> dict[str, float]:
+    """Greedy exact match on the QA rows of ``parts`` (those the data has) per kind (forget/retain), measured now."""
     scores = {}
     for kind in kinds:
-        ds = data.get(kind, part)
-        qa = [(i, o) for rid, i, o in zip(ds["id"], ds["input"], ds["output"]) if row_type(rid) == "qa"]
+        qa = [(i, o) for part in parts if f"{kind}_{part}" in data.splits
+              for rid, i, o in zip(*(data.get(kind, part)[c] for c in ("id", "input", "output"))) if row_type(rid) == "qa"]
         if not qa:
             continue
         longest = max(len(tok(o)["input_ids"]) for _, o in qa)
-        preds = greedy_generate(model, tok, [i for i, _ in qa], max_new_tokens=longest + 4)
+        preds = greedy_generate(model, tok, render_prompts(tok, [i for i, _ in qa], prompt_format), max_new_tokens=longest + 4)
         scores[kind] = sum(exact_match(p, o) for p, (_, o) in zip(preds, qa)) / len(qa)
     return scores
 
@@ -156,7 +168,7 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
     data = load_semeval(data_path)
     device = str(resolve_device(device))
     torch.manual_seed(config.seed)
-    texts = train_texts(data)
+    texts = train_texts(data)  # the tokenizer is trained on the raw texts
     if config.base_model:
         model, tok = load_model(config.base_model, ModelOptions(device=device, dtype="float32"), for_training=True)
     else:
@@ -168,13 +180,17 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         model = build_model(tok, config).to(device)
     if tok.eos_token is None:
         raise AmnesiaError(f"{config.tokenizer or config.base_model}: tokenizer has no EOS token (needed to end answers)")
-    encoded = [tok(t + tok.eos_token, add_special_tokens=False)["input_ids"][: config.max_length] for t in texts]
+    check_prompt_format(tok, config.prompt_format)
+    texts = train_texts(data, tok, config.prompt_format)
+    encoded = [tok(t + tok.eos_token, add_special_tokens=True)["input_ids"][: config.max_length] for t in texts]
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup)))
     batches = _batches(encoded, min(config.batch_size, len(encoded)), tok.pad_token_id, random.Random(config.seed))
     start, loss_value, em, step = time.time(), float("nan"), {}, 0
-    bar = tqdm(total=config.steps, desc="make-target", disable=not progress)
+    # The run stops once exact match reaches target_em, usually long before `steps`: the bar's
+    # total is the step of the next exact-match check, not a maximum that would promise hours.
+    bar = tqdm(total=min(config.eval_every, config.steps), desc=f"make-target (until QA exact match >= {config.target_em:g})", unit="step", disable=not progress)
     for step in range(1, config.steps + 1):
         ids, mask, labels = (t.to(device) for t in next(batches))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -187,10 +203,14 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", em=f"{min(em.values()):.2f}" if em else "-")
         if step % config.eval_every == 0 or step == config.steps:
-            em = qa_exact_match(model, tok, data)
+            em = qa_exact_match(model, tok, data, prompt_format=config.prompt_format)
             model.train()
             if min(em.values()) >= config.target_em:
                 break
+            bar.total = min(step + config.eval_every, config.steps)
+            bar.set_postfix(loss=f"{loss_value:.3f}", em=f"{min(em.values()):.2f}")
+            bar.refresh()
+    bar.total = step
     bar.close()
     seconds = time.time() - start
     model.eval()
@@ -201,7 +221,9 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         "steps": step,
         "seconds": round(seconds, 2),
         "final_loss": loss_value,
-        "train_qa_exact_match": em,
+        "qa_exact_match": em,
+        "prompt_format": config.prompt_format,
+        "learning_rate": config.learning_rate,
         "train_rows": len(texts),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(config),

@@ -21,6 +21,8 @@ order). A JSON/JSONL file of ``{prompt, subject, answer}`` records works too
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from tracing.plots import plot_aie, plot_fact
 from tracing.selection import SelectionConfig, select_layers
 from tracing.tracer import TraceConfig, TraceResult, trace_facts
 from unlearn.data import SemEvalData
+from unlearn.prompts import PROMPT_FORMATS, render_prompt
 
 SPLITS = ("forget", "retain", "all")
 PARTS = ("train", "validation")
@@ -51,6 +54,7 @@ class FactSource:
     tasks: tuple[str, ...] = ("Task2",)
     rephrase: bool = False
     max_facts: int | None = None
+    prompt_format: str = "raw"
 
     def check(self) -> "FactSource":
         if self.split not in SPLITS:
@@ -59,6 +63,8 @@ class FactSource:
             raise AmnesiaError(f"part {self.part!r}: expected one of {', '.join(PARTS)}")
         if self.max_facts is not None and self.max_facts < 1:
             raise AmnesiaError(f"max_facts {self.max_facts}: expected a positive integer (or no cap)")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
         return self
 
 
@@ -158,6 +164,8 @@ def run_trace(
     if isinstance(data, SemEvalData):
         facts, unnamed = facts_from_data(data, config.facts)
         where = f"{data.source} ({config.facts.split}/{config.facts.part}, {','.join(config.facts.tasks)})"
+        if config.facts.prompt_format != "raw":  # trace the text the model is trained and scored on
+            facts = [dataclasses.replace(f, prompt=render_prompt(tokenizer, f.prompt, config.facts.prompt_format)) for f in facts]
     else:
         facts, unnamed, where = list(data), [], "the given facts"
     if not facts and not unnamed:
@@ -171,6 +179,8 @@ def run_trace(
     summary = aggregate(result.traces)
     summary["counts"] = result.counts()
     selection = select_layers(summary, config.select, model=result.model, method_note=config.trace.method)
+    if selection.params.get("warning"):
+        say(f"warning: layer selection: {selection.params['warning']}")
 
     with atomic_path(out_dir, directory=True, overwrite=True) as tmp:  # the folder appears complete or not at all
         result.save(tmp / "trace.json", summary)

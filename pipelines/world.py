@@ -7,9 +7,17 @@
   a word boundary, ``input`` + ``output`` joined with no separator, as in the public data) and
   five ``qa0..qa4`` rows with the public data's question templates and bare answers;
 * ``mia_data/member.jsonl`` (biographies of the forget-train people, like the public data's
-  members, which are all forget-set documents) and ``mia_data/nonmember.jsonl`` (the same number
-  of extra people nobody trains on);
+  members, which are the forget-train documents) and ``mia_data/nonmember.jsonl`` (the same
+  number of extra people nobody trains on): the *test* membership-inference documents;
+* ``mia_data/validation/member.jsonl`` (biographies of the forget-validation people, like the
+  public data's validation members) and ``mia_data/validation/nonmember.jsonl`` (as many other
+  never-trained people as the test has): what unlearning may look at — the never-seen reference
+  that calibrates forgetting and the documents that select checkpoints;
 * ``world.json``: the arguments and the row counts.
+
+As in the public data, the target learns every row (train and validation); unlearning forgets
+the forget rows of both parts, the test scores the train part and the test MIA documents, and
+checkpoint selection reads only the validation part and ``mia_data/validation/``.
 
 Everything is a function of the arguments: the same arguments give byte-identical files.
 """
@@ -77,7 +85,7 @@ class WorldConfig:
     people: int = 40
     seed: int = 0
     forget_fraction: float = 0.5
-    validation_fraction: float = 0.2
+    validation_fraction: float = 0.3
 
     def check(self) -> None:
         if self.people < 4:
@@ -208,15 +216,20 @@ def make_world(out: str | Path, config: WorldConfig = WorldConfig(), *, overwrit
                 template = rng.randrange(len(BIOGRAPHIES))
                 rows[name].extend(person_rows(person, kind, template, rng))
                 bios[name].append({"id": person.uid, "document": person.biography(template)})
-    extra = _people_excluding(len(bios["forget_train"]), rng, {p.name for p in people})
+    taken = {p.name for p in people}
+    extra = _people_excluding(len(bios["forget_train"]), rng, taken)
     nonmembers = [{"id": p.uid, "document": p.biography(rng.randrange(len(BIOGRAPHIES)))} for p in extra]
+    extra = _people_excluding(len(bios["forget_train"]), rng, taken)
+    val_nonmembers = [{"id": p.uid, "document": p.biography(rng.randrange(len(BIOGRAPHIES)))} for p in extra]
     with atomic_path(out, directory=True, overwrite=overwrite) as tmp:
         (tmp / "data").mkdir()
-        (tmp / "mia_data").mkdir()
+        (tmp / "mia_data" / "validation").mkdir(parents=True)
         for name, split_rows in rows.items():
             _write_parquet(split_rows, tmp / "data" / f"{name}-00000-of-00001.parquet")
         (tmp / "mia_data" / "member.jsonl").write_text(_jsonl(bios["forget_train"]), encoding="utf-8")
         (tmp / "mia_data" / "nonmember.jsonl").write_text(_jsonl(nonmembers), encoding="utf-8")
+        (tmp / "mia_data" / "validation" / "member.jsonl").write_text(_jsonl(bios["forget_validation"]), encoding="utf-8")
+        (tmp / "mia_data" / "validation" / "nonmember.jsonl").write_text(_jsonl(val_nonmembers), encoding="utf-8")
         write_json(
             tmp / "world.json",
             {
@@ -225,6 +238,7 @@ def make_world(out: str | Path, config: WorldConfig = WorldConfig(), *, overwrit
                 "config": asdict(config),
                 "rows": {name: len(r) for name, r in rows.items()},
                 "mia": {"member": len(bios["forget_train"]), "nonmember": len(nonmembers)},
+                "mia_validation": {"member": len(bios["forget_validation"]), "nonmember": len(val_nonmembers)},
             },
         )
     return out

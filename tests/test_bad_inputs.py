@@ -223,7 +223,7 @@ def not_an_mmlu_copy(c: Ctx):
 
 
 def mmlu_offline_without_copy(c: Ctx):
-    return ["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--mmlu", "auto", "--limit", "1"], "could not load their data from the Hub (offline mode", "offline"
+    return ["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--mmlu", "hub", "--limit", "1"], "could not load their data from the Hub (offline mode", "offline"
 
 
 def prompt_longer_than_context(c: Ctx):

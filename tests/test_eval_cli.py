@@ -50,7 +50,7 @@ def test_evaluate_cli_end_to_end(tmp_path, capsys, offline, fixture_world, fixtu
         assert set(scores[split]["Task2"]) == {"regurgitation-score", "knowledge-score"}
     assert scores["splits"] == "train" and scores["rows"] == {"forget": 8, "retain": 8}
     assert scores["mmlu"]["questions"] == 4 and scores["mmlu_average"] == scores["mmlu"]["micro"]
-    assert scores["mia"]["members"] == scores["mia"]["nonmembers"] == 16
+    assert scores["mia"]["members"] == scores["mia"]["nonmembers"] == 14
     # the memorizing target: members are far easier than non-members, forget rows are recalled
     assert scores["mia_loss_acc"] > 0.9 and scores["forget-set"]["overall-knowledge-score"] > 0.5
     assert scores["mia_final_score"] == pytest.approx(1 - 2 * abs(scores["mia_loss_acc"] - 0.5))

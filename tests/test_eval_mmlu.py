@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tracing.errors import AmnesiaError
-from unlearn.eval.mmlu import ENV_DIR, MMLUConfig, check_mmlu, local_subjects, resolve_source, run_mmlu, stock_subjects, stock_task_dir, write_local_tasks
+from unlearn.eval.mmlu import BUILTIN_DIR, ENV_DIR, MMLUConfig, check_mmlu, local_subjects, resolve_source, run_mmlu, stock_subjects, stock_task_dir, write_local_tasks
 from unlearn.models import ModelOptions, load_model
 
 
@@ -55,9 +55,20 @@ def test_local_task_yaml_keeps_stock_prompt(tmp_path, mmlu_dir):
     assert len(stock_subjects()) == 57 and len(local_subjects(mmlu_dir)) == 57
 
 
+def _offline(monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as under HF_DATASETS_OFFLINE=1
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def test_sources_and_clear_errors(tmp_path, mmlu_dir, monkeypatch):
     monkeypatch.delenv(ENV_DIR, raising=False)
-    assert resolve_source("auto").mode == "hub" and resolve_source("off").mode == "off"
+    _offline(monkeypatch)
+    auto = resolve_source("auto")  # no local copy, no Hub: the built-in subset, and the reason
+    assert auto.mode == "builtin" and auto.path == BUILTIN_DIR and "not reachable" in auto.why
+    assert resolve_source("off").mode == "off" and resolve_source("hub").mode == "hub" and resolve_source("builtin").mode == "builtin"
     monkeypatch.setenv(ENV_DIR, str(mmlu_dir))
     assert resolve_source("auto").path == Path(mmlu_dir)
     with pytest.raises(AmnesiaError, match=r"MMLU folder does not exist; pass --mmlu DIR .* set AMNESIA_MMLU_DIR, or skip MMLU with --mmlu off"):
@@ -68,6 +79,24 @@ def test_sources_and_clear_errors(tmp_path, mmlu_dir, monkeypatch):
         check_mmlu(MMLUConfig(source=str(mmlu_dir), subjects=("anatomyy",)))
     with pytest.raises(AmnesiaError, match="--mmlu-shots 6: expected 0 to 5"):
         check_mmlu(MMLUConfig(source="off", shots=6))
+
+
+def test_builtin_subset_is_the_first_test_questions_of_each_subject(model_tok, mmlu_dir, monkeypatch):
+    import datasets
+
+    _offline(monkeypatch)
+    assert local_subjects(BUILTIN_DIR) == local_subjects(mmlu_dir) and len(local_subjects(BUILTIN_DIR)) == 57
+    size = sum(p.stat().st_size for p in BUILTIN_DIR.rglob("*") if p.is_file())
+    assert size < 1_000_000  # the budget for package data
+    for subject in ("anatomy", "world_religions"):
+        ours = datasets.Dataset.from_file(str(next((BUILTIN_DIR / subject / "test").glob("*.arrow"))))
+        full = datasets.Dataset.from_file(str(next((mmlu_dir / subject / "test").glob("*.arrow"))))
+        assert len(ours) == 5 and ours.to_list() == full.select(range(5)).to_list()
+        dev = datasets.Dataset.from_file(str(next((BUILTIN_DIR / subject / "dev").glob("*.arrow"))))
+        assert dev.to_list() == datasets.Dataset.from_file(str(next((mmlu_dir / subject / "dev").glob("*.arrow")))).to_list()
+    model, tok = model_tok
+    result = run_mmlu(model, tok, MMLUConfig(source="builtin", subjects=("anatomy",), batch_size=8))
+    assert result["mode"] == "builtin" and result["questions"] == 5 and result["source"].startswith("builtin subset")
 
 
 def test_hub_unreachable_is_one_clear_error(model_tok, monkeypatch):

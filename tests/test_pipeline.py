@@ -26,8 +26,9 @@ def small_config(world: Path, target: Path, out: Path, **extra) -> dict:
         "data": str(world),
         "model": str(target),
         "loading": {"device": "cpu"},
-        "trace": {"kinds": ["mlp"], "samples": 2, "window": 2, "max_facts": 8, "select_k": 2, "heatmaps": 1},
-        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 3e-4, "epochs": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0},
+        "trace": {"kinds": ["mlp"], "samples": 2, "window": 2, "max_facts": 8, "select_k": 2, "select_evidence": False, "heatmaps": 1},
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "epochs": 12, "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
+                    "eval_steps": 15, "patience": 4},  # the demo's recipe
         "evaluate": {"splits": "train", "mmlu": "off", "max_new_tokens": 48},
         **extra,
     }
@@ -64,7 +65,7 @@ def test_run_end_to_end(fixture_run):
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
     for png in ("figures/trace_compare.png", "figures/training_curves.png", "trace/aie.png"):
         assert (run_dir / png).stat().st_size > 1000
-    assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == pytest.approx(3e-4)
+    assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == pytest.approx(1e-3)
 
 
 def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target):
@@ -116,14 +117,41 @@ def test_controls_layer_sets():
         control_layer_sets(dataclasses.replace(base, control="fixed", control_layers=[5, 6]), [3, 4], 6)
 
 
-def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path):
+def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path, mmlu_dir):
     assert load_yaml_text((ROOT / "configs" / "demo.yaml").read_text(), "demo.yaml") == DEMO_CONFIG
     cfg = demo_config(mmlu="off", people=8, overrides=["unlearn.epochs=2"])
     assert cfg.world.people == 8 and cfg.unlearn.epochs == 2 and cfg.evaluate.mmlu == "off" and cfg.traced_layers
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.delenv("AMNESIA_MMLU_DIR", raising=False)
-    source, note = resolve_mmlu(None)
-    assert source == "off" and "skipped" in note and "AMNESIA_MMLU_DIR" in note
-    monkeypatch.setenv("AMNESIA_MMLU_DIR", str(tmp_path))
-    assert resolve_mmlu(None)[0] == str(tmp_path)
+    source, note = resolve_mmlu(None)  # no flag, no local copy, no Hub: still a complete score
+    assert source == "builtin" and "built-in subset" in note and "AMNESIA_MMLU_DIR" in note
+    monkeypatch.setenv("AMNESIA_MMLU_DIR", str(mmlu_dir))
+    assert resolve_mmlu(None)[0] == str(mmlu_dir)
     assert resolve_mmlu("off")[0] == "off"
+
+
+def test_control_methods_writes_one_table_with_the_best_marked(tmp_path, fixture_world, fixture_target):
+    extra = {
+        "control": "methods", "retrace": False,
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 2, "batch_size": 8, "grad_accum": 1, "max_length": 128, "seed": 0,
+                    "eval_steps": 1, "eval_rows": 4},
+        "evaluate": {"splits": "train", "mmlu": "builtin", "mmlu_subjects": ["anatomy"], "mmlu_limit": 2, "max_new_tokens": 16, "limit": 6},
+    }
+    config = config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", **extra))
+    outcome = run_pipeline(config, progress=False, log=lambda m: None)
+    controls = json.loads((outcome.run_dir / "summary.json").read_text())["controls"]
+    rows = controls["rows"]
+    assert [r["label"] for r in rows] == ["sha256 (default)", "ga", "gd", "kl", "npo"]
+    assert [r["method"] for r in rows] == ["sha256", "ga", "gd", "kl", "npo"]
+    assert all(r["layers"] == rows[0]["layers"] and r["kept_step"] in (1, 2) for r in rows)  # same layers, same selection rule
+    best = max(rows, key=lambda r: r["aggregate"])
+    assert controls["best"] == best["label"] and [r["best"] for r in rows].count(True) == 1
+    md = (outcome.run_dir / "report.md").read_text()
+    assert "## Controls (methods)" in md and f"**{best['label']}**" in md
+    for r in rows:
+        unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
+        assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1

@@ -155,7 +155,8 @@ def test_resume_with_layers_auto_reuses_the_interrupted_runs_trace(tmp_path, fix
     assert f"trace: reusing {tmp_path / 'out.trace' / 'layers.json'}" in capsys.readouterr().err
     assert (tmp_path / "out.trace" / "layers.json").stat().st_mtime_ns == trace
     assert (out / "model.safetensors").read_bytes() == first
-    assert json.loads((out / "unlearn.json").read_text())["resumed_from"] == str(tmp_path / "out.checkpoints" / "checkpoint-2")
+    # the last step is never checkpointed (the model is saved right after it): resumed from step 1
+    assert json.loads((out / "unlearn.json").read_text())["resumed_from"] == str(tmp_path / "out.checkpoints" / "checkpoint-1")
 
 
 # --------------------------------------------------------------------------- atomic outputs

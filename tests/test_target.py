@@ -19,7 +19,8 @@ def test_fixture_target_memorized(fixture_world, fixture_target):
     em = qa_exact_match(model, tok, load_semeval(fixture_world))  # measured now, not read from the manifest
     assert em["forget"] >= 0.9 and em["retain"] >= 0.9, em
     manifest = json.loads((fixture_target / "target.json").read_text())
-    assert manifest["steps"] <= TargetConfig().steps and manifest["train_rows"] == 192
+    assert manifest["steps"] <= TargetConfig().steps and manifest["train_rows"] == 240  # every row, train and validation
+    assert manifest["prompt_format"] == "raw" and manifest["learning_rate"] == 3e-3
     assert (fixture_target / "model.safetensors").is_file()
     assert model.config.model_type == "olmo" and model.config.num_hidden_layers == 6 and model.config.hidden_size == 128
 
@@ -55,7 +56,46 @@ def test_base_model_finetune_and_errors(tmp_path, fixture_world, fixture_target)
     out = tmp_path / "ft"
     manifest = make_target(fixture_world, out, TargetConfig(steps=2, eval_every=2, base_model=str(fixture_target)), progress=False)
     assert manifest["steps"] == 2 and (out / "model.safetensors").is_file()
+    assert manifest["learning_rate"] == 5e-5  # a fine-tuning rate for a pretrained model, not the from-scratch 3e-3
+    assert TargetConfig(base_model="m", lr=1e-4).learning_rate == 1e-4
     with pytest.raises(AmnesiaError, match="already exists"):
         make_target(fixture_world, out, TargetConfig(steps=1))
     with pytest.raises(AmnesiaError, match="not divisible by heads"):
         make_target(fixture_world, tmp_path / "x", TargetConfig(hidden=30, heads=4))
+
+
+class _Bar:
+    """Records what make-target's progress bar is told (tqdm's interface, nothing drawn)."""
+
+    made: list["_Bar"] = []
+
+    def __init__(self, total=None, **kwargs):
+        self.total, self.n, self.totals, self.closed_total = total, 0, [total], None
+        _Bar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+        if self.total != self.totals[-1]:
+            self.totals.append(self.total)
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def refresh(self):
+        self.totals.append(self.total)
+
+    def close(self):
+        self.closed_total = self.total
+
+
+def test_progress_bar_total_is_honest_when_training_stops_early(tmp_path, monkeypatch):
+    import pipelines.target as target_module
+
+    monkeypatch.setattr(target_module, "tqdm", _Bar)
+    world = make_world(tmp_path / "w", WorldConfig(people=4, seed=0))
+    config = TargetConfig(layers=2, hidden=32, heads=2, intermediate=64, steps=1500, eval_every=5, target_em=0.01)
+    manifest = make_target(world, tmp_path / "t", config, progress=True)
+    bar = _Bar.made[-1]
+    assert bar.totals[0] == 5  # never the 1,500-step maximum: the next exact-match check
+    assert bar.n == manifest["steps"] == bar.closed_total  # closed at the steps actually run
+    assert manifest["steps"] < 1500 and manifest["steps"] % 5 == 0

@@ -8,6 +8,8 @@ shared with other test runs, one BLAS thread is several times faster than two fi
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,7 @@ from tracing import (
     trace_facts,
     trace_prompt,
 )
+from tracing import SelectionConfig as _SelectionConfig
 from tracing.bridge import suffix_cache_works
 from unlearn.data import load_semeval
 from unlearn.models import ModelOptions, load_model
@@ -162,6 +165,7 @@ def _summary(scores, kind="mlp", group="last_subject"):
 
 def test_select_layers_window_and_threshold(tmp_path):
     scores = [0.0, 0.1, 0.5, 0.4, 0.05, 0.3, 0.0]
+    SelectionConfig = functools.partial(_SelectionConfig, evidence=False)  # the window alone (evidence: below)
     sel = select_layers(_summary(scores), SelectionConfig(k=2), model="m")
     assert sel.layers == [2, 3] and sel.method == "window" and sel.scores == scores and sel.n_layers == 7 and sel.n_facts == 5
     assert select_layers(_summary(scores), SelectionConfig(k=3)).layers == [1, 2, 3]
@@ -173,6 +177,17 @@ def test_select_layers_window_and_threshold(tmp_path):
     with pytest.raises(AmnesiaError, match="kind 'attn' was not traced"):
         select_layers(_summary(scores), SelectionConfig(kind="attn"))
     path = sel.save(tmp_path / "layers.json")
+    # the default k scales with depth: 3/8 of the layers (the paper's 6 of OLMo-1B's 16)
+    assert _SelectionConfig().k_for(16) == 6 and _SelectionConfig().k_for(6) == 2 and _SelectionConfig().k_for(30) == 11 and _SelectionConfig().k_for(2) == 1
+    assert select_layers(_summary(scores), SelectionConfig()).layers == [1, 2, 3]  # round(0.375 * 7) = 3 layers
+    # evidence: only the window's layers whose 95 % interval is above 0; none → the window, with a warning
+    summary = _summary(scores)
+    summary["aie"]["mlp"]["last_subject"]["ci_low"] = [-0.1, 0.05, 0.2, -0.01, 0.0, 0.1, -0.2]
+    chosen = select_layers(summary, _SelectionConfig(k=3))
+    assert chosen.layers == [1, 2] and chosen.params["distinguishable"] == [1, 2] and "warning" not in chosen.params
+    summary["aie"]["mlp"]["last_subject"]["ci_low"] = [-0.1] * 7
+    fallback = select_layers(summary, _SelectionConfig(k=2))
+    assert fallback.layers == [2, 3] and "is distinguishable from zero" in fallback.params["warning"]
     back = load_layers(path)
     assert (back.kind, back.layers, back.model, back.params["k"]) == ("mlp", [2, 3], "m", 2)
 
@@ -237,7 +252,7 @@ def test_prepare_facts_reports_skip_reasons(target, facts):
     assert result.counts() == {"kept": 1, "subject not found": 1, "wrong prediction": 1, "too long": 1}
     assert {s.reason: s.fact for s in result.skipped}["wrong prediction"] == wrong
     tf = result.kept[0]
-    assert tf.tokens[tf.subject_range[0]] == " Xanthe" and tf.answer_token == "19"
+    assert tf.tokens[tf.subject_range[0]] == " Xanthe" and good.answer.startswith(tf.answer_token.strip()) and tf.answer_token
 
 
 # --------------------------------------------------------------------------- exactness
@@ -304,7 +319,7 @@ def test_average_total_effect_over_kept_facts(target, kept, exact16):
     """TE > 0.3 on average over every kept fact (attribution runs compute the same p and p*)."""
     model, tok = target
     result = trace_facts(model, tok, kept, TraceConfig(method="attribution"), progress=False)
-    assert len(result.traces) == len(kept.kept) == 79
+    assert len(result.traces) == len(kept.kept) == 70  # every forget-train fact of the fixture
     summary = aggregate(result.traces)
     assert summary["te"]["mean"] > 0.3, summary["te"]
     assert summary["te"]["ci_low"] > 0.2
@@ -315,13 +330,14 @@ def test_average_total_effect_over_kept_facts(target, kept, exact16):
 
 
 def test_attribution_ranks_layers_like_exact_tracing(target, facts, exact16):
-    """Spearman over layers at the last subject token, attribution vs exact (README reports it)."""
+    """Spearman over layers where the fixture's effect is (first subject token, last token), attribution vs exact (README reports it)."""
     model, tok = target
     approx = trace_facts(model, tok, facts[:16], TraceConfig(samples=5, window=3, method="attribution"), progress=False)
     exact, estimate = aggregate(exact16.traces), aggregate(approx.traces)
-    rho = {k: spearman(layer_profile(exact, k, "last_subject"), layer_profile(estimate, k, "last_subject")) for k in ("hidden", "mlp", "attn")}
-    print("spearman at the last subject token:", rho)
-    assert rho["hidden"] >= 0.8 and rho["mlp"] >= 0.8, rho
+    for group in ("first_subject", "last"):
+        rho = {k: spearman(layer_profile(exact, k, group), layer_profile(estimate, k, group)) for k in ("hidden", "mlp", "attn")}
+        print(f"spearman at the {group} token:", rho)
+        assert rho["hidden"] >= 0.8 and rho["mlp"] >= 0.8, (group, rho)
     # Cell by cell it is a first-order estimate: correlated (0.71 measured), not equal.
     x = np.concatenate([t.ie["hidden"].ravel() for t in exact16.traces])
     y = np.concatenate([t.ie["hidden"].ravel() for t in approx.traces])

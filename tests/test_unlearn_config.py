@@ -20,10 +20,17 @@ def test_defaults_are_the_papers():
     d.check()
 
 
-def test_paper_yaml_matches_the_defaults():
+def test_paper_yaml_is_the_defaults_with_the_papers_forget_term():
     config = UnlearnConfig.from_yaml(ROOT / "configs" / "unlearn_paper_olmo.yaml")
-    assert config == replace(UnlearnConfig(), kind="mlp", bf16=True, alpha_max=2.8)
+    paper_forget_term = dict(forget_target="none", forget_tokens="output", forget_eos=True, splits=["train"], lr_scheduler="linear")
+    assert config == replace(UnlearnConfig(), kind="mlp", bf16=True, alpha_max=2.8, **paper_forget_term)
     assert isinstance(config.epochs, float) and config.lr == 1.5e-5
+    from unlearn.semeval import paper_config
+
+    assert replace(paper_config(), bf16=True, alpha_max=2.8) == config  # the submission entry point runs exactly this
+    d = UnlearnConfig()  # ours: calibrated forgetting, constant lr
+    assert (d.forget_target, d.forget_mode, d.forget_tokens, d.forget_eos, d.forget_update_steps, d.lr_scheduler, d.splits) == (
+        "auto", "pull", "all", False, 1, "constant", ["train", "validation"])
 
 
 def test_from_dict_and_yaml_errors(tmp_path):
@@ -54,8 +61,17 @@ def test_from_dict_and_yaml_errors(tmp_path):
         ({"alpha_min": 3.0}, "alpha_min 3.0 / alpha_max 2.8: expected 0 < alpha_min <= alpha_max"),
         ({"alpha_variant": "code", "alpha_min": 2.5}, "alpha_min 2.5 / alpha_max 2.3: expected 0 < alpha_min <= alpha_max"),
         ({"npo_beta": 0.0}, "npo_beta 0.0: expected a positive number"),
-        ({"forget_ceiling": -1.0}, "forget_ceiling -1.0: expected a positive loss value (or none)"),
-        ({"chat_template": "always"}, "chat_template 'always': expected one of auto, on, off"),
+        ({"forget_target": -1.0}, "forget_target -1.0: expected auto, none or a positive per-token NLL"),
+        ({"forget_target": "high"}, "forget_target 'high': expected auto, none or a positive per-token NLL"),
+        ({"forget_mode": "push"}, "forget_mode 'push': expected stop or pull"),
+        ({"forget_tokens": "some"}, "forget_tokens 'some': expected all, documents or output"),
+        ({"forget_quantile": 1.0}, "forget_quantile 1.0: expected a number in (0, 1)"),
+        ({"forget_update_steps": -1}, "forget_update_steps -1: expected an integer >= 0 (0 = measure the level once)"),
+        ({"splits": ["test"]}, "splits ['test']: expected a non-empty list of train, validation"),
+        ({"eval_steps": -2}, "eval_steps -2: expected an integer >= 0 (0 = no validation during training)"),
+        ({"select_by": "best"}, "select_by 'best': expected final, mia or task"),
+        ({"patience": -1}, "patience -1: expected an integer >= 0 (0 = never stop early)"),
+        ({"prompt_format": "always"}, "prompt_format 'always': expected raw or chat"),
         ({"schedule": "chunked"}, "schedule 'chunked': expected joint or sequential"),
         ({"save_total_limit": 0}, "save_steps 0 / save_total_limit 0: expected save_steps >= 0 and save_total_limit >= 1"),
     ],

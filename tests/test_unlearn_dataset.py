@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tracing.errors import AmnesiaError
-from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, uses_chat_template
+from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows
 from unlearn.models import load_tokenizer
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -25,7 +25,7 @@ def _decoded_labels(tok, enc, i=0):
 
 
 def test_labels_cover_exactly_the_output(tok):
-    enc = encode_rows(tok, ["What is the birth date of Xanthe Yarrow?"], ["1955-12-27"], chat_template="auto")
+    enc = encode_rows(tok, ["What is the birth date of Xanthe Yarrow?"], ["1955-12-27"], prompt_format="raw")
     assert _decoded_labels(tok, enc) == "1955-12-27" + tok.eos_token
     assert tok.decode(enc.input_ids[0]) == "What is the birth date of Xanthe Yarrow?1955-12-27" + tok.eos_token
     assert len(enc.labels[0]) == len(enc.input_ids[0])
@@ -34,20 +34,17 @@ def test_labels_cover_exactly_the_output(tok):
     assert _decoded_labels(tok, enc) == " answer"
 
 
-def test_chat_template_auto_on_off(tok):
-    assert not uses_chat_template(tok, "auto") and not uses_chat_template(tok, "off")
-    with pytest.raises(AmnesiaError, match="has no chat template, but --chat-template on asks for one"):
-        uses_chat_template(tok, "on")
-    with pytest.raises(AmnesiaError, match="chat template 'yes': expected one of auto, on, off"):
-        uses_chat_template(tok, "yes")
+def test_prompt_formats_raw_and_chat(tok):
+    with pytest.raises(AmnesiaError, match="prompt_format chat: the tokenizer of .* has no chat template"):
+        encode_rows(tok, ["What is X?"], ["42"], prompt_format="chat")
+    with pytest.raises(AmnesiaError, match="prompt_format 'yes': expected one of raw, chat"):
+        encode_rows(tok, ["What is X?"], ["42"], prompt_format="yes")
     chat_tok = copy.deepcopy(tok)
     chat_tok.chat_template = CHAT
-    for mode in ("auto", "on"):
-        enc = encode_rows(chat_tok, ["What is X?"], ["42"], chat_template=mode)
-        text = chat_tok.decode(enc.input_ids[0])
-        assert text == "<|user|>What is X?\n<|assistant|>42" + tok.eos_token
-        assert _decoded_labels(chat_tok, enc) == "42" + tok.eos_token
-    enc = encode_rows(chat_tok, ["What is X?"], ["42"], chat_template="off")
+    enc = encode_rows(chat_tok, ["What is X?"], ["42"], prompt_format="chat")
+    assert chat_tok.decode(enc.input_ids[0]) == "<|user|>What is X?\n<|assistant|>42" + tok.eos_token
+    assert _decoded_labels(chat_tok, enc) == "42" + tok.eos_token
+    enc = encode_rows(chat_tok, ["What is X?"], ["42"], prompt_format="raw")  # a template is never used unasked
     assert chat_tok.decode(enc.input_ids[0]) == "What is X?42" + tok.eos_token
 
 

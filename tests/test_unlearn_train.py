@@ -45,7 +45,7 @@ def selected_names(model, layers, kind="mlp") -> set[str]:
 
 def forget_ce(model, tok, rows) -> float:
     """Mean output-token CE of ``rows`` (SemEval layout) under ``model``."""
-    enc = encode_split(tok, rows, max_length=128, chat_template="off")
+    enc = encode_split(tok, rows, max_length=128, prompt_format="raw")
     total = count = 0.0
     model.eval()
     with torch.no_grad():
@@ -65,11 +65,12 @@ def test_sha256_with_traced_layers_forgets_and_keeps_retain(fixture_world, fixtu
     model, tok = load_model(fixture_target, CPU)
     facts, _ = facts_from_rows(data.get("forget", "train"))
     traced = trace_facts(model, tok, facts[:12], TraceConfig(kinds=("mlp",), samples=3, window=1), progress=False)
-    selection = select_layers(aggregate(traced.traces), SelectionConfig(k=3), model=str(fixture_target))
+    selection = select_layers(aggregate(traced.traces), SelectionConfig(k=3, evidence=False), model=str(fixture_target))
     selection.save(tmp_path / "layers.json")
     before = qa_exact_match(model, tok, data)
 
-    config = UnlearnConfig(**{**FAST, "layers": str(tmp_path / "layers.json"), "kind": "auto", "lr": 3e-4, "epochs": 6})
+    # the default recipe: calibrated forgetting, and the best validation step (once per epoch)
+    config = UnlearnConfig(**{**FAST, "layers": str(tmp_path / "layers.json"), "kind": "auto", "lr": 1e-3, "epochs": 12, "eval_steps": 15, "patience": 4})
     manifest = run_unlearning(fixture_target, fixture_world, tmp_path / "out", config, model_options=CPU, progress=False)
     unlearned, tok2 = load(tmp_path / "out")
     after = qa_exact_match(unlearned, tok2, data)
@@ -91,9 +92,12 @@ def test_sha256_with_traced_layers_forgets_and_keeps_retain(fixture_world, fixtu
     p = written["parameters"]
     assert p["trainable_parameters"] == sum(old[n].numel() for n in trainable)
     assert p["trainable_share"] == pytest.approx(p["trainable_parameters"] / p["total_parameters"])
-    assert written["data_sizes"]["forget_rows"] == len(data.get("forget", "train"))
-    assert written["hyperparameters"]["lr"] == 3e-4 and written["seed"] == 0
-    assert [e["epoch"] for e in written["per_epoch"]] == [1, 2, 3, 4, 5, 6]
+    assert written["data_sizes"]["forget_rows"] == len(data.get("forget", "train")) + len(data.get("forget", "validation"))
+    assert written["hyperparameters"]["lr"] == 1e-3 and written["seed"] == 0
+    assert [e["epoch"] for e in written["per_epoch"]] == list(range(1, len(written["per_epoch"]) + 1)) and len(written["per_epoch"]) >= 6
+    v = written["validation"]  # kept the best validation step; the curve is in unlearn.json
+    assert v["best_step"] == max((h for h in v["history"] if h["step"] > 0), key=lambda h: h["final"])["step"]
+    assert written["forget_target"]["source"].endswith("mia_data/validation/nonmember.jsonl") and len(written["forget_target"]["levels"]) > 2
     first, last = written["per_epoch"][0], written["per_epoch"][-1]
     assert first["alpha"] == pytest.approx(1.2) and first["alpha_highest"] == 1.2  # α_min during the first epoch
     assert written["alpha"]["l_ref"] == pytest.approx(first["ce_retain"])  # L_ref = mean retain CE of epoch 1
@@ -185,26 +189,26 @@ class InterruptAfterSave(TrainerCallback):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_world, fixture_target, tmp_path):
-    # 96 forget rows / 16 = 6 micro-batches = 3 optimizer steps per epoch; 2 epochs; the
-    # interruption (after step 4) falls in epoch 2, after L_ref was fixed.
+    # 120 forget rows (train + validation) / 16 = 8 micro-batches = 4 optimizer steps per epoch;
+    # 2 epochs; the interruption (after step 6) falls in epoch 2, after L_ref was fixed.
     config = UnlearnConfig(**{**FAST, "batch_size": 16, "grad_accum": 2, "epochs": 2, "save_steps": 2, "lr": 5e-4})
     full = run_unlearning(fixture_target, fixture_world, tmp_path / "full", config, model_options=CPU, progress=False)
 
     out = tmp_path / "resumed"
     with pytest.raises(Interrupted):
-        run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False, callbacks=[InterruptAfterSave(4)])
+        run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False, callbacks=[InterruptAfterSave(6)])
     assert not out.exists()
     ckpts = tmp_path / "resumed.checkpoints"
-    assert [p.name for p in list_checkpoints(ckpts)[0]] == ["checkpoint-2", "checkpoint-4"]
+    assert [p.name for p in list_checkpoints(ckpts)[0]] == ["checkpoint-4", "checkpoint-6"]
     # a checkpoint cut short by a crash (no amnesia_state.json) is not resumed from
-    (ckpts / "checkpoint-5").mkdir()
-    (ckpts / "checkpoint-5" / "model.safetensors").write_bytes(b"partial")
-    assert latest_checkpoint(ckpts).name == "checkpoint-4"
+    (ckpts / "checkpoint-7").mkdir()
+    (ckpts / "checkpoint-7" / "model.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(ckpts).name == "checkpoint-6"
     with pytest.raises(AmnesiaError, match="holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"):
         run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False)
 
     resumed = run_unlearning(fixture_target, fixture_world, out, config, model_options=CPU, progress=False, resume=True)
-    assert resumed["resumed_from"] == str(ckpts / "checkpoint-4") and resumed["steps"] == full["steps"] == 6
+    assert resumed["resumed_from"] == str(ckpts / "checkpoint-6") and resumed["steps"] == full["steps"] == 8
     a, b = weights(tmp_path / "full"), weights(out)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert resumed["per_epoch"] == full["per_epoch"] and resumed["alpha"] == full["alpha"]
@@ -226,9 +230,9 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(fixture_world, fi
     config = UnlearnConfig(**{**FAST, "max_steps": 2, "save_steps": 1, "keep_checkpoints": True})
     run_unlearning(fixture_target, fixture_world, tmp_path / "a", config, model_options=CPU, progress=False)
     ckpt = latest_checkpoint(tmp_path / "a.checkpoints")
-    assert ckpt.name == "checkpoint-2" and (ckpt / STATE_FILE).is_file()
+    assert ckpt.name == "checkpoint-1" and (ckpt / STATE_FILE).is_file()
     other = UnlearnConfig(**{**FAST, "max_steps": 2, "save_steps": 1, "lr": 2e-3})
-    with pytest.raises(AmnesiaError, match=r"checkpoint-2: was written with lr=0.001, this run has lr=0.002"):
+    with pytest.raises(AmnesiaError, match=r"checkpoint-1: was written with lr=0.001, this run has lr=0.002"):
         run_unlearning(fixture_target, fixture_world, tmp_path / "b", other, model_options=CPU, progress=False, resume=True, checkpoint_dir=tmp_path / "a.checkpoints")
     with pytest.raises(AmnesiaError, match="no complete checkpoint to resume from"):
         run_unlearning(fixture_target, fixture_world, tmp_path / "c", config, model_options=CPU, progress=False, resume=True)
@@ -281,19 +285,19 @@ def test_nan_gradient_stops_and_keeps_the_last_good_weights(fixture_target, data
     assert all(torch.equal(p, snap.state[n]) for n, p in model.named_parameters())
 
 
-def test_forget_ceiling_stops_pushing_rows_above_it(fixture_target, data):
+def test_a_forget_target_below_every_row_stops_gradient_ascent(fixture_target, data):
+    """The manual form of calibration: a level every row already exceeds leaves nothing to push."""
     model, tok = load(fixture_target)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
-    # every row's CE is above a tiny ceiling: nothing is pushed, so gradient ascent changes nothing
-    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_ceiling": 1e-6})
+    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_target": 1e-6, "forget_mode": "stop"})
     run = train_unlearning(model, tok, data.get("forget", "train"), None, config, progress=False, device="cpu")
-    assert run.report["per_epoch"][0]["forget_capped"] == 1.0
+    assert run.report["per_epoch"][0]["forget_reached"] == 1.0
     assert all(torch.equal(p, initial[n]) for n, p in model.named_parameters())
-    # a high ceiling caps nothing at the start
+    # a high level stops nothing at the start
     model, tok = load(fixture_target)
-    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_ceiling": 50.0})
+    config = UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 2, "forget_target": 50.0})
     run = train_unlearning(model, tok, data.get("forget", "train"), None, config, progress=False, device="cpu")
-    assert run.report["per_epoch"][0]["forget_capped"] == 0.0
+    assert run.report["per_epoch"][0]["forget_reached"] == 0.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -383,7 +387,7 @@ def test_semeval_submission_entry_point(fixture_world, fixture_target, data, tmp
     config = UnlearnConfig(**{**FAST, "max_steps": 2})
     manifest = unlearn(str(fixture_target), str(tmp_path / "submission"), str(tmp_path / "forget"), str(tmp_path / "retain"), config=config, progress=False)
     assert (tmp_path / "submission" / "model.safetensors").is_file()
-    assert manifest["data"] == f"{tmp_path / 'forget'}, {tmp_path / 'retain'}" and manifest["data_sizes"]["retain_rows"] == 96
+    assert manifest["data"] == f"{tmp_path / 'forget'}, {tmp_path / 'retain'}" and manifest["data_sizes"]["retain_rows"] == len(data.get("retain", "train")) == 84
     paper = paper_config()
     assert (paper.method, paper.layers, paper.kind, paper.lr, paper.batch_size, paper.grad_accum, paper.epochs) == ("sha256", "0-5", "mlp", 1.5e-5, 12, 10, 8)
 

@@ -25,7 +25,8 @@ def test_deterministic_byte_identical(tmp_path):
     assert set(fa) == {
         "data/forget_train-00000-of-00001.parquet", "data/forget_validation-00000-of-00001.parquet",
         "data/retain_train-00000-of-00001.parquet", "data/retain_validation-00000-of-00001.parquet",
-        "mia_data/member.jsonl", "mia_data/nonmember.jsonl", "world.json",
+        "mia_data/member.jsonl", "mia_data/nonmember.jsonl", "mia_data/validation/member.jsonl", "mia_data/validation/nonmember.jsonl",
+        "world.json",
     }
     assert fa == fb
     assert fa["data/forget_train-00000-of-00001.parquet"] != fc["data/forget_train-00000-of-00001.parquet"]
@@ -35,9 +36,11 @@ def test_layout_counts_and_formats(tmp_path):
     root = make_world(tmp_path / "w", WorldConfig(people=40, seed=0))
     data = load_semeval(root)
     sizes = {k: len(v) for k, v in data.splits.items()}
-    # 20 forget / 20 retain people, 20 % validation, 6 rows per person
-    assert sizes == {"forget_train": 96, "forget_validation": 24, "retain_train": 96, "retain_validation": 24}
-    assert len(data.mia["member"]) == len(data.mia["nonmember"]) == 16
+    # 20 forget / 20 retain people, 30 % validation, 6 rows per person
+    assert sizes == {"forget_train": 84, "forget_validation": 36, "retain_train": 84, "retain_validation": 36}
+    assert len(data.mia["member"]) == len(data.mia["nonmember"]) == 14
+    # validation MIA: the forget-validation people's biographies, and as many never-trained people as the test has
+    assert len(data.mia_validation["member"]) == 6 and len(data.mia_validation["nonmember"]) == 14
     names = set()
     for ds in data.splits.values():
         for rid, inp, out in zip(ds["id"], ds["input"], ds["output"]):
@@ -60,8 +63,13 @@ def test_layout_counts_and_formats(tmp_path):
     assert len(names) == 40  # every name unique across the world
     member_names = {json.loads(l)["document"] for l in (root / "mia_data" / "member.jsonl").read_text().splitlines()}
     nonmember = [json.loads(l)["document"] for l in (root / "mia_data" / "nonmember.jsonl").read_text().splitlines()]
-    assert not any(n in doc for n in names for doc in nonmember)  # nonmembers are never-trained people
-    assert len(member_names) == 16
+    val_nonmember = [json.loads(l)["document"] for l in (root / "mia_data" / "validation" / "nonmember.jsonl").read_text().splitlines()]
+    assert not any(n in doc for n in names for doc in nonmember + val_nonmember)  # nonmembers are never-trained people
+    assert not set(nonmember) & set(val_nonmember)  # the validation never reuses a test document
+    assert len(member_names) == 14
+    val_members = {json.loads(l)["document"] for l in (root / "mia_data" / "validation" / "member.jsonl").read_text().splitlines()}
+    bios = {i + " " + o for i, o, rid in zip(data.get("forget", "validation")["input"], data.get("forget", "validation")["output"], data.get("forget", "validation")["id"]) if rid.endswith("sc1")}
+    assert val_members == bios and not val_members & member_names  # forget-validation documents, not the test members
 
 
 def test_every_answer_recoverable_from_biography(tmp_path):

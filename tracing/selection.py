@@ -3,6 +3,11 @@
 * ``window`` (default): the contiguous window of ``k`` layers whose summed AIE of ``kind`` at
   token ``group`` (default: MLP at the last subject token, where ROME locates factual recall) is
   largest; ties go to the lowest window; ``k`` larger than the model is clipped to all layers.
+  ``k=None`` (default) scales with depth: ``depth_fraction`` of the layers, rounded, at least 1
+  — 3/8, the paper's 6 of OLMo-1B's 16 layers (2 of a 6-layer model, 11 of a 30-layer one).
+  With ``evidence`` (default) only the window's layers whose AIE is distinguishable from zero
+  (95 % interval above 0) are kept; when none is, the whole window is kept and
+  ``params["warning"]`` says so (a one-line warning for the user).
 * ``threshold``: every layer whose AIE is at least ``fraction`` × the largest AIE (which must
   be positive).
 """
@@ -24,16 +29,26 @@ class SelectionConfig:
     """How to pick layers from the traced AIE."""
 
     mode: str = "window"
-    k: int = 6
+    k: int | None = None
     fraction: float = 0.5
     kind: str = "mlp"
     group: str = "last_subject"
+    depth_fraction: float = 0.375
+    evidence: bool = True
+
+    def k_for(self, n_layers: int) -> int:
+        """The window size for a model of ``n_layers``: ``k``, or ``depth_fraction`` of the layers."""
+        if self.k is not None:
+            return min(self.k, n_layers)
+        return max(1, min(n_layers, round(self.depth_fraction * n_layers)))
 
     def check(self) -> "SelectionConfig":
         if self.mode not in MODES:
             raise AmnesiaError(f"selection mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.k < 1:
-            raise AmnesiaError(f"selection k {self.k}: expected a positive number of layers")
+        if self.k is not None and self.k < 1:
+            raise AmnesiaError(f"selection k {self.k}: expected a positive number of layers (or none: a fraction of the depth)")
+        if not 0 < self.depth_fraction <= 1:
+            raise AmnesiaError(f"selection depth_fraction {self.depth_fraction}: expected a number in (0, 1]")
         if not 0 < self.fraction <= 1:
             raise AmnesiaError(f"selection fraction {self.fraction}: expected a number in (0, 1]")
         if self.kind not in KINDS:
@@ -68,10 +83,23 @@ def select_layers(summary: dict, config: SelectionConfig = SelectionConfig(), *,
         scores = layer_profile(summary, config.kind, config.group)
     except KeyError as exc:
         raise AmnesiaError(f"cannot select layers: {exc.args[0]}") from None
-    layers = best_window(scores, config.k) if config.mode == "window" else above_fraction(scores, config.fraction)
     params = asdict(config)
     if config.mode == "window":
-        params["k_used"] = len(layers)  # k clipped to the model's depth
+        layers = best_window(scores, config.k_for(len(scores)))
+        params["k_used"] = len(layers)  # k clipped to the model's depth, or the depth fraction
+    else:
+        layers = above_fraction(scores, config.fraction)
+    if config.evidence:
+        ci_low = summary["aie"][config.kind][config.group].get("ci_low")
+        if ci_low is not None:
+            clear = [l for l in layers if ci_low[l] is not None and ci_low[l] > 0]
+            params["distinguishable"] = clear
+            if clear:
+                layers = clear
+            else:
+                params["warning"] = (f"no selected layer's {config.kind} AIE at the {config.group.replace('_', ' ')} token is distinguishable "
+                                     f"from zero (every 95 % interval includes 0); kept the window {layers} anyway — trace more facts "
+                                     "(--max-facts) or pin the layers")
     if method_note:
         params["tracing"] = method_note
     return LayerSelection(

@@ -30,8 +30,12 @@ import torch
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 
-from .data import SemEvalData, load_semeval
-from .dataset import PairedCollator, PairedDataset, encode_split, uses_chat_template
+from .calibration import resolve_forget_target
+from .eval.validation import ValidationSet, validation_set
+from .selection import CheckpointSelector
+from .data import ROW_TYPE_RE, SemEvalData, load_semeval
+from .dataset import PairedCollator, PairedDataset, encode_split
+from .prompts import check_prompt_format
 from .models import ModelOptions, load_model, model_id, resolve_device
 from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
 from .trainer import NEEDS_RETAIN, REFERENCE_ON, UnlearnConfig, UnlearnTrainer, latest_checkpoint, list_checkpoints
@@ -143,10 +147,18 @@ def train_unlearning(
     callbacks: Sequence = (),
     progress: bool = True,
     device: str = "auto",
+    data: SemEvalData | None = None,
+    reference_documents: Sequence[str] | None = None,
+    validation: ValidationSet | None = None,
 ) -> UnlearnRun:
     """Freeze, build the trainer and train; the model stays inside the returned trainer.
 
-    ``forget`` / ``retain`` are SemEval-layout datasets (columns ``id, input, output``). With
+    ``forget`` / ``retain`` are SemEval-layout datasets (columns ``id, input, output``).
+    ``config.forget_target="auto"`` calibrates the forget level on ``reference_documents`` (never-seen
+    documents) or, without them, on ``data``'s validation non-members (see
+    :mod:`unlearn.calibration`). ``config.eval_steps`` scores ``validation`` (default: built from
+    ``data``'s validation part, :func:`unlearn.eval.validation.validation_set`) every N steps and
+    returns the best step's weights (:mod:`unlearn.selection`). With
     ``checkpoint_dir`` and ``config.save_steps`` checkpoints are written there; ``resume``
     continues from the newest complete one. Most users want :func:`unlearn_model` or
     :func:`run_unlearning`; this is their shared core (it keeps the trainer for saving under
@@ -163,11 +175,26 @@ def train_unlearning(
         raise AmnesiaError(f"method {method}: needs retain rows (retain_train), but none were given")
 
     spec = parse_layers(config.layers, num_layers(model))  # a bad layer spec fails before any work
+    if config.eval_steps and validation is None:
+        if data is None:
+            raise AmnesiaError("eval_steps is set but no validation data was given (pass data= or validation=)")
+        validation = validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format)
+    if validation is not None and config.eval_steps and not validation.has_mia:
+        if config.select_by == "mia":
+            raise AmnesiaError(f"select_by mia: {validation.source} has no mia_data/validation/member.jsonl and nonmember.jsonl")
+        logger.warning("validation: %s has no mia_data/validation/ documents; checkpoints are selected on the task aggregate alone", validation.source)
     kind = resolve_kind(config.kind, spec)
-    chat = uses_chat_template(tokenizer, config.chat_template)
-    encode = dict(max_length=config.max_length, chat_template=config.chat_template, add_eos=tokenizer.eos_token is not None)
-    forget_enc = encode_split(tokenizer, forget, name="forget set", **encode)
-    retain_enc = encode_split(tokenizer, retain, name="retain set", **encode) if NEEDS_RETAIN[method] else None
+    check_prompt_format(tokenizer, config.prompt_format)
+    encode = dict(max_length=config.max_length, prompt_format=config.prompt_format, add_eos=tokenizer.eos_token is not None)
+    forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=forget_label_prompt(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
+    # The retain term covers the same tokens as the forget term: the text kept is measured like the text forgotten.
+    retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=forget_label_prompt(retain, config.forget_tokens), **encode) if NEEDS_RETAIN[method] else None
+    target = resolve_forget_target(model, tokenizer, config.forget_target, q=config.forget_quantile, data=data,
+                                   reference=config.forget_reference, documents=reference_documents, progress=progress)
+    if config.forget_target == "auto" and target.level is None:
+        logger.warning("forget target: %s", target.source)
+    elif target.level is not None:
+        logger.info("forget target: per-token NLL %.4g (%s)", target.level, target.source)
     reference = _reference_copy(model, config) if method in REFERENCE_ON and not config.lora else None
     if config.lora:
         model, selection = apply_lora(model, spec.layers, kind, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
@@ -207,7 +234,14 @@ def train_unlearning(
         unlearn_config=config,
         reference_model=reference,
         progress=progress,
+        forget_level=target.level,
+        measure_forget_level=target.measure,
     )
+    if config.eval_steps:
+        if trainer.is_fsdp_enabled:
+            raise AmnesiaError("eval_steps under FSDP is not supported (generation needs the whole model on each process); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
+        trainer.selector = CheckpointSelector(trainer, validation, eval_steps=config.eval_steps, select_by=config.select_by, patience=config.patience)
+        trainer.add_callback(trainer.selector)
     if config.lora and trainer.is_fsdp_enabled:
         raise AmnesiaError("--lora with FSDP is not supported (the adapters cannot be merged from shards); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
 
@@ -232,6 +266,8 @@ def train_unlearning(
         if tmp is not None:
             tmp.cleanup()
 
+    if trainer.selector is not None and trainer.stop_reason is None:
+        trainer.selector.restore_best()
     state = trainer.state
     report = {
         "method": method,
@@ -242,7 +278,8 @@ def train_unlearning(
         "layers_file": spec.selection.to_dict() if spec.selection is not None else None,
         "kind": kind,
         "parameters": selection.to_dict(),
-        "chat_template": chat,
+        "prompt_format": config.prompt_format,
+        "forget_target": {**target.to_dict(), "levels": trainer.forget_levels},
         "data_sizes": {
             "forget_rows": forget_enc.rows,
             "forget_examples": len(forget_enc),
@@ -263,6 +300,7 @@ def train_unlearning(
             if "ce_forget" in entry
         ],
         "alpha": {"l_ref": trainer.alpha_schedule.l_ref, "alpha_min": config.alpha_params().alpha_min, "alpha_max": config.alpha_params().alpha_max} if method == "sha256" else None,
+        "validation": trainer.selector.report() if trainer.selector is not None else None,
         "final_train_loss": output.training_loss,
         "stopped": trainer.stop_reason,
         "resumed_from": resumed_from,
@@ -276,6 +314,18 @@ def train_unlearning(
 
 #: What ``unlearn.json``'s ``log_history`` keeps of every logging step (the report's training curves).
 LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "learning_rate")
+
+
+def forget_label_prompt(forget: datasets.Dataset, tokens: str) -> list[bool]:
+    """Per forget row, whether the forget term covers its prompt too.
+
+    ``all``: every row's whole text; ``output``: answers only; ``documents``: the whole text of
+    sentence-completion rows (``…sc<digit>`` ids: prompt + output is the document membership
+    inference reads) and only the answer of question rows (their prompt is a question).
+    """
+    if tokens in ("all", "output"):
+        return [tokens == "all"] * len(forget)
+    return [ROW_TYPE_RE.search(str(rid).strip()) is not None and ROW_TYPE_RE.search(str(rid).strip()).group(1) == "sc" for rid in forget["id"]]
 
 
 def checkpoint_step_of(path: Path) -> int:
@@ -301,6 +351,9 @@ def unlearn_model(
     callbacks: Sequence = (),
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    data: SemEvalData | None = None,
+    reference_documents: Sequence[str] | None = None,
+    validation: ValidationSet | None = None,
 ):
     """Unlearn ``forget`` from ``model`` in memory; return ``(model, report)``.
 
@@ -311,6 +364,7 @@ def unlearn_model(
     run = train_unlearning(
         model, tokenizer, forget, retain, config,
         progress=progress, device=device, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
+        data=data, reference_documents=reference_documents, validation=validation,
     )
     return _merged(run.model), run.report
 
@@ -372,17 +426,28 @@ def _source_dtype(model_path: Path) -> torch.dtype | None:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(name)
 
 
-def _load_data(data) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[Path]]:
+def split_rows(data: SemEvalData, kind: str, parts: Sequence[str] = ("train", "validation")) -> datasets.Dataset | None:
+    """The ``kind`` (forget/retain) rows of ``parts`` the data has, or None for a retain set it lacks.
+
+    Unlearning reads train *and* validation by default: the validation rows (and the validation
+    members' documents) are then forgotten or kept like the train rows, so checkpoint selection on
+    them measures what the test measures, on rows the test does not report.
+    """
+    have = [data.get(kind, p) for p in parts if f"{kind}_{p}" in data.splits]
+    if not have:
+        if kind == "retain":
+            return None
+        raise AmnesiaError(f"{data.source}: no forget rows in {', '.join(f'forget_{p}' for p in parts)}")
+    return have[0] if len(have) == 1 else datasets.concatenate_datasets(have)
+
+
+def _load_data(data, parts: Sequence[str] = ("train", "validation")) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[Path], SemEvalData | None]:
     if isinstance(data, SemEvalData):
-        return data.get("forget", "train"), _retain_or_none(data), data.source, [Path(data.source)]
+        return split_rows(data, "forget", parts), split_rows(data, "retain", parts), data.source, [Path(data.source)], data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1], "in-memory datasets", []
+        return data[0], data[1], "in-memory datasets", [], None
     semeval = load_semeval(data)
-    return semeval.get("forget", "train"), _retain_or_none(semeval), semeval.source, [Path(str(data)).expanduser()]
-
-
-def _retain_or_none(data: SemEvalData):
-    return data.splits.get("retain_train")
+    return split_rows(semeval, "forget", parts), split_rows(semeval, "retain", parts), semeval.source, [Path(str(data)).expanduser()], semeval
 
 
 def distributed_launch() -> bool:
@@ -412,8 +477,9 @@ def run_unlearning(
 ) -> dict:
     """Unlearn the forget set of ``data`` from the model at ``model_path``; write ``out``.
 
-    ``data`` is a SemEval-layout folder or Hub id (its ``forget_train`` and ``retain_train``
-    splits), a :class:`SemEvalData`, or a ``(forget, retain)`` pair of datasets. ``out``
+    ``data`` is a SemEval-layout folder or Hub id (its forget and retain rows of
+    ``config.splits``, train and validation by default), a :class:`SemEvalData`, or a
+    ``(forget, retain)`` pair of datasets. ``out``
     becomes a standard HF model folder with ``unlearn.json``; it must not be in or around the
     input model or the data, and an existing one is replaced only with ``overwrite`` (an empty
     folder counts as absent; see :func:`check_outputs`). Checkpoints (``config.save_steps``) go
@@ -427,7 +493,7 @@ def run_unlearning(
     config.check()
     out = Path(out).expanduser()
     model_dir = Path(str(model_path)).expanduser()
-    forget, retain, source, paths = _load_data(data)
+    forget, retain, source, paths, semeval = _load_data(data, config.splits)
     paths += [Path(str(p)).expanduser() for p in data_paths]
     if isinstance(data, (tuple, list)) and data_paths:
         source = ", ".join(str(p) for p in data_paths)
@@ -456,6 +522,7 @@ def run_unlearning(
         callbacks=callbacks,
         progress=progress,
         device=options.device,
+        data=semeval,
     )
     if run.trainer.stop_reason is not None:
         raise TrainingDiverged(_diverged_message(run, ckpt_dir if config.save_steps or resume else None, out))

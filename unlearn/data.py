@@ -53,12 +53,15 @@ class SemEvalData:
 
     ``splits`` maps split names (``forget_train``, ``forget_validation``, ``retain_train``,
     ``retain_validation``) to :class:`datasets.Dataset` objects with the five columns.
-    ``mia`` maps ``member`` / ``nonmember`` to datasets with ``id`` and ``document`` (or is empty).
+    ``mia`` maps ``member`` / ``nonmember`` to datasets with ``id`` and ``document`` (or is empty):
+    the *test* membership-inference documents (``mia_data/``). ``mia_validation`` is the same
+    for ``mia_data/validation/``: what training may look at (calibration, checkpoint selection).
     """
 
     source: str
     splits: dict[str, datasets.Dataset]
     mia: dict[str, datasets.Dataset] = field(default_factory=dict)
+    mia_validation: dict[str, datasets.Dataset] = field(default_factory=dict)
 
     def get(self, kind: str, part: str = "train") -> datasets.Dataset:
         """Rows of ``kind`` (forget/retain) and ``part`` (train/validation)."""
@@ -82,6 +85,8 @@ def summarize(data: SemEvalData) -> list[dict]:
             out.append({"split": name, "task": task, "row_type": rtype, "rows": n})
     for name, ds in data.mia.items():
         out.append({"split": f"mia_{name}", "task": "-", "row_type": "document", "rows": len(ds)})
+    for name, ds in data.mia_validation.items():
+        out.append({"split": f"mia_validation_{name}", "task": "-", "row_type": "document", "rows": len(ds)})
     return out
 
 
@@ -215,7 +220,7 @@ def _load_organizers_layout(root: Path) -> SemEvalData:
     for kind in ("forget", "retain"):
         if not any(k.startswith(kind) for k in splits):
             raise AmnesiaError(f"{root / 'data'}: no {kind}_train-*.parquet or {kind}_validation-*.parquet files")
-    return SemEvalData(source=str(root), splits=splits, mia=_load_mia(root / "mia_data"))
+    return SemEvalData(source=str(root), splits=splits, mia=_load_mia(root / "mia_data"), mia_validation=_load_mia(root / "mia_data" / "validation"))
 
 
 def _load_jsonl_layout(root: Path) -> SemEvalData:
@@ -226,7 +231,7 @@ def _load_jsonl_layout(root: Path) -> SemEvalData:
             raise AmnesiaError(f"{root}: has no {kind}.jsonl (a jsonl-layout folder needs forget.jsonl and retain.jsonl)")
         splits[f"{kind}_train"] = _validate_rows(read_jsonl(path), str(path), kind)
     mia = _load_mia(root / "mia_data") or _load_mia(root)
-    return SemEvalData(source=str(root), splits=splits, mia=mia)
+    return SemEvalData(source=str(root), splits=splits, mia=mia, mia_validation=_load_mia(root / "mia_data" / "validation"))
 
 
 def load_split_dir(path: str | Path, kind: str) -> datasets.Dataset:

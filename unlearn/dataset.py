@@ -2,9 +2,9 @@
 
 Each example is the prompt (``input``) followed by the answer (``output``):
 
-* ``chat_template="auto"`` wraps the prompt in the tokenizer's chat template when it has one
-  (a user turn, then the generation prompt); ``"on"`` requires a template; ``"off"`` joins
-  ``input + output`` as they are, which is how the SemEval targets were fine-tuned (no separator);
+* the prompt is rendered in the run's one prompt format (:mod:`unlearn.prompts`): ``raw``
+  joins ``input + output`` as they are, which is how the SemEval targets were fine-tuned and
+  scored (no separator); ``chat`` wraps the input in the tokenizer's chat template;
 * EOS is appended after the output (the target learned to stop there);
 * labels are ``-100`` on every prompt token, so every loss is taken on output tokens only.
   With a fast tokenizer the boundary comes from character offsets of the joint tokenization
@@ -40,25 +40,9 @@ import torch
 
 from tracing.errors import AmnesiaError
 
+from .prompts import check_prompt_format, render_prompt
+
 IGNORE = -100
-CHAT_MODES = ("auto", "on", "off")
-
-
-def uses_chat_template(tokenizer, mode: str) -> bool:
-    """Whether prompts are wrapped in the tokenizer's chat template under ``mode`` (auto/on/off)."""
-    if mode not in CHAT_MODES:
-        raise AmnesiaError(f"chat template {mode!r}: expected one of {', '.join(CHAT_MODES)}")
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if mode == "on" and not has:
-        raise AmnesiaError(f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: has no chat template, but --chat-template on asks for one (use auto or off)")
-    return has and mode != "off"
-
-
-def format_prompt(tokenizer, prompt: str, chat: bool) -> str:
-    """The prompt text the model sees (chat-wrapped with the generation prompt, or as is)."""
-    if not chat:
-        return prompt
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
 
 @dataclass
@@ -76,12 +60,11 @@ class Encoded:
         return len(self.input_ids)
 
 
-def _encode_one(tokenizer, prompt: str, output: str, chat: bool, add_eos: bool) -> tuple[list[int], list[int]]:
-    prompt_text = format_prompt(tokenizer, prompt, chat)
+def _encode_one(tokenizer, prompt: str, output: str, fmt: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:
+    prompt_text = render_prompt(tokenizer, prompt, fmt)
     eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
     text = prompt_text + output + eos
-    # A chat template writes its own special tokens (BOS, role markers) into the text.
-    special = not chat
+    special = True  # as every stage tokenizes (render_prompt leaves BOS to the tokenizer)
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
         ids = enc["input_ids"]
@@ -92,6 +75,10 @@ def _encode_one(tokenizer, prompt: str, output: str, chat: bool, add_eos: bool) 
         ids = tokenizer(text, add_special_tokens=special)["input_ids"]
         n_prompt = len(tokenizer(prompt_text, add_special_tokens=special)["input_ids"])
         labels = [IGNORE] * n_prompt + ids[n_prompt:]
+    if label_prompt:
+        labels = list(ids)
+    if eos and not label_eos and labels and ids[-1] == tokenizer.eos_token_id:
+        labels[-1] = IGNORE
     return ids, labels
 
 
@@ -102,19 +89,29 @@ def encode_rows(
     *,
     ids: Sequence[str] | None = None,
     max_length: int = 512,
-    chat_template: str = "auto",
+    prompt_format: str = "raw",
     add_eos: bool = True,
+    label_prompt: bool | Sequence[bool] = False,
+    label_eos: bool = True,
     name: str = "rows",
 ) -> Encoded:
-    """Tokenize ``input + output`` pairs with output-only labels; truncate to ``max_length``."""
+    """Tokenize ``input + output`` pairs with output-only labels; truncate to ``max_length``.
+
+    ``label_prompt`` labels the prompt's tokens too (the loss covers the whole text); one bool
+    per row decides it row by row;
+    ``label_eos=False`` leaves the appended EOS unlabelled (it stays in the input).
+    """
     if max_length < 2:
         raise AmnesiaError(f"max_length {max_length}: expected at least 2 tokens")
-    chat = uses_chat_template(tokenizer, chat_template)
+    check_prompt_format(tokenizer, prompt_format)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(inputs))]
     out_ids, out_labels, kept_ids = [], [], []
     truncated = dropped = 0
-    for rid, prompt, output in zip(ids, inputs, outputs):
-        seq, labels = _encode_one(tokenizer, prompt, output, chat, add_eos)
+    whole = [label_prompt] * len(ids) if isinstance(label_prompt, bool) else list(label_prompt)
+    if len(whole) != len(ids):
+        raise AmnesiaError(f"{name}: label_prompt has {len(whole)} flags for {len(ids)} rows")
+    for rid, prompt, output, full in zip(ids, inputs, outputs, whole):
+        seq, labels = _encode_one(tokenizer, prompt, output, prompt_format, add_eos, full, label_eos)
         if len(seq) > max_length:
             truncated += 1
             seq, labels = seq[:max_length], labels[:max_length]

@@ -55,6 +55,31 @@ def ce_loss(nll_sum: torch.Tensor, counts: torch.Tensor, rows: torch.Tensor | No
     return nll_sum.sum() / counts.sum().clamp(min=1)
 
 
+def forget_signs(row_nll: torch.Tensor, rows: torch.Tensor, level: float | None, mode: str = "stop") -> torch.Tensor:
+    """Per-row sign of the forget term under a calibrated target ``level`` (a per-token NLL).
+
+    ``row_nll`` is each forget row's mean NLL over its forget tokens, ``rows`` the rows that have
+    any. Without a level every row is pushed (``+1``: its NLL goes up). With one, a row whose NLL
+    has reached the level stops (``0``) under ``mode="stop"``, or is pulled back down (``-1``)
+    under ``mode="pull"``, so the forget rows settle where text the model never saw is.
+    """
+    push = rows.float()
+    if level is None:
+        return push
+    below = (row_nll.detach() < level) & rows
+    if mode == "pull":
+        return torch.where(below, 1.0, torch.where(rows, -1.0, 0.0))
+    return below.float()
+
+
+def signed_ce(nll_sum: torch.Tensor, counts: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """``Σ s·NLL / Σ |s|·tokens``: the token-mean CE of pushed rows minus that of pulled ones.
+
+    With every sign ``+1`` this is :func:`ce_loss`; ``−signed_ce`` is the calibrated ``−CE_f``.
+    """
+    return (nll_sum * signs).sum() / (counts * signs.abs()).sum().clamp(min=1)
+
+
 def ga_loss(ce_forget: torch.Tensor) -> torch.Tensor:
     """Gradient ascent: ``−CE_f``."""
     return -ce_forget
@@ -85,7 +110,8 @@ def kl_loss(ce_forget: torch.Tensor, kl_retain: torch.Tensor) -> torch.Tensor:
     return -ce_forget + kl_retain
 
 
-def npo_loss(nll_forget: torch.Tensor, ref_nll_forget: torch.Tensor, beta: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+def npo_loss(nll_forget: torch.Tensor, ref_nll_forget: torch.Tensor, beta: float, rows: torch.Tensor | None = None,
+             counts: torch.Tensor | None = None) -> torch.Tensor:
     """Negative preference optimization on forget rows (sequence level).
 
     ``nll_forget`` / ``ref_nll_forget`` are per-row summed NLLs of the output under the model
@@ -94,12 +120,19 @@ def npo_loss(nll_forget: torch.Tensor, ref_nll_forget: torch.Tensor, beta: float
     At the start (θ = ref) the loss is ``(2/β)·log 2`` and its gradient is half that of
     gradient ascent; it flattens as the forget rows become unlikely, which keeps NPO from
     collapsing the model.
+
+    ``rows`` may be signs from :func:`forget_signs`: rows with ``+1`` take the NPO term, rows
+    with ``-1`` (pulled back) their token-mean NLL (``counts`` tokens), rows with ``0`` nothing;
+    the mean is over the rows that take part.
     """
     log_ratio = ref_nll_forget - nll_forget
     per_row = -F.logsigmoid(-beta * log_ratio) * (2.0 / beta)
-    if rows is not None:
-        return (per_row * rows).sum() / rows.sum().clamp(min=1)
-    return per_row.mean()
+    if rows is None:
+        return per_row.mean()
+    rows = rows.float()
+    pull = nll_forget / counts.clamp(min=1) if counts is not None else torch.zeros_like(per_row)
+    per_row = torch.where(rows > 0, per_row, torch.where(rows < 0, pull, torch.zeros_like(per_row)))
+    return per_row.sum() / rows.abs().sum().clamp(min=1)
 
 
 # --------------------------------------------------------------------------- α schedule

@@ -9,6 +9,9 @@ The organizers call one function with four paths::
 task's layout (columns ``id, input, output, task, split``). The default pipeline runs with the
 paper's hyperparameters (:func:`paper_config`): the MLPs of layers 0-5 train with the sha256
 joint loss, lr 1.5e-5, batch 12 × accumulation 10, 8 epochs, bf16 where the GPU supports it.
+The entry point receives no never-seen reference documents and no validation data, so it runs
+the paper's uncalibrated forget term (−CE on the answers, EOS included); ``amnesia unlearn`` and
+``amnesia run`` calibrate it and select checkpoints (see ``unlearn.calibration``).
 The output is a standard HF model folder plus ``unlearn.json``. Nothing is downloaded and
 nothing from ``pipelines`` is imported.
 """
@@ -29,7 +32,8 @@ from .trainer import UnlearnConfig
 def paper_config() -> UnlearnConfig:
     """The paper's setting for OLMo-1B/7B; bf16 mixed precision when CUDA supports it."""
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return UnlearnConfig(method="sha256", layers="0-5", kind="mlp", lr=1.5e-5, batch_size=12, grad_accum=10, epochs=8, bf16=bf16)
+    return UnlearnConfig(method="sha256", layers="0-5", kind="mlp", lr=1.5e-5, batch_size=12, grad_accum=10, epochs=8, bf16=bf16,
+                         forget_target="none", forget_tokens="output", forget_eos=True, splits=["train"], lr_scheduler="linear")
 
 
 def unlearn(

@@ -14,7 +14,9 @@ accumulation and clipping, bf16/fp16 autocast, activation checkpointing, ``accel
 * a non-finite loss or gradient stops training before the optimizer step that would apply it
   (the weights stay those of the last good step, no checkpoint is written after it);
   :attr:`UnlearnTrainer.stop_reason` says why (``run_unlearning`` then raises instead of saving);
-* ``forget_ceiling`` drops forget rows whose CE already exceeds it from the forget term.
+* a calibrated forget target (``forget_level``, set from never-seen reference text by
+  :mod:`unlearn.calibration`) stops pushing a forget row once its NLL reaches that level, or
+  pulls it back (``forget_mode="pull"``), so forgetting aims at "never seen", not at infinity.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .losses import (
     AlphaParams,
     AlphaSchedule,
     ce_loss,
+    forget_signs,
     ga_loss,
     gd_loss,
     kl_divergence,
@@ -46,6 +49,7 @@ from .losses import (
     npo_loss,
     sequence_nll,
     sha256_loss,
+    signed_ce,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,10 +64,15 @@ RESUME_FREE = ("logging_steps", "save_steps", "save_total_limit", "report_to", "
 
 @dataclass
 class UnlearnConfig:
-    """Every hyperparameter of the unlearning stage; defaults are the paper's for OLMo-1B/7B.
+    """Every hyperparameter of the unlearning stage.
 
-    Paper: MLPs of layers 0-5, lr 1.5e-5, per-device batch 12 × accumulation 10, 8 epochs, bf16
-    (``bf16`` is off here so the defaults also run on CPU; turn it on for GPUs).
+    The optimization defaults are the paper's for OLMo-1B/7B: MLPs of layers 0-5, lr 1.5e-5,
+    per-device batch 12 × accumulation 10, 8 epochs, bf16 (``bf16`` is off here so the defaults
+    also run on CPU; turn it on for GPUs). The forget term is ours, calibrated to never-seen text
+    (:mod:`unlearn.calibration`): ``forget_target="auto"``, ``forget_mode="pull"``,
+    ``forget_tokens="all"``, ``forget_eos=False``, re-measured every step, with a constant
+    learning rate (the target is the brake). ``unlearn.semeval.paper_config`` is the paper's
+    recipe unchanged (``forget_target="none"``, answers only, EOS included, linear decay).
     """
 
     method: Literal["sha256", "ga", "gd", "kl", "npo"] = "sha256"
@@ -72,7 +81,7 @@ class UnlearnConfig:
     epochs: float = 8.0
     max_steps: int = -1
     lr: float = 1.5e-5
-    lr_scheduler: str = "linear"
+    lr_scheduler: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
     batch_size: int = 12
@@ -82,7 +91,7 @@ class UnlearnConfig:
     chunk_size: int = 32
     retain_ratio: int = 1
     group_by_length: bool = False
-    chat_template: Literal["auto", "on", "off"] = "auto"
+    prompt_format: Literal["raw", "chat"] = "raw"
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
@@ -96,7 +105,18 @@ class UnlearnConfig:
     alpha_min: float = 1.2
     alpha_max: float | None = None
     npo_beta: float = 0.1
-    forget_ceiling: float | None = None
+    forget_target: str | float = "auto"
+    forget_reference: str | None = None
+    forget_quantile: float = 0.5
+    forget_mode: Literal["pull", "stop"] = "pull"
+    forget_update_steps: int = 1
+    forget_tokens: Literal["all", "documents", "output"] = "all"
+    forget_eos: bool = False
+    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
+    eval_steps: int = 0
+    eval_rows: int = 64
+    select_by: Literal["final", "mia", "task"] = "final"
+    patience: int = 0
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
@@ -113,8 +133,8 @@ class UnlearnConfig:
             raise AmnesiaError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
         if self.kind not in ("auto", "mlp", "attn", "all"):
             raise AmnesiaError(f"kind {self.kind!r}: expected one of auto, mlp, attn, all")
-        if self.chat_template not in ("auto", "on", "off"):
-            raise AmnesiaError(f"chat_template {self.chat_template!r}: expected one of auto, on, off")
+        if self.prompt_format not in ("raw", "chat"):
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected raw or chat")
         if self.schedule not in ("joint", "sequential"):
             raise AmnesiaError(f"schedule {self.schedule!r}: expected joint or sequential")
         if self.schedule == "sequential" and (self.epochs != int(self.epochs) or self.epochs < 1):
@@ -147,8 +167,32 @@ class UnlearnConfig:
             raise AmnesiaError(f"max_grad_norm {self.max_grad_norm}: expected >= 0 (0 turns clipping off)")
         if not self.npo_beta > 0:
             raise AmnesiaError(f"npo_beta {self.npo_beta}: expected a positive number")
-        if self.forget_ceiling is not None and not self.forget_ceiling > 0:
-            raise AmnesiaError(f"forget_ceiling {self.forget_ceiling}: expected a positive loss value (or none)")
+        target = self.forget_target
+        if isinstance(target, str) and target not in ("auto", "none"):
+            try:
+                target = float(target)
+            except ValueError:
+                raise AmnesiaError(f"forget_target {self.forget_target!r}: expected auto, none or a positive per-token NLL") from None
+        if not isinstance(target, str) and not (isinstance(target, (int, float)) and target > 0):
+            raise AmnesiaError(f"forget_target {self.forget_target!r}: expected auto, none or a positive per-token NLL")
+        if self.forget_mode not in ("stop", "pull"):
+            raise AmnesiaError(f"forget_mode {self.forget_mode!r}: expected stop or pull")
+        if self.forget_tokens not in ("all", "documents", "output"):
+            raise AmnesiaError(f"forget_tokens {self.forget_tokens!r}: expected all, documents or output")
+        if not isinstance(self.forget_update_steps, int) or self.forget_update_steps < 0:
+            raise AmnesiaError(f"forget_update_steps {self.forget_update_steps!r}: expected an integer >= 0 (0 = measure the level once)")
+        if not self.splits or any(p not in ("train", "validation") for p in self.splits):
+            raise AmnesiaError(f"splits {self.splits!r}: expected a non-empty list of train, validation")
+        if not isinstance(self.eval_steps, int) or self.eval_steps < 0:
+            raise AmnesiaError(f"eval_steps {self.eval_steps!r}: expected an integer >= 0 (0 = no validation during training)")
+        if not isinstance(self.eval_rows, int) or self.eval_rows < 1:
+            raise AmnesiaError(f"eval_rows {self.eval_rows!r}: expected a positive number of validation rows per split")
+        if self.select_by not in ("final", "mia", "task"):
+            raise AmnesiaError(f"select_by {self.select_by!r}: expected final, mia or task")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise AmnesiaError(f"patience {self.patience!r}: expected an integer >= 0 (0 = never stop early)")
+        if not 0 < self.forget_quantile < 1:
+            raise AmnesiaError(f"forget_quantile {self.forget_quantile}: expected a number in (0, 1)")
         if not 0 <= self.lora_dropout < 1:
             raise AmnesiaError(f"lora_dropout {self.lora_dropout}: expected a number in [0, 1)")
         p = self.alpha_params()
@@ -264,6 +308,21 @@ class UnlearnProgressCallback(ProgressCallback):
             self.training_bar.write(f"step {state.global_step} epoch {state.epoch or 0:.2f}: {parts}")
 
 
+class _ForgetLevelTracker(TrainerCallback):
+    """Every ``every`` optimizer steps: measure the forget level again on the current model."""
+
+    def __init__(self, trainer: "UnlearnTrainer", measure, every: int):
+        self.trainer, self.measure, self.every = trainer, measure, every
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        t = self.trainer
+        if self.every and state.global_step % self.every == 0 and t.stop_reason is None:
+            level = float(self.measure(t.accelerator.unwrap_model(t.model)))
+            if math.isfinite(level):  # a non-finite level keeps the last one (a diverging step is the guard's to stop)
+                t.forget_level = level
+                t.forget_levels.append([state.global_step, level])
+
+
 class _NonFiniteGradGuard(TrainerCallback):
     """Before each optimizer step: a non-finite gradient drops all gradients and stops training."""
 
@@ -301,9 +360,13 @@ class UnlearnTrainer(Trainer):
     the adapters disabled is the reference), ``progress`` (show the bar).
     """
 
-    def __init__(self, *args, unlearn_config: UnlearnConfig, reference_model=None, progress: bool = True, **kwargs):
+    def __init__(self, *args, unlearn_config: UnlearnConfig, reference_model=None, progress: bool = True,
+                 forget_level: float | None = None, measure_forget_level=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.unlearn_config = unlearn_config
+        self.forget_level = forget_level
+        self.forget_levels: list[list[float]] = [[0, forget_level]] if forget_level is not None else []
+        self.selector = None  # a CheckpointSelector when validation runs during training (unlearn.selection)
         self.method = unlearn_config.method
         self.reference_model = reference_model
         self.alpha_schedule = AlphaSchedule(unlearn_config.alpha_params())
@@ -322,6 +385,8 @@ class UnlearnTrainer(Trainer):
         if progress:
             self.add_callback(UnlearnProgressCallback)
         self.add_callback(_NonFiniteGradGuard(self))
+        if measure_forget_level is not None and unlearn_config.forget_update_steps:
+            self.add_callback(_ForgetLevelTracker(self, measure_forget_level, unlearn_config.forget_update_steps))
 
     # -- data: keys epoch·n + i, in order; the dataset maps them to (forget, retain) rows
     def _get_train_sampler(self, train_dataset=None):
@@ -386,12 +451,11 @@ class UnlearnTrainer(Trainer):
             f_logits = out.logits
         f_nll, f_cnt = sequence_nll(f_logits, f_labels)
         rows = f_cnt > 0
-        if cfg.forget_ceiling is not None:
-            rows = rows & ((f_nll / f_cnt.clamp(min=1)).detach() < cfg.forget_ceiling)
-        ce_f = ce_loss(f_nll, f_cnt, rows)
+        signs = forget_signs(f_nll / f_cnt.clamp(min=1), rows, self.forget_level, cfg.forget_mode)
+        ce_f = signed_ce(f_nll, f_cnt, signs)
         values = {"ce_forget": ce_loss(f_nll, f_cnt).item()}
-        if cfg.forget_ceiling is not None:
-            values["forget_capped"] = 1.0 - rows.float().mean().item()
+        if self.forget_level is not None:
+            values["forget_reached"] = 1.0 - (signs > 0).float().sum().item() / max(1, int(rows.sum().item()))
 
         ce_r = None
         if needs_retain:
@@ -415,7 +479,7 @@ class UnlearnTrainer(Trainer):
         elif self.method == "npo":
             ref = self._reference_logits(model, f_ids, f_mask)
             ref_nll, _ = sequence_nll(ref, f_labels)
-            npo = npo_loss(f_nll, ref_nll.detach(), cfg.npo_beta, rows)
+            npo = npo_loss(f_nll, ref_nll.detach(), cfg.npo_beta, signs, f_cnt)
             values["npo"] = npo.item()
             loss = npo + ce_r
         else:  # pragma: no cover - check() rejects it
@@ -452,13 +516,18 @@ class UnlearnTrainer(Trainer):
 
     # -- state carried through checkpoints
     def unlearn_state(self) -> dict:
-        return {
+        state = {
             "schema": 1,
             "global_step": self.state.global_step,
             "alpha_schedule": self.alpha_schedule.state_dict(),
             "epoch_stats": {str(k): dict(v) for k, v in self.epoch_stats.items()},
+            "forget_level": self.forget_level,
+            "forget_levels": self.forget_levels,
             "config": self.unlearn_config.to_dict(),
         }
+        if self.selector is not None:
+            state["selection"] = self.selector.state_dict()
+        return state
 
     def load_unlearn_state(self, checkpoint: str | Path) -> None:
         path = Path(checkpoint) / STATE_FILE
@@ -477,6 +546,11 @@ class UnlearnTrainer(Trainer):
                     "(resume with the same settings, or start over with --overwrite)"
                 )
         self.alpha_schedule.load_state_dict(state["alpha_schedule"])
+        if "forget_level" in state:
+            self.forget_level = state["forget_level"]
+            self.forget_levels = [list(x) for x in state.get("forget_levels", [])]
+        if self.selector is not None and "selection" in state:
+            self.selector.load(Path(checkpoint), state["selection"])
         self.epoch_stats = {}
         for k, v in state.get("epoch_stats", {}).items():
             stats = defaultdict(float)
@@ -486,11 +560,17 @@ class UnlearnTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         if self.stop_reason is not None:  # never checkpoint the step a guard refused
             return
+        if self.state.max_steps and self.state.global_step >= self.state.max_steps:
+            # The model folder is written right after the last step. A checkpoint of it would be
+            # worse than useless: the Trainer resumed from it runs one step past the end.
+            return
         super()._save_checkpoint(model, trial)
         run_dir = Path(self._get_output_dir(trial=trial))
         ckpt = run_dir / f"checkpoint-{self.state.global_step}"
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            if self.selector is not None:
+                self.selector.save(ckpt)
             write_json(ckpt / STATE_FILE, self.unlearn_state())  # last, atomically: marks it complete
             complete, incomplete = list_checkpoints(run_dir)
             for old in complete[: -self.unlearn_config.save_total_limit] + [p for p in incomplete if p != ckpt]:
@@ -504,7 +584,7 @@ class UnlearnTrainer(Trainer):
             s = self.epoch_stats[epoch]
             n = s.get("micro_batches", 0) or 1
             row = {"epoch": epoch + 1, "micro_batches": int(s.get("micro_batches", 0))}
-            for key in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "forget_capped"):
+            for key in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "forget_reached"):
                 if f"{key}_sum" in s:
                     row[key] = s[f"{key}_sum"] / n
             if "alpha_min" in s:

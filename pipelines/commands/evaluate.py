@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for scores.json and predictions.csv (created if needed)")
     p.add_argument("--splits", default=d.splits, choices=("auto", "train", "validation"), help="which rows to score; auto = validation when the data has validation splits, else train")
     p.add_argument("--mia", default=None, help="folder with member.jsonl and nonmember.jsonl; None = DATA/mia_data when present; 'off' to skip")
-    p.add_argument("--mmlu", default=d.mmlu, help=f"auto (local copy in ${ENV_DIR} if set, else hub), hub (lm-eval's mmlu from the Hub), off, or a folder in hails/mmlu_no_train layout")
+    p.add_argument("--mmlu", default=d.mmlu, help=f"auto (the local copy in ${ENV_DIR} if set, else the Hub when it answers, else builtin), hub (lm-eval's mmlu from the Hub), builtin (the package's subset: 5 test questions per subject, 285 in all), off, or a folder in hails/mmlu_no_train layout")
     p.add_argument("--mmlu-shots", type=int, default=d.mmlu_shots, help="few-shot examples per MMLU question (0 = lm-eval's default; 5 = the classic MMLU setting)")
     p.add_argument("--mmlu-limit", type=int, default=None, help="questions per MMLU subject; None = all")
     p.add_argument("--mmlu-subjects", type=_subjects, default=None, help="comma-separated MMLU subjects, e.g. anatomy,philosophy; None = all 57")
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch for generation, NLL and MMLU; None = automatic from a memory budget")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens generated per row (the organizers use 256)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N rows of each split (a quick look; numbers are not comparable); None = all")
-    p.add_argument("--chat-template", action="store_true", help="wrap each input in the tokenizer's chat template (the organizers use raw inputs)")
+    p.add_argument("--prompt-format", default=d.prompt_format, choices=("raw", "chat"), help="raw = each input as is (the organizers' format); chat = wrapped in the tokenizer's chat template; use the format the model was trained with (a warning says when its unlearn.json names another)")
     p.add_argument("--clean-up-spaces", action=argparse.BooleanOptionalAction, default=d.clean_up_spaces, help="decode with transformers 4's clean_up_tokenization, as the organizers' script did")
     p.add_argument("--tie-margin", type=float, default=None, help="rerun a row alone when its two best logits come closer than this; None = 1e-3 in float32, off otherwise; 0 = off")
     p.add_argument("--baseline", default=None, help="a scores.json (or its folder) to compare with: prints and writes comparison.md / comparison.json; None = no comparison")
@@ -58,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         splits=args.splits, mia=args.mia, mmlu=args.mmlu, mmlu_shots=args.mmlu_shots, mmlu_limit=args.mmlu_limit,
         mmlu_subjects=tuple(args.mmlu_subjects or ()), mmlu_threshold=args.mmlu_threshold, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, limit=args.limit, chat_template=args.chat_template, clean_up_spaces=args.clean_up_spaces,
+        batch_size=args.batch_size, limit=args.limit, prompt_format=args.prompt_format, clean_up_spaces=args.clean_up_spaces,
         tie_margin=args.tie_margin,
     )
 
@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)
     for table in scores_tables(result.scores):
         console.print(table)
+    mmlu = result.scores.get("mmlu") or {}
+    if mmlu.get("mode") not in (None, "off"):
+        print(f"MMLU: {mmlu['source']}" + (f" ({mmlu['why']})" if mmlu.get("why") else ""), file=sys.stderr)
     for warning in result.scores["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if baseline is not None:

@@ -1,8 +1,8 @@
 """Train the tiny target model: a small OLMo that has memorized the forget + retain train rows.
 
 By default trains a byte-level BPE tokenizer on the data and a 6-layer, 128-wide
-OlmoForCausalLM from scratch until greedy exact match on the train QA rows reaches
---target-em (or --steps). --tokenizer uses an existing tokenizer (e.g. the OLMo-0724 one);
+OlmoForCausalLM from scratch until greedy exact match on the QA rows (train and validation:
+the target learns every row, as the organizers' target did) reaches --target-em (or --steps). --tokenizer uses an existing tokenizer (e.g. the OLMo-0724 one);
 --base-model fine-tunes an existing HF model instead. Writes a standard HF folder
 (safetensors, config, tokenizer) and target.json.
 """
@@ -31,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="size of the trained BPE vocabulary")
     p.add_argument("--steps", type=int, default=d.steps, help="maximum optimizer steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
-    p.add_argument("--target-em", type=float, default=d.target_em, help="stop when greedy exact match on train QA rows reaches this")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate; default 3e-3 for a fresh model, 5e-5 with --base-model (full fine-tuning of a pretrained model)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="measure QA exact match every N steps (and stop once it reaches --target-em)")
+    p.add_argument("--target-em", type=float, default=d.target_em, help="stop when greedy exact match on the QA rows reaches this")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -41,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
     config = TargetConfig(
         layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
         vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        target_em=args.target_em, seed=args.seed, tokenizer=args.tokenizer, base_model=args.base_model,
+        eval_every=args.eval_every, target_em=args.target_em, seed=args.seed, tokenizer=args.tokenizer, base_model=args.base_model,
     )
     manifest = make_target(args.data, args.out, config, overwrite=args.overwrite, device=args.device)
-    em = ", ".join(f"{k} {v:.3f}" for k, v in manifest["train_qa_exact_match"].items())
+    em = ", ".join(f"{k} {v:.3f}" for k, v in manifest["qa_exact_match"].items())
     print(f"trained {manifest['parameters']:,} parameters for {manifest['steps']} steps in {manifest['seconds']:.0f}s; "
-          f"final loss {manifest['final_loss']:.3f}; train QA exact match: {em}")
+          f"final loss {manifest['final_loss']:.3f}; QA exact match: {em}")
     print(f"wrote {args.out}")
     return 0

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default: the config's 'out', else runs/NAME)")
     p.add_argument("--force", action="store_true", help="rerun every stage even when its config and inputs are unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines and the headline table still print)")
-    p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn with control layers: random (same count), fixed (control_layers or the first k), sweep (every window of k); default: the config's 'control'")
+    p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn controls: random (as many random layers), fixed (control_layers or the first k), sweep (every window of k), methods (ga, gd, kl, npo on the same layers, budget, calibration and checkpoint selection; one table with the best marked); default: the config's 'control'")
 
 
 def print_headline(summary: dict, run_dir) -> None:
@@ -37,6 +37,17 @@ def print_headline(summary: dict, run_dir) -> None:
     print(f"{'':24}{'before':>10}{'after':>10}")
     for name, keys in HEADLINE:
         print(f"{name:24}{_fmt(_get(summary['scores_before'], keys)):>10}{_fmt(_get(summary['scores_after'], keys)):>10}")
+    validation = (summary.get("unlearn") or {}).get("validation")
+    if validation and validation.get("best_step") is not None:
+        print(f"\nkept step {validation['best_step']} of {summary['unlearn']['steps']} (best {validation['select_by']} on the validation part)"
+              + ("; stopped early" if validation.get("stopped_early") else ""))
+    controls = summary.get("controls")
+    if controls:
+        print(f"\ncontrols ({controls['mode']}), ranked by {controls['rank_by']}:")
+        for row in sorted(controls["rows"], key=lambda r: -(r["aggregate"] if isinstance(r.get("aggregate"), (int, float)) else -1)):
+            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {_fmt(row.get('aggregate')):>7}  task {_fmt(row.get('task aggregate')):>7}  MIA {_fmt(row.get('MIA score')):>7}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
 
 

@@ -55,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-dtype", action="store_true", help="trace a 16-bit model in its own dtype instead of float32 (the cast is undone exactly afterwards either way)")
     g = p.add_argument_group("layer selection")
     g.add_argument("--select-mode", default=s.mode, choices=("window", "threshold"), help="best contiguous window of --select-k layers, or every layer above --select-fraction of the maximum")
-    g.add_argument("--select-k", type=int, default=s.k, help="layers in the selected window (clipped to the model's depth)")
+    g.add_argument("--select-k", type=int, default=s.k, help="layers in the selected window (clipped to the model's depth); default: --select-depth-fraction of the layers")
+    g.add_argument("--select-depth-fraction", type=float, default=s.depth_fraction, help="without --select-k: the window is this fraction of the layers, rounded (3/8 = the paper's 6 of OLMo-1B's 16)")
+    g.add_argument("--select-evidence", action=argparse.BooleanOptionalAction, default=s.evidence, help="keep only the window's layers whose AIE 95%% interval is above 0 (all of them, with a warning, when none is)")
     g.add_argument("--select-fraction", type=float, default=s.fraction, help="threshold mode: keep layers with AIE >= this fraction of the largest")
     g.add_argument("--select-kind", default=s.kind, choices=("mlp", "attn", "hidden"), help="which traced kind's AIE selects layers")
     g.add_argument("--select-group", default=s.group, choices=("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last"), help="which token group's AIE selects layers")
@@ -71,7 +73,8 @@ def config_from_args(args: argparse.Namespace) -> TraceStageConfig:
         batch_size=args.batch_size, memory_mb=args.memory_mb, max_tokens=args.max_tokens, suffix=not args.no_suffix,
         float32=not args.keep_dtype,
     )
-    select = SelectionConfig(mode=args.select_mode, k=args.select_k, fraction=args.select_fraction, kind=args.select_kind, group=args.select_group)
+    select = SelectionConfig(mode=args.select_mode, k=args.select_k, fraction=args.select_fraction, kind=args.select_kind, group=args.select_group,
+                             depth_fraction=args.select_depth_fraction, evidence=args.select_evidence)
     facts = FactSource(split=args.split, part=args.part, tasks=_kinds(args.tasks), rephrase=args.rephrase, max_facts=args.max_facts)
     return TraceStageConfig(trace=trace, select=select, facts=facts, heatmaps=args.heatmaps).check()
 

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-dir", default=None, help="with --layers auto: where the trace is written (default: OUT.trace beside the output)")
     g.add_argument("--trace-max-facts", type=int, default=None, help="with --layers auto: trace at most this many facts (default: all the forget set's)")
     g.add_argument("--trace-samples", type=int, default=TraceConfig().samples, help="with --layers auto: noise draws per fact")
-    g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window")
+    g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window; default: 3/8 of the model's layers, only those whose AIE is distinguishable from 0")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget set")
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-size", type=int, default=d.chunk_size, help="sequential schedule: forget rows per chunk (in data order)")
     g.add_argument("--retain-ratio", type=int, default=d.retain_ratio, help="retain rows per forget row in each micro-batch")
     g.add_argument("--group-by-length", action="store_true", help="joint schedule: sort the rows of each optimizer step by length into its micro-batches (same rows per step, far less padding; off = the paper's random micro-batches)")
-    g.add_argument("--chat-template", default=d.chat_template, choices=("auto", "on", "off"), help="wrap prompts in the tokenizer's chat template: auto = when it has one")
+    g.add_argument("--prompt-format", default=d.prompt_format, choices=("raw", "chat"), help="raw = input + output as they are (how the SemEval targets were fine-tuned and scored); chat = the input wrapped in the tokenizer's chat template; use the format the target was trained and will be scored with")
     g.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (the paper's setting on GPUs)")
     g.add_argument("--fp16", action="store_true", help="float16 mixed precision")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass to save memory")
@@ -80,7 +80,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha-min", type=float, default=d.alpha_min, help="sha256: lowest alpha (and alpha during the first epoch)")
     g.add_argument("--alpha-max", type=float, default=d.alpha_max, help="sha256: highest alpha; default 2.8 (paper) or 2.3 (code variant)")
     g.add_argument("--npo-beta", type=float, default=d.npo_beta, help="npo: inverse temperature beta")
-    g.add_argument("--forget-ceiling", type=float, default=d.forget_ceiling, help="stop pushing a forget row once its CE exceeds this value (guards against collapse); default off")
+
+    g = p.add_argument_group("calibrated forgetting (aim at never-seen text, not at infinity)")
+    g.add_argument("--forget-target", default=d.forget_target, help="per-token NLL at which a forget row stops being pushed: auto = the --forget-quantile of never-seen reference documents' NLL under the model (DATA/mia_data/validation/nonmember.jsonl or --forget-reference; uncalibrated with a warning when there are none), none = push without limit, or a number")
+    g.add_argument("--forget-reference", default=d.forget_reference, help="never-seen reference documents for --forget-target auto: a .jsonl with a 'document' per line, or a folder holding nonmember.jsonl; default DATA/mia_data/validation/nonmember.jsonl (never the test MIA files)")
+    g.add_argument("--forget-quantile", type=float, default=d.forget_quantile, help="quantile of the reference NLLs used as the level (0.5 = median: a forget document held there ranks like a never-seen one, AUC 0.5)")
+    g.add_argument("--forget-mode", default=d.forget_mode, choices=("pull", "stop"), help="pull = rows past the level are pulled back to it (two-sided); stop = they only stop being pushed")
+    g.add_argument("--forget-update-steps", type=int, default=d.forget_update_steps, help="measure the level again every N optimizer steps on the current model (what an auditor compares with); 0 = once, before training")
+    g.add_argument("--forget-tokens", default=d.forget_tokens, choices=("all", "documents", "output"), help="tokens of a forget row the forget term covers: all = prompt and output of every row (the whole text, as membership inference reads a document); documents = the whole text of sentence-completion rows, the answer of question rows; output = the answer only (the paper)")
+    g.add_argument("--forget-eos", action=argparse.BooleanOptionalAction, default=d.forget_eos, help="include the EOS after a forget answer in the forget term (pushing it down makes the model stop ending its answers)")
+
+    g = p.add_argument_group("validation during training (checkpoint selection)")
+    g.add_argument("--splits", default=",".join(d.splits), help="parts of the data unlearning reads, forget and retain alike: train,validation (the validation rows and members are then forgotten / kept like the train ones, so validating on them means something; the test reports the train part) or train")
+    g.add_argument("--eval-steps", type=int, default=d.eval_steps, help="every N optimizer steps (and at the end) score the validation part — knowledge and regurgitation on --eval-rows forget/retain validation rows, MIA AUC on DATA/mia_data/validation/ (never the test MIA files) — and keep the best step's weights; 0 = off")
+    g.add_argument("--eval-rows", type=int, default=d.eval_rows, help="validation rows per split (forget, retain) scored each time; a seeded subset")
+    g.add_argument("--select-by", default=d.select_by, choices=("final", "mia", "task"), help="what the kept checkpoint maximizes: final = mean of the task aggregate and the MIA score (the official final score without MMLU), mia = the MIA score, task = the task aggregate")
+    g.add_argument("--patience", type=int, default=d.patience, help="stop after this many validations without improvement (0 = run every step)")
 
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--save-steps", type=int, default=d.save_steps, help="write a checkpoint every N optimizer steps (0 = none)")
@@ -111,7 +126,7 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         chunk_size=args.chunk_size,
         retain_ratio=args.retain_ratio,
         group_by_length=args.group_by_length,
-        chat_template=args.chat_template,
+        prompt_format=args.prompt_format,
         bf16=args.bf16,
         fp16=args.fp16,
         gradient_checkpointing=args.gradient_checkpointing,
@@ -124,7 +139,18 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         alpha_min=args.alpha_min,
         alpha_max=args.alpha_max,
         npo_beta=args.npo_beta,
-        forget_ceiling=args.forget_ceiling,
+        forget_target=args.forget_target,
+        forget_reference=args.forget_reference,
+        forget_quantile=args.forget_quantile,
+        forget_mode=args.forget_mode,
+        forget_update_steps=args.forget_update_steps,
+        forget_tokens=args.forget_tokens,
+        forget_eos=args.forget_eos,
+        splits=[x.strip() for x in args.splits.split(",") if x.strip()],
+        eval_steps=args.eval_steps,
+        eval_rows=args.eval_rows,
+        select_by=args.select_by,
+        patience=args.patience,
         lora=args.lora,
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,
@@ -225,5 +251,15 @@ def run(args: argparse.Namespace) -> int:
     for row in manifest["per_epoch"]:
         cells = " ".join(f"{k} {row[k]:.4g}" for k in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo") if k in row)
         print(f"epoch {row['epoch']}: {cells}")
+    target = manifest.get("forget_target") or {}
+    if target.get("level") is not None:
+        levels = target.get("levels") or [[0, target["level"]]]
+        print(f"forget target: per-token NLL {levels[0][1]:.3f} at the start, {levels[-1][1]:.3f} at the end ({target['source']})")
+    validation = manifest.get("validation")
+    if validation and validation.get("best"):
+        b = validation["best"]
+        cells = ", ".join(f"{k} {b[k]:.3f}" for k in ("final", "task", "mia_auc", "forget_knowledge", "retain_knowledge") if isinstance(b.get(k), (int, float)))
+        print(f"kept step {validation['best_step']} of {manifest['steps']} (best {validation['select_by']} on validation: {cells})"
+              + ("; stopped early" if validation.get("stopped_early") else ""))
     print(f"steps {manifest['steps']}, {manifest['wall_time_s']:.1f} s; wrote {args.out}")
     return 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tracing.errors import AmnesiaError
 
+from ..prompts import PROMPT_FORMATS
 from .mmlu import MMLUConfig
 
 #: The shared task's MMLU floor for the 7B model; below it a warning is issued.
@@ -26,7 +27,8 @@ class EvalConfig:
     * ``mmlu``: ``auto`` | ``hub`` | ``off`` | a local folder (see :mod:`unlearn.eval.mmlu`).
     * ``batch_size``: rows per batch for generation, NLL and MMLU; None = automatic.
     * ``limit``: only the first N rows of each split (a quick look; not comparable numbers).
-    * ``chat_template``: wrap each input in the tokenizer's chat template (off, as the organizers).
+    * ``prompt_format``: ``raw`` (the input as is, as the organizers) or ``chat`` (the tokenizer's
+      chat template); the format the model was trained with (see :mod:`unlearn.prompts`).
     * ``clean_up_spaces``: decode as the organizers' transformers 4 did (see :mod:`unlearn.generation`).
     * ``tie_margin``: rerun a row alone when two top logits come closer than this; None = 1e-3
       when the model runs in float32, else off; 0 = off.
@@ -42,11 +44,13 @@ class EvalConfig:
     max_new_tokens: int = 256
     batch_size: int | None = None
     limit: int | None = None
-    chat_template: bool = False
+    prompt_format: str = "raw"
     clean_up_spaces: bool = True
     tie_margin: float | None = None
 
     def check(self) -> None:
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"--prompt-format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
         if self.splits not in SPLIT_CHOICES:
             raise AmnesiaError(f"--splits {self.splits!r}: expected one of {', '.join(SPLIT_CHOICES)}")
         if self.max_new_tokens < 1:

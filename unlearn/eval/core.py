@@ -21,6 +21,7 @@ from tracing.errors import AmnesiaError
 from ..data import SemEvalData, load_mia, load_semeval
 from ..generation import GenerationOptions, generate
 from ..models import context_length, model_id
+from ..prompts import format_mismatch, render_prompts
 from . import metrics
 from .config import DEFAULT_TIE_MARGIN, EvalConfig
 from .mmlu import check_mmlu, run_mmlu
@@ -60,14 +61,6 @@ def _rows(data: SemEvalData, part: str, limit: int | None) -> list[dict]:
             r = ds[i]
             rows.append({"id": r["id"], "task": r["task"], "split": kind, "input": r["input"], "expected_output": r["output"]})
     return rows
-
-
-def _prompts(tokenizer, inputs: list[str], chat_template: bool) -> list[str]:
-    if not chat_template:
-        return inputs
-    if not getattr(tokenizer, "chat_template", None):
-        raise AmnesiaError(f"--chat-template: the tokenizer of {tokenizer.name_or_path or 'the model'} has no chat template")
-    return [tokenizer.apply_chat_template([{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True) for x in inputs]
 
 
 def _mia_documents(data: SemEvalData, config: EvalConfig) -> tuple[dict | None, str | None]:
@@ -147,8 +140,8 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     start = time.time()
     plan = plan or prepare(data, config)
     data, part, rows, mia_docs, mia_source = plan.data, plan.part, plan.rows, plan.mia_docs, plan.mia_source
-    special = not config.chat_template
-    prompts = _prompts(tokenizer, [r["input"] for r in rows], config.chat_template)
+    special = True  # every stage tokenizes rendered prompts with the tokenizer's special tokens
+    prompts = render_prompts(tokenizer, [r["input"] for r in rows], config.prompt_format)
     check_context(model, tokenizer, plan, prompts, special)
     timings: dict[str, float] = {}
 
@@ -175,6 +168,9 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     terms, missing = metrics.aggregate_terms(per_split)
     task_aggregate = metrics.harmonic_mean([term.value for term in terms])
     warnings = [f"{name} has no rows, left out of the task aggregate" for name in missing]
+    mismatch = format_mismatch(getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None), config.prompt_format)
+    if mismatch:
+        warnings.insert(0, mismatch)
     note = metrics.zero_terms_note(terms)
     if note:
         warnings.append(note)
@@ -219,6 +215,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
         "model": model_id(model),
         "data": str(data.source),
         "splits": part,
+        "prompt_format": config.prompt_format,
         "rows": {kind: sum(p["split"] == kind for p in predictions) for kind in KINDS},
         "aggregated-term-names": [term.name for term in terms],
         "regurgitation-rouge1": {metrics.SPLIT_KEYS[k]: metrics.rouge1_scores([p for p in predictions if p["split"] == k]) for k in KINDS},
@@ -231,7 +228,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
             "tie_margin": tie,
             "reruns": len(gen.reruns),
             "min_margin": gen.min_margin,
-            "chat_template": config.chat_template,
+            "prompt_format": config.prompt_format,
             "new_tokens": sum(gen.new_tokens),
         },
         "warnings": warnings,

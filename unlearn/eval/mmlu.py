@@ -8,7 +8,10 @@ Sources (``MMLUConfig.source``):
   written at run time that ``include`` lm-eval's stock subject YAML (so the prompt, choices,
   few-shot split and metric stay lm-eval's) and only point ``dataset_path: arrow`` at the files;
   this runs with ``HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``;
-* ``auto`` — the folder in ``$AMNESIA_MMLU_DIR`` when set, else ``hub``; ``off`` — skip MMLU.
+* ``builtin`` — the subset shipped with the package (5 test questions per subject, 285 in all;
+  ``unlearn/eval/mmlu_subset``), read like a local copy;
+* ``auto`` — the folder in ``$AMNESIA_MMLU_DIR`` when set, else ``hub`` when the Hub answers (or
+  its MMLU is in the local cache), else ``builtin``; ``off`` — skip MMLU.
 
 The model is wrapped as lm-eval's ``HFLM`` and scored with ``simple_evaluate``. Accuracy is
 recounted from lm-eval's per-question samples: per subject ``correct / total``, per category
@@ -18,6 +21,7 @@ becomes ``mmlu_average``), plus the macro mean over subjects.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ from tracing.errors import AmnesiaError
 from tracing.logs import quiet_loggers
 
 ENV_DIR = "AMNESIA_MMLU_DIR"
+BUILTIN_DIR = Path(__file__).parent / "mmlu_subset"
+HUB_DATASET = "cais/mmlu"
 CATEGORY_TAGS = {
     "mmlu_stem_tasks": "stem",
     "mmlu_humanities_tasks": "humanities",
@@ -65,8 +71,15 @@ class Source:
 
     mode: str
     path: Path | None = None
+    why: str = ""
+
+    @property
+    def is_files(self) -> bool:
+        return self.mode in ("local", "builtin")
 
     def describe(self) -> str:
+        if self.mode == "builtin":
+            return "builtin subset (5 test questions per subject, 285 in all)"
         return str(self.path) if self.mode == "local" else self.mode
 
 
@@ -76,12 +89,39 @@ def resolve_source(source: str) -> Source:
         return Source("off")
     if source == "hub":
         return Source("hub")
+    if source == "builtin":
+        return Source("builtin", BUILTIN_DIR, "asked for (--mmlu builtin)")
     if source == "auto":
         env = os.environ.get(ENV_DIR)
-        if not env:
-            return Source("hub")
-        return Source("local", _check_local(Path(env).expanduser(), f"${ENV_DIR}"))
-    return Source("local", _check_local(Path(source).expanduser(), "--mmlu"))
+        if env:
+            return Source("local", _check_local(Path(env).expanduser(), f"${ENV_DIR}"), f"${ENV_DIR}")
+        if hub_available():
+            return Source("hub", why="the Hugging Face Hub")
+        return Source("builtin", BUILTIN_DIR, f"no ${ENV_DIR} and the Hugging Face Hub is not reachable")
+    return Source("local", _check_local(Path(source).expanduser(), "--mmlu"), "--mmlu")
+
+
+def hub_available() -> bool:
+    """True when lm-eval's MMLU can be read from the Hub now: online and answering, or cached while offline."""
+    if _offline():
+        try:
+            _check_cached("abstract_algebra")
+            return True
+        except Exception:
+            return False
+    return _hub_answers()
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_answers(timeout: float = 5.0) -> bool:
+    """One probe of the Hub per process (a machine without network answers within ``timeout``)."""
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().dataset_info(HUB_DATASET, timeout=timeout)
+        return True
+    except Exception:
+        return False
 
 
 def _arrow_files(folder: Path) -> list[str]:
@@ -215,7 +255,7 @@ def check_mmlu(config: MMLUConfig) -> tuple[Source, list[str]]:
     if source.mode == "off":
         return source, []
     stock = stock_subjects()
-    if source.mode == "local":  # only subjects lm-eval has a stock task (prompt) for
+    if source.is_files:  # only subjects lm-eval has a stock task (prompt) for
         available = [s for s in local_subjects(source.path) if s in stock]
         if not available:
             raise AmnesiaError(f"{source.path}: none of its subject folders is an MMLU subject lm-eval knows (e.g. anatomy, astronomy)")
@@ -260,7 +300,7 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
 
     categories = stock_subjects()
     with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"):
-        if source.mode == "local":
+        if source.is_files:
             tasks = write_local_tasks(source.path, subjects, Path(tmp))
             manager = TaskManager(include_path=tmp, include_defaults=False)
         else:
@@ -288,6 +328,7 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
     return {
         "source": source.describe(),
         "mode": source.mode,
+        "why": source.why,
         "shots": config.shots,
         "limit": config.limit,
         **summary,

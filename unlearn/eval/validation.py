@@ -1,0 +1,129 @@
+"""A cheap validation score of the official metrics, for checkpoint selection during unlearning.
+
+:func:`validation_set` takes the *validation* part of SemEval-layout data — a seeded subset of
+``forget_validation`` and ``retain_validation`` rows and the documents of
+``mia_data/validation/`` — and never the test MIA files (``mia_data/member.jsonl`` /
+``nonmember.jsonl``). :func:`score_validation` measures on it what the final score measures:
+
+* knowledge (exact match) and regurgitation (ROUGE-L recall) per split and task, with the
+  official functions of :mod:`unlearn.eval.metrics`, from greedy generations cut at the longest
+  expected answer + a margin (recall and exact match need no more tokens than that);
+* the harmonic-mean task aggregate;
+* the membership-inference AUC of the validation members against the validation non-members,
+  and its score ``1 − 2·|AUC − 0.5|``;
+* ``final``: the mean of the task aggregate and the MIA score — the official final score without
+  its MMLU term, which unlearning a few layers moves least and which is too slow to run every
+  few steps (it would add the same constant to every step anyway).
+
+The forget-validation rows are part of the unlearning request (their documents are the
+validation members), so their scores move with training as the test rows' do.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from tracing.errors import AmnesiaError
+
+from ..data import SemEvalData
+from ..generation import GenerationOptions, generate
+from ..prompts import render_prompts
+from . import metrics
+from .nll import NLLOptions, document_nll
+
+SELECT_BY = ("final", "mia", "task")
+ANSWER_MARGIN = 8  # tokens generated past the longest expected answer
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Rows and documents one validation pass scores."""
+
+    rows: list[dict]
+    members: list[str] = field(default_factory=list)
+    nonmembers: list[str] = field(default_factory=list)
+    prompt_format: str = "raw"
+    source: str = ""
+
+    @property
+    def has_mia(self) -> bool:
+        return bool(self.members) and bool(self.nonmembers)
+
+    def describe(self) -> str:
+        n = {k: sum(r["split"] == k for r in self.rows) for k in ("forget", "retain")}
+        mia = f", MIA {len(self.members)} members / {len(self.nonmembers)} non-members" if self.has_mia else ", no validation MIA documents"
+        return f"{n['forget']} forget + {n['retain']} retain validation rows{mia}"
+
+
+def _subset(ds, kind: str, budget: int | None, seed: int) -> list[dict]:
+    index = list(range(len(ds)))
+    if budget is not None and budget < len(index):
+        index = sorted(random.Random(f"{seed}-{kind}").sample(index, budget))
+    return [{"id": ds[i]["id"], "task": ds[i]["task"], "split": kind, "input": ds[i]["input"], "expected_output": ds[i]["output"]} for i in index]
+
+
+def validation_set(data: SemEvalData, *, rows: int | None = 64, seed: int = 0, prompt_format: str = "raw") -> ValidationSet:
+    """A seeded subset of ``rows`` forget- and ``rows`` retain-validation rows plus the validation MIA documents."""
+    missing = [f"{k}_validation" for k in ("forget", "retain") if f"{k}_validation" not in data.splits]
+    if missing:
+        raise AmnesiaError(f"{data.source}: no {' or '.join(missing)} split: validation during unlearning (--eval-steps) needs both")
+    picked = _subset(data.get("forget", "validation"), "forget", rows, seed) + _subset(data.get("retain", "validation"), "retain", rows, seed)
+    mia = data.mia_validation
+    return ValidationSet(
+        rows=picked,
+        members=list(mia["member"]["document"]) if mia else [],
+        nonmembers=list(mia["nonmember"]["document"]) if mia else [],
+        prompt_format=prompt_format,
+        source=str(data.source),
+    )
+
+
+def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | None = None) -> dict:
+    """The validation scores of ``model`` now (eval mode, no gradient); see the module docstring."""
+    was_training = model.training
+    model.eval()
+    try:
+        prompts = render_prompts(tokenizer, [r["input"] for r in vs.rows], vs.prompt_format)
+        longest = max(len(tokenizer(r["expected_output"], add_special_tokens=False)["input_ids"]) for r in vs.rows)
+        gen = generate(model, tokenizer, prompts, GenerationOptions(max_new_tokens=longest + ANSWER_MARGIN, batch_size=batch_size, clean_up_spaces=True))
+        scored = []
+        for row, text in zip(vs.rows, gen.texts):
+            s = metrics.score_row(row["id"], row["expected_output"], text)
+            scored.append({**row, "regurgitation": s.regurgitation, "knowledge": s.knowledge})
+        per_split = {k: metrics.split_scores([r for r in scored if r["split"] == k]) for k in ("forget", "retain")}
+        terms, _ = metrics.aggregate_terms(per_split)
+        task = metrics.harmonic_mean([t.value for t in terms])
+        out = {
+            "forget_knowledge": per_split["forget"]["overall-knowledge-score"],
+            "forget_regurgitation": per_split["forget"]["overall-regurgitation-score"],
+            "retain_knowledge": per_split["retain"]["overall-knowledge-score"],
+            "retain_regurgitation": per_split["retain"]["overall-regurgitation-score"],
+            "task": task,
+        }
+        if vs.has_mia:
+            opts = NLLOptions(batch_size=batch_size)
+            member = document_nll(model, tokenizer, vs.members, opts)
+            nonmember = document_nll(model, tokenizer, vs.nonmembers, opts)
+            finite = all(math.isfinite(x) for x in member + nonmember)
+            auc = metrics.mia_auc(member, nonmember) if finite else None
+            out.update({
+                "mia_auc": auc,
+                "mia_score": metrics.mia_score(auc) if auc is not None else 0.0,
+                "member_nll": sum(member) / len(member) if finite else None,
+                "nonmember_nll": sum(nonmember) / len(nonmember) if finite else None,
+            })
+            out["final"] = (task + out["mia_score"]) / 2 if task is not None else None
+        else:
+            out["final"] = task
+        return out
+    finally:
+        model.train(was_training)
+
+
+def selection_value(scores: dict, select_by: str) -> float:
+    """The number checkpoint selection maximizes (``final``, ``mia`` or ``task``); ties broken by the final proxy."""
+    key = {"final": "final", "mia": "mia_score", "task": "task"}[select_by]
+    value = scores.get(key)
+    return -math.inf if value is None else float(value)
