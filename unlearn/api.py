@@ -589,6 +589,7 @@ __all__ = [
     "load_manifest",
     "run_unlearning",
     "save_model_folder",
+    "split_rows",
     "train_unlearning",
     "unlearn_model",
 ]

@@ -80,7 +80,7 @@ class CheckpointSelector(TrainerCallback):
             return
         if state.global_step % self.eval_steps == 0 or state.global_step >= state.max_steps:
             self.evaluate(state.global_step)
-            if self.patience and self.bad_evals >= self.patience:
+            if self.patience and self.bad_evals >= self.patience and state.global_step < state.max_steps:
                 self.stopped_early = True
                 control.should_training_stop = True
                 logger.info("validation: no improvement in %d evaluations; stopping early (best step %s)", self.patience, self.best_step)

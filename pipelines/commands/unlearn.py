@@ -95,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-steps", type=int, default=d.eval_steps, help="every N optimizer steps (and at the end) score the validation part — knowledge and regurgitation on --eval-rows forget/retain validation rows, MIA AUC on DATA/mia_data/validation/ (never the test MIA files) — and keep the best step's weights; 0 = off")
     g.add_argument("--eval-rows", type=int, default=d.eval_rows, help="validation rows per split (forget, retain) scored each time; a seeded subset")
     g.add_argument("--select-by", default=d.select_by, choices=("final", "mia", "task"), help="what the kept checkpoint maximizes: final = mean of the task aggregate and the MIA score (the official final score without MMLU), mia = the MIA score, task = the task aggregate")
-    g.add_argument("--patience", type=int, default=d.patience, help="stop after this many validations without improvement (0 = run every step)")
+    g.add_argument("--patience", type=int, default=d.patience, help="stop after this many validations without improvement (0 = never stop early)")
 
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--save-steps", type=int, default=d.save_steps, help="write a checkpoint every N optimizer steps (0 = none)")
