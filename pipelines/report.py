@@ -129,7 +129,7 @@ def plot_validation(validation: dict | None, path: Path) -> Path | None:
                     lw=2 if key == "final" else 1, ls="-" if key in ("final", "task", "mia_score") else ":")
     if validation.get("best_step") is not None:
         ax.axvline(validation["best_step"], color="grey", ls="--", lw=1)
-        ax.text(validation["best_step"], 1.02, " kept", color="grey", va="bottom", fontsize=8)
+        ax.text(validation["best_step"], 0.02, " kept", color="grey", va="bottom", fontsize=8)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation score")
@@ -313,7 +313,8 @@ def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) ->
         levels = target.get("levels") or [[0, target["level"]]]
         out += [f"**Calibrated forgetting.** Each forget row was pushed until its per-token NLL reached the level of text the model never saw — "
                 f"the median NLL of {target.get('documents', '?')} reference documents ({target.get('source')}): {levels[0][1]:.3f} before training"
-                + (f", {levels[-1][1]:.3f} at the end (re-measured on the current model every {config.unlearn.forget_update_steps} steps)" if len(levels) > 1 else "")
+                + (f", {levels[-1][1]:.3f} at the end (re-measured on the current model every "
+                   + ("step)" if config.unlearn.forget_update_steps == 1 else f"{config.unlearn.forget_update_steps} steps)") if len(levels) > 1 else "")
                 + f"; rows past it were {'pulled back' if config.unlearn.forget_mode == 'pull' else 'left alone'}.", ""]
     v = u.get("validation")
     if v:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tracing.errors import AmnesiaError
-from unlearn.api import forget_label_prompt, train_unlearning
+from unlearn.api import label_prompt_flags, train_unlearning
 from unlearn.calibration import quantile, reference_documents, reference_level, resolve_forget_target
 from unlearn.data import load_semeval
 from unlearn.dataset import encode_split
@@ -92,9 +92,9 @@ def test_reference_documents_never_the_test_mia_files(data, tmp_path):
 def test_forget_tokens_documents_labels_sentence_completion_prompts_only(fixture_target, data):
     _, tok = load_model(fixture_target, CPU)
     rows = data.get("forget", "train").select(range(6))  # one person: sc1 + qa0..qa4
-    flags = forget_label_prompt(rows, "documents")
+    flags = label_prompt_flags(rows, "documents")
     assert flags == [rid.endswith("sc1") for rid in rows["id"]] and sum(flags) == 1
-    assert forget_label_prompt(rows, "all") == [True] * 6 and forget_label_prompt(rows, "output") == [False] * 6
+    assert label_prompt_flags(rows, "all") == [True] * 6 and label_prompt_flags(rows, "output") == [False] * 6
     enc = encode_split(tok, rows, label_prompt=flags, label_eos=False)
     sc = flags.index(True)
     assert enc.labels[sc][:-1] == enc.input_ids[sc][:-1]  # the whole document is labelled ...

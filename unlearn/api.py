@@ -186,9 +186,9 @@ def train_unlearning(
     kind = resolve_kind(config.kind, spec)
     check_prompt_format(tokenizer, config.prompt_format)
     encode = dict(max_length=config.max_length, prompt_format=config.prompt_format, add_eos=tokenizer.eos_token is not None)
-    forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=forget_label_prompt(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
+    forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=label_prompt_flags(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
     # The retain term covers the same tokens as the forget term: the text kept is measured like the text forgotten.
-    retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=forget_label_prompt(retain, config.forget_tokens), **encode) if NEEDS_RETAIN[method] else None
+    retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=label_prompt_flags(retain, config.forget_tokens), **encode) if NEEDS_RETAIN[method] else None
     target = resolve_forget_target(model, tokenizer, config.forget_target, q=config.forget_quantile, data=data,
                                    reference=config.forget_reference, documents=reference_documents, progress=progress)
     if config.forget_target == "auto" and target.level is None:
@@ -237,6 +237,9 @@ def train_unlearning(
         forget_level=target.level,
         measure_forget_level=target.measure,
     )
+    if trainer.is_fsdp_enabled and target.level is not None and config.forget_update_steps:
+        raise AmnesiaError("forget_update_steps under FSDP is not supported (the level is measured on the whole model in each process); "
+                           "pass --forget-update-steps 0 or use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
     if config.eval_steps:
         if trainer.is_fsdp_enabled:
             raise AmnesiaError("eval_steps under FSDP is not supported (generation needs the whole model on each process); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
@@ -316,16 +319,17 @@ def train_unlearning(
 LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "learning_rate")
 
 
-def forget_label_prompt(forget: datasets.Dataset, tokens: str) -> list[bool]:
-    """Per forget row, whether the forget term covers its prompt too.
+def label_prompt_flags(rows: datasets.Dataset, tokens: str) -> list[bool]:
+    """Per row, whether the loss covers its prompt too (``forget_tokens``; the retain term follows it).
 
     ``all``: every row's whole text; ``output``: answers only; ``documents``: the whole text of
     sentence-completion rows (``…sc<digit>`` ids: prompt + output is the document membership
     inference reads) and only the answer of question rows (their prompt is a question).
     """
     if tokens in ("all", "output"):
-        return [tokens == "all"] * len(forget)
-    return [ROW_TYPE_RE.search(str(rid).strip()) is not None and ROW_TYPE_RE.search(str(rid).strip()).group(1) == "sc" for rid in forget["id"]]
+        return [tokens == "all"] * len(rows)
+    matches = (ROW_TYPE_RE.search(str(rid).strip()) for rid in rows["id"])
+    return [m is not None and m.group(1) == "sc" for m in matches]
 
 
 def checkpoint_step_of(path: Path) -> int:
