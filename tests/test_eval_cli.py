@@ -131,3 +131,13 @@ def test_evaluate_cli_one_line_errors(tmp_path, capsys, offline, fixture_world, 
     err = _one_line_error(capsys, base + ["--data", str(fixture_world), "--out", str(tmp_path / "o6"), "--splits", "validation", "--limit", "0"])
     assert "--limit 0: expected a positive number" in err
     assert not (tmp_path / "o4").exists() and not (tmp_path / "o6").exists()
+
+
+def test_auto_splits_score_the_rows_the_request_names(fixture_world):
+    from unlearn.data import SemEvalData, load_semeval
+    from unlearn.eval.core import choose_part
+
+    data = load_semeval(fixture_world)
+    assert choose_part(data, "auto") == "train"  # the validation rows select unlearning's checkpoint
+    only_val = SemEvalData(source="v", splits={k: v for k, v in data.splits.items() if k.endswith("validation")})
+    assert choose_part(only_val, "auto") == "validation"

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder (or Hub id) to score")
     p.add_argument("--data", required=True, help="SemEval data: organizers' layout folder, forget/retain.jsonl folder or Hub dataset id")
     p.add_argument("--out", required=True, help="folder for scores.json and predictions.csv (created if needed)")
-    p.add_argument("--splits", default=d.splits, choices=("auto", "train", "validation"), help="which rows to score; auto = validation when the data has validation splits, else train")
+    p.add_argument("--splits", default=d.splits, choices=("auto", "train", "validation"), help="which rows to score; auto = train (the rows an unlearning request names; `amnesia unlearn` also reads the validation rows, which select its checkpoint) when the data has them, else validation")
     p.add_argument("--mia", default=None, help="folder with member.jsonl and nonmember.jsonl; None = DATA/mia_data when present; 'off' to skip")
     p.add_argument("--mmlu", default=d.mmlu, help=f"auto (the local copy in ${ENV_DIR} if set, else the Hub when it answers, else builtin), hub (lm-eval's mmlu from the Hub), builtin (the package's subset: 5 test questions per subject, 285 in all), off, or a folder in hails/mmlu_no_train layout")
     p.add_argument("--mmlu-shots", type=int, default=d.mmlu_shots, help="few-shot examples per MMLU question (0 = lm-eval's default; 5 = the classic MMLU setting)")

@@ -20,11 +20,12 @@ SPLIT_CHOICES = ("auto", "train", "validation")
 class EvalConfig:
     """What :func:`unlearn.eval.evaluate` scores and how.
 
-    * ``splits``: ``validation`` (held-out rows, as the organizers scored private held-out sets),
-      ``train``, or ``auto`` = validation when the data has both validation splits, else train.
+    * ``splits``: ``train`` (the rows an unlearning request names, as the official script reads
+      forget.jsonl / retain.jsonl), ``validation`` (the rows ``amnesia unlearn`` selects its
+      checkpoint on), or ``auto`` = train when the data has both train splits, else validation.
     * ``mia``: a folder with ``member.jsonl`` / ``nonmember.jsonl``; None = the data folder's
       ``mia_data/`` when present; ``"off"`` = skip (then ``aggregate-score`` is −1).
-    * ``mmlu``: ``auto`` | ``hub`` | ``off`` | a local folder (see :mod:`unlearn.eval.mmlu`).
+    * ``mmlu``: ``auto`` | ``hub`` | ``builtin`` | ``off`` | a local folder (see :mod:`unlearn.eval.mmlu`).
     * ``batch_size``: rows per batch for generation, NLL and MMLU; None = automatic.
     * ``limit``: only the first N rows of each split (a quick look; not comparable numbers).
     * ``prompt_format``: ``raw`` (the input as is, as the organizers) or ``chat`` (the tokenizer's

@@ -43,10 +43,11 @@ class Evaluation:
 
 
 def choose_part(data: SemEvalData, splits: str) -> str:
-    """``train`` or ``validation``: ``auto`` picks validation when both validation splits exist."""
+    """``train`` or ``validation``: ``auto`` picks train — the rows an unlearning request names, as
+    the official script reads them — when both train splits exist, else validation."""
     if splits == "auto":
-        have = all(f"{k}_validation" in data.splits for k in KINDS)
-        return "validation" if have else "train"
+        have = all(f"{k}_train" in data.splits for k in KINDS)
+        return "train" if have else "validation"
     for kind in KINDS:
         data.get(kind, splits)  # raises a one-line error naming what the data has
     return splits
