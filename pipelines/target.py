@@ -32,7 +32,7 @@ from tracing.io import atomic_path, check_output_dir, check_output_path, write_j
 from unlearn.data import SemEvalData, load_semeval, row_type
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
-from unlearn.prompts import PROMPT_FORMATS, check_prompt_format, render_prompt, render_prompts
+from unlearn.prompts import PROMPT_FORMATS, check_prompt_format, render_prompts
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 SCRATCH_LR = 3e-3  # a 6-layer model from scratch memorizes 40 people in ~150 steps
@@ -68,6 +68,10 @@ class TargetConfig:
             raise AmnesiaError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.lr is not None and not self.lr > 0:
             raise AmnesiaError(f"lr {self.lr}: expected a positive number")
+        if not 0 < self.target_em <= 1:
+            raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
 
     @property
     def learning_rate(self) -> float:
@@ -75,16 +79,13 @@ class TargetConfig:
         if self.lr is not None:
             return self.lr
         return FINETUNE_LR if self.base_model else SCRATCH_LR
-        if not 0 < self.target_em <= 1:
-            raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
 
 
 def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw") -> list[str]:
     """``input + output`` of every forget and retain row, train and validation (no separator, as
     the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
-    return [render_prompt(tokenizer, i, prompt_format) + o for ds in data.splits.values() for i, o in zip(ds["input"], ds["output"])]
+    pairs = [(i, o) for ds in data.splits.values() for i, o in zip(ds["input"], ds["output"])]
+    return [p + o for p, (_, o) in zip(render_prompts(tokenizer, [i for i, _ in pairs], prompt_format), pairs)]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -159,7 +160,7 @@ def qa_exact_match(model, tok, data: SemEvalData, parts=("train", "validation"),
 
 
 def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = TargetConfig(), *, overwrite: bool = False, device: str = "cpu", progress: bool = True) -> dict:
-    """Train the target on ``data_path``'s train rows and save it to ``out``; return ``target.json``."""
+    """Train the target on every row of ``data_path`` and save it to ``out``; return ``target.json``."""
     config.check()
     out = Path(out)
     inputs = [Path(data_path)] + ([Path(config.tokenizer)] if config.tokenizer else [])
@@ -168,14 +169,13 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
     data = load_semeval(data_path)
     device = str(resolve_device(device))
     torch.manual_seed(config.seed)
-    texts = train_texts(data)  # the tokenizer is trained on the raw texts
     if config.base_model:
         model, tok = load_model(config.base_model, ModelOptions(device=device, dtype="float32"), for_training=True)
     else:
         if config.tokenizer:
             tok = load_tokenizer(config.tokenizer)
         else:
-            tok = train_tokenizer(texts, config.vocab_size)
+            tok = train_tokenizer(train_texts(data), config.vocab_size)  # on the raw texts
         tok = ensure_pad_token(tok)
         model = build_model(tok, config).to(device)
     if tok.eos_token is None:

@@ -62,6 +62,10 @@ def test_base_model_finetune_and_errors(tmp_path, fixture_world, fixture_target)
         make_target(fixture_world, out, TargetConfig(steps=1))
     with pytest.raises(AmnesiaError, match="not divisible by heads"):
         make_target(fixture_world, tmp_path / "x", TargetConfig(hidden=30, heads=4))
+    with pytest.raises(AmnesiaError, match=r"target_em 0: expected a number in \(0, 1\]"):
+        TargetConfig(target_em=0).check()
+    with pytest.raises(AmnesiaError, match="prompt_format 'html': expected one of raw, chat"):
+        TargetConfig(prompt_format="html").check()
 
 
 class _Bar:
