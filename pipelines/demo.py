@@ -12,8 +12,6 @@ Hub when it answers, else the package's built-in 285-question subset; the output
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 
 from pipelines.config import RunConfig, config_from_mapping
 from pipelines.typed import apply_overrides

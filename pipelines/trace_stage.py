@@ -22,7 +22,6 @@ order). A JSON/JSONL file of ``{prompt, subject, answer}`` records works too
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from tracing.plots import plot_aie, plot_fact
 from tracing.selection import SelectionConfig, select_layers
 from tracing.tracer import TraceConfig, TraceResult, trace_facts
 from unlearn.data import SemEvalData
-from unlearn.prompts import PROMPT_FORMATS, render_prompt
+from unlearn.prompts import PROMPT_FORMATS, render_prompts
 
 SPLITS = ("forget", "retain", "all")
 PARTS = ("train", "validation")
@@ -165,7 +164,8 @@ def run_trace(
         facts, unnamed = facts_from_data(data, config.facts)
         where = f"{data.source} ({config.facts.split}/{config.facts.part}, {','.join(config.facts.tasks)})"
         if config.facts.prompt_format != "raw":  # trace the text the model is trained and scored on
-            facts = [dataclasses.replace(f, prompt=render_prompt(tokenizer, f.prompt, config.facts.prompt_format)) for f in facts]
+            wrapped = render_prompts(tokenizer, [f.prompt for f in facts], config.facts.prompt_format)
+            facts = [dataclasses.replace(f, prompt=p) for f, p in zip(facts, wrapped)]
     else:
         facts, unnamed, where = list(data), [], "the given facts"
     if not facts and not unnamed:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipelines.config import config_from_mapping
-from pipelines.trace_stage import FactSource, TraceStageConfig, facts_from_data
+from pipelines.trace_stage import FactSource, TraceStageConfig
 from tracing.errors import AmnesiaError
 from unlearn.api import run_unlearning
 from unlearn.data import load_semeval

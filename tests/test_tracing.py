@@ -43,7 +43,6 @@ from tracing import (
     trace_facts,
     trace_prompt,
 )
-from tracing import SelectionConfig as _SelectionConfig
 from tracing.bridge import suffix_cache_works
 from unlearn.data import load_semeval
 from unlearn.models import ModelOptions, load_model
@@ -165,28 +164,28 @@ def _summary(scores, kind="mlp", group="last_subject"):
 
 def test_select_layers_window_and_threshold(tmp_path):
     scores = [0.0, 0.1, 0.5, 0.4, 0.05, 0.3, 0.0]
-    SelectionConfig = functools.partial(_SelectionConfig, evidence=False)  # the window alone (evidence: below)
-    sel = select_layers(_summary(scores), SelectionConfig(k=2), model="m")
+    window = functools.partial(SelectionConfig, evidence=False)  # the window alone (evidence: below)
+    sel = select_layers(_summary(scores), window(k=2), model="m")
     assert sel.layers == [2, 3] and sel.method == "window" and sel.scores == scores and sel.n_layers == 7 and sel.n_facts == 5
-    assert select_layers(_summary(scores), SelectionConfig(k=3)).layers == [1, 2, 3]
-    assert select_layers(_summary(scores), SelectionConfig(k=99)).layers == list(range(7))  # clipped to the depth
-    assert select_layers(_summary([0.2, 0.2, 0.2]), SelectionConfig(k=1)).layers == [0]  # first on ties
-    assert select_layers(_summary(scores), SelectionConfig(mode="threshold", fraction=0.6)).layers == [2, 3, 5]
+    assert select_layers(_summary(scores), window(k=3)).layers == [1, 2, 3]
+    assert select_layers(_summary(scores), window(k=99)).layers == list(range(7))  # clipped to the depth
+    assert select_layers(_summary([0.2, 0.2, 0.2]), window(k=1)).layers == [0]  # first on ties
+    assert select_layers(_summary(scores), window(mode="threshold", fraction=0.6)).layers == [2, 3, 5]
     with pytest.raises(AmnesiaError, match="positive AIE"):
-        select_layers(_summary([-0.1, 0.0]), SelectionConfig(mode="threshold"))
+        select_layers(_summary([-0.1, 0.0]), window(mode="threshold"))
     with pytest.raises(AmnesiaError, match="kind 'attn' was not traced"):
-        select_layers(_summary(scores), SelectionConfig(kind="attn"))
+        select_layers(_summary(scores), window(kind="attn"))
     path = sel.save(tmp_path / "layers.json")
     # the default k scales with depth: 3/8 of the layers (the paper's 6 of OLMo-1B's 16)
-    assert _SelectionConfig().k_for(16) == 6 and _SelectionConfig().k_for(6) == 2 and _SelectionConfig().k_for(30) == 11 and _SelectionConfig().k_for(2) == 1
-    assert select_layers(_summary(scores), SelectionConfig()).layers == [1, 2, 3]  # round(0.375 * 7) = 3 layers
+    assert SelectionConfig().k_for(16) == 6 and SelectionConfig().k_for(6) == 2 and SelectionConfig().k_for(30) == 11 and SelectionConfig().k_for(2) == 1
+    assert select_layers(_summary(scores), window()).layers == [1, 2, 3]  # round(0.375 * 7) = 3 layers
     # evidence: only the window's layers whose 95 % interval is above 0; none → the window, with a warning
     summary = _summary(scores)
     summary["aie"]["mlp"]["last_subject"]["ci_low"] = [-0.1, 0.05, 0.2, -0.01, 0.0, 0.1, -0.2]
-    chosen = select_layers(summary, _SelectionConfig(k=3))
+    chosen = select_layers(summary, SelectionConfig(k=3))
     assert chosen.layers == [1, 2] and chosen.params["distinguishable"] == [1, 2] and "warning" not in chosen.params
     summary["aie"]["mlp"]["last_subject"]["ci_low"] = [-0.1] * 7
-    fallback = select_layers(summary, _SelectionConfig(k=2))
+    fallback = select_layers(summary, SelectionConfig(k=2))
     assert fallback.layers == [2, 3] and "is distinguishable from zero" in fallback.params["warning"]
     back = load_layers(path)
     assert (back.kind, back.layers, back.model, back.params["k"]) == ("mlp", [2, 3], "m", 2)

@@ -35,7 +35,6 @@ from .eval.validation import ValidationSet, validation_set
 from .selection import CheckpointSelector
 from .data import ROW_TYPE_RE, SemEvalData, load_semeval
 from .dataset import PairedCollator, PairedDataset, encode_split
-from .prompts import check_prompt_format
 from .models import ModelOptions, load_model, model_id, resolve_device
 from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
 from .trainer import NEEDS_RETAIN, REFERENCE_ON, UnlearnConfig, UnlearnTrainer, latest_checkpoint, list_checkpoints
@@ -184,7 +183,6 @@ def train_unlearning(
             raise AmnesiaError(f"select_by mia: {validation.source} has no mia_data/validation/member.jsonl and nonmember.jsonl")
         logger.warning("validation: %s has no mia_data/validation/ documents; checkpoints are selected on the task aggregate alone", validation.source)
     kind = resolve_kind(config.kind, spec)
-    check_prompt_format(tokenizer, config.prompt_format)
     encode = dict(max_length=config.max_length, prompt_format=config.prompt_format, add_eos=tokenizer.eos_token is not None)
     forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=label_prompt_flags(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
     # The retain term covers the same tokens as the forget term: the text kept is measured like the text forgotten.

@@ -103,8 +103,10 @@ def reference_level(model, tokenizer, documents: Sequence[str], *, q: float = 0.
 
     def measure(current) -> float:
         """The level on ``current`` now; NaN when no reference NLL is finite (a diverging model: the loss guard stops it)."""
-        values = [v for v in document_nll(current, tokenizer, documents, NLLOptions(batch_size=batch_size)) if math.isfinite(v)]
-        return quantile(values, q) if values else math.nan
+        try:
+            return quantile(document_nll(current, tokenizer, documents, NLLOptions(batch_size=batch_size)), q)
+        except AmnesiaError:
+            return math.nan
 
     return ForgetTarget(
         level=quantile(finite, q), source=source, quantile=q, documents=len(finite),

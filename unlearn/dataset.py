@@ -40,7 +40,7 @@ import torch
 
 from tracing.errors import AmnesiaError
 
-from .prompts import check_prompt_format, render_prompt
+from .prompts import render_prompts
 
 IGNORE = -100
 
@@ -60,20 +60,19 @@ class Encoded:
         return len(self.input_ids)
 
 
-def _encode_one(tokenizer, prompt: str, output: str, fmt: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:
-    prompt_text = render_prompt(tokenizer, prompt, fmt)
+def _encode_one(tokenizer, prompt_text: str, output: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:
     eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
     text = prompt_text + output + eos
-    special = True  # as every stage tokenizes (render_prompt leaves BOS to the tokenizer)
+    # Tokenized with the tokenizer's own special tokens, as every stage does (render_prompts leaves BOS to it).
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        enc = tokenizer(text, return_offsets_mapping=True)
         ids = enc["input_ids"]
         boundary = len(prompt_text)
         # Special tokens the tokenizer adds (BOS) have empty offsets and stay prompt.
         labels = [tok if end > boundary else IGNORE for tok, (_, end) in zip(ids, enc["offset_mapping"])]
     else:
-        ids = tokenizer(text, add_special_tokens=special)["input_ids"]
-        n_prompt = len(tokenizer(prompt_text, add_special_tokens=special)["input_ids"])
+        ids = tokenizer(text)["input_ids"]
+        n_prompt = len(tokenizer(prompt_text)["input_ids"])
         labels = [IGNORE] * n_prompt + ids[n_prompt:]
     if label_prompt:
         labels = list(ids)
@@ -103,15 +102,15 @@ def encode_rows(
     """
     if max_length < 2:
         raise AmnesiaError(f"max_length {max_length}: expected at least 2 tokens")
-    check_prompt_format(tokenizer, prompt_format)
+    prompts = render_prompts(tokenizer, inputs, prompt_format)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(inputs))]
     out_ids, out_labels, kept_ids = [], [], []
     truncated = dropped = 0
     whole = [label_prompt] * len(ids) if isinstance(label_prompt, bool) else list(label_prompt)
     if len(whole) != len(ids):
         raise AmnesiaError(f"{name}: label_prompt has {len(whole)} flags for {len(ids)} rows")
-    for rid, prompt, output, full in zip(ids, inputs, outputs, whole):
-        seq, labels = _encode_one(tokenizer, prompt, output, prompt_format, add_eos, full, label_eos)
+    for rid, prompt, output, full in zip(ids, prompts, outputs, whole):
+        seq, labels = _encode_one(tokenizer, prompt, output, add_eos, full, label_eos)
         if len(seq) > max_length:
             truncated += 1
             seq, labels = seq[:max_length], labels[:max_length]

@@ -6,7 +6,7 @@
   generation prompt (for a target fine-tuned that way; the tokenizer must have a template).
 
 Every stage — make-target, tracing, unlearning, evaluation — renders prompts with
-:func:`render_prompt` and tokenizes the result with the tokenizer's usual special tokens, so a
+:func:`render_prompts` and tokenizes the result with the tokenizer's usual special tokens, so a
 model is trained, traced and scored on the same text. A chat template that writes the BOS token
 itself has it removed from the text when the tokenizer adds BOS anyway (no doubled BOS).
 The format a model was trained with is recorded in ``target.json`` / ``unlearn.json``;
@@ -42,22 +42,26 @@ def _adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def render_prompt(tokenizer, text: str, fmt: str = "raw") -> str:
-    """The prompt text for ``fmt`` (tokenize it with the tokenizer's default special tokens)."""
-    if fmt == "raw":
-        return text
+def render_prompts(tokenizer, texts: Sequence[str], fmt: str = "raw") -> list[str]:
+    """The prompt texts for ``fmt`` (tokenize them with the tokenizer's default special tokens).
+
+    The format is checked, and whether the tokenizer adds BOS itself found out, once for all texts.
+    """
     check_prompt_format(tokenizer, fmt)
-    out = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    if fmt == "raw":
+        return list(texts)
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and out.startswith(bos) and _adds_bos(tokenizer):
-        out = out[len(bos):]
+    strip = bool(bos) and _adds_bos(tokenizer)
+    out = []
+    for text in texts:
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        out.append(rendered[len(bos):] if strip and rendered.startswith(bos) else rendered)
     return out
 
 
-def render_prompts(tokenizer, texts: Sequence[str], fmt: str = "raw") -> list[str]:
-    """:func:`render_prompt` over many inputs."""
-    check_prompt_format(tokenizer, fmt)
-    return [render_prompt(tokenizer, t, fmt) for t in texts]
+def render_prompt(tokenizer, text: str, fmt: str = "raw") -> str:
+    """:func:`render_prompts` of one input."""
+    return render_prompts(tokenizer, [text], fmt)[0]
 
 
 def trained_format(model_path: str | Path | None) -> tuple[str, str] | None:

@@ -85,10 +85,6 @@ class CheckpointSelector(TrainerCallback):
                 control.should_training_stop = True
                 logger.info("validation: no improvement in %d evaluations; stopping early (best step %s)", self.patience, self.best_step)
 
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.trainer.stop_reason is None and not any(h["step"] == state.global_step for h in self.history):
-            self.evaluate(state.global_step)
-
     # -- the kept weights
     def restore_best(self) -> None:
         """Load the best step's trainable tensors into the model (no-op without a best step)."""

@@ -108,7 +108,7 @@ def prepare(data: SemEvalData | str | Path, config: EvalConfig = EvalConfig()) -
     return Plan(data, part, _rows(data, part, config.limit), mia_docs, mia_source)
 
 
-def check_context(model, tokenizer, plan: Plan, prompts: list[str], special: bool) -> None:
+def check_context(model, tokenizer, plan: Plan, prompts: list[str]) -> None:
     """Raise :class:`AmnesiaError` for a prompt, prompt + expected output or MIA document longer
     than the model's context (``max_position_embeddings``): past it a model with learned positions
     fails and one with rotary positions gives numbers nobody should compare."""
@@ -116,21 +116,33 @@ def check_context(model, tokenizer, plan: Plan, prompts: list[str], special: boo
     if ctx is None:
         return
 
-    def lengths(texts: list[str], add_special: bool) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]] if texts else []
+    def lengths(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
 
     where = f"{plan.data.source} ({plan.part})"
-    sizes = lengths(prompts, special)
-    full = lengths([p + r["expected_output"] for p, r in zip(prompts, plan.rows)], special)
+    sizes = lengths(prompts)
+    full = lengths([p + r["expected_output"] for p, r in zip(prompts, plan.rows)])
     for row, n, m in zip(plan.rows, sizes, full):
         if n > ctx:
             raise AmnesiaError(f"{where}: row {row['id']!r} ({row['split']}): the input is {n} tokens, longer than the model's context of {ctx} (max_position_embeddings); shorten the row or leave it out")
         if m > ctx:
             raise AmnesiaError(f"{where}: row {row['id']!r} ({row['split']}): input + output is {m} tokens, longer than the model's context of {ctx} (max_position_embeddings); shorten the row or leave it out")
     for name, docs in (plan.mia_docs or {}).items():
-        for i, n in enumerate(lengths(list(docs["document"]), True), start=1):
+        for i, n in enumerate(lengths(list(docs["document"])), start=1):
             if n > ctx:
                 raise AmnesiaError(f"{plan.mia_source}/{name}.jsonl: document {i} is {n} tokens, longer than the model's context of {ctx} (max_position_embeddings)")
+
+
+def measure_mia(model, tokenizer, members: list[str], nonmembers: list[str], options: NLLOptions = NLLOptions(), *, source: str | None = None) -> dict:
+    """The loss-based membership-inference test on ``model`` now: AUC, its score and the mean NLLs.
+
+    A non-finite NLL is a one-line :class:`AmnesiaError` (from :func:`metrics.mia_auc`).
+    """
+    member = document_nll(model, tokenizer, members, options)
+    nonmember = document_nll(model, tokenizer, nonmembers, options)
+    auc = metrics.mia_auc(member, nonmember)
+    return {"auc": auc, "score": metrics.mia_score(auc), "source": source, "members": len(member), "nonmembers": len(nonmember),
+            "member_mean_nll": _mean(member), "nonmember_mean_nll": _mean(nonmember)}
 
 
 def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: EvalConfig = EvalConfig(), *, progress: bool = True, plan: Plan | None = None) -> Evaluation:
@@ -141,9 +153,9 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     start = time.time()
     plan = plan or prepare(data, config)
     data, part, rows, mia_docs, mia_source = plan.data, plan.part, plan.rows, plan.mia_docs, plan.mia_source
-    special = True  # every stage tokenizes rendered prompts with the tokenizer's special tokens
+    # Every stage tokenizes rendered prompts with the tokenizer's own special tokens (unlearn.prompts).
     prompts = render_prompts(tokenizer, [r["input"] for r in rows], config.prompt_format)
-    check_context(model, tokenizer, plan, prompts, special)
+    check_context(model, tokenizer, plan, prompts)
     timings: dict[str, float] = {}
 
     t = time.time()
@@ -151,13 +163,13 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     gen = generate(
         model, tokenizer, prompts,
         GenerationOptions(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, clean_up_spaces=config.clean_up_spaces,
-                          add_special_tokens=special, tie_margin=tie, progress=progress, desc="generate"),
+                          tie_margin=tie, progress=progress, desc="generate"),
     )
     timings["generation_s"] = time.time() - t
 
     t = time.time()
     nll = completion_nll(model, tokenizer, prompts, [r["expected_output"] for r in rows],
-                         NLLOptions(batch_size=config.batch_size, add_special_tokens=special, progress=progress, desc="nll"))
+                         NLLOptions(batch_size=config.batch_size, progress=progress, desc="nll"))
     timings["nll_s"] = time.time() - t
 
     predictions = []
@@ -165,9 +177,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
         s = metrics.score_row(row["id"], row["expected_output"], text)
         predictions.append({**row, "model_output": text, "nll": loss, "regurgitation": s.regurgitation, "knowledge": s.knowledge, "rouge1": s.rouge1})
 
-    per_split = {kind: metrics.split_scores([p for p in predictions if p["split"] == kind]) for kind in KINDS}
-    terms, missing = metrics.aggregate_terms(per_split)
-    task_aggregate = metrics.harmonic_mean([term.value for term in terms])
+    per_split, terms, missing, task_aggregate = metrics.task_scores(predictions)
     warnings = [f"{name} has no rows, left out of the task aggregate" for name in missing]
     mismatch = format_mismatch(getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None), config.prompt_format)
     if mismatch:
@@ -180,11 +190,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     if mia_docs is not None:
         t = time.time()
         opts = NLLOptions(batch_size=config.batch_size, progress=progress, desc="mia")
-        member = document_nll(model, tokenizer, list(mia_docs["member"]["document"]), opts)
-        nonmember = document_nll(model, tokenizer, list(mia_docs["nonmember"]["document"]), opts)
-        auc = metrics.mia_auc(member, nonmember)
-        mia = {"auc": auc, "score": metrics.mia_score(auc), "source": mia_source, "members": len(member), "nonmembers": len(nonmember),
-               "member_mean_nll": _mean(member), "nonmember_mean_nll": _mean(nonmember)}
+        mia = measure_mia(model, tokenizer, list(mia_docs["member"]["document"]), list(mia_docs["nonmember"]["document"]), opts, source=mia_source)
         timings["mia_s"] = time.time() - t
     else:
         warnings.append("no membership-inference data (pass --mia DIR with member.jsonl and nonmember.jsonl): aggregate-score is -1")

@@ -144,6 +144,14 @@ def harmonic_mean(values: Sequence[float]) -> float | None:
     return float(statistics.harmonic_mean(values))
 
 
+def task_scores(rows: Sequence[dict]) -> tuple[dict, list[Term], list[str], float | None]:
+    """Scored rows of both splits → (per-split official dicts, aggregate terms, the terms left out,
+    the harmonic-mean task aggregate): what the evaluation and the validation during unlearning report."""
+    per_split = {kind: split_scores([r for r in rows if r["split"] == kind]) for kind in SPLIT_KEYS}
+    terms, missing = aggregate_terms(per_split)
+    return per_split, terms, missing, harmonic_mean([term.value for term in terms])
+
+
 def zero_terms_note(terms: Sequence[Term]) -> str | None:
     """A sentence naming the terms that make the harmonic mean 0, or None when there are none."""
     zeros = [t for t in terms if t.value == 0]

@@ -31,9 +31,9 @@ from ..data import SemEvalData
 from ..generation import GenerationOptions, generate
 from ..prompts import render_prompts
 from . import metrics
-from .nll import NLLOptions, document_nll
+from .core import measure_mia
+from .nll import NLLOptions
 
-SELECT_BY = ("final", "mia", "task")
 ANSWER_MARGIN = 8  # tokens generated past the longest expected answer
 
 
@@ -92,9 +92,7 @@ def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | N
         for row, text in zip(vs.rows, gen.texts):
             s = metrics.score_row(row["id"], row["expected_output"], text)
             scored.append({**row, "regurgitation": s.regurgitation, "knowledge": s.knowledge})
-        per_split = {k: metrics.split_scores([r for r in scored if r["split"] == k]) for k in ("forget", "retain")}
-        terms, _ = metrics.aggregate_terms(per_split)
-        task = metrics.harmonic_mean([t.value for t in terms])
+        per_split, _, _, task = metrics.task_scores(scored)
         out = {
             "forget_knowledge": per_split["forget"]["overall-knowledge-score"],
             "forget_regurgitation": per_split["forget"]["overall-regurgitation-score"],
@@ -103,17 +101,11 @@ def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | N
             "task": task,
         }
         if vs.has_mia:
-            opts = NLLOptions(batch_size=batch_size)
-            member = document_nll(model, tokenizer, vs.members, opts)
-            nonmember = document_nll(model, tokenizer, vs.nonmembers, opts)
-            finite = all(math.isfinite(x) for x in member + nonmember)
-            auc = metrics.mia_auc(member, nonmember) if finite else None
-            out.update({
-                "mia_auc": auc,
-                "mia_score": metrics.mia_score(auc) if auc is not None else 0.0,
-                "member_nll": sum(member) / len(member) if finite else None,
-                "nonmember_nll": sum(nonmember) / len(nonmember) if finite else None,
-            })
+            try:
+                mia = measure_mia(model, tokenizer, vs.members, vs.nonmembers, NLLOptions(batch_size=batch_size))
+            except AmnesiaError:  # a non-finite NLL (a diverging step): no AUC, a score of 0
+                mia = {"auc": None, "score": 0.0, "member_mean_nll": None, "nonmember_mean_nll": None}
+            out.update({"mia_auc": mia["auc"], "mia_score": mia["score"], "member_nll": mia["member_mean_nll"], "nonmember_nll": mia["nonmember_mean_nll"]})
             out["final"] = (task + out["mia_score"]) / 2 if task is not None else None
         else:
             out["final"] = task
@@ -123,7 +115,7 @@ def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | N
 
 
 def selection_value(scores: dict, select_by: str) -> float:
-    """The number checkpoint selection maximizes (``final``, ``mia`` or ``task``); ties broken by the final proxy."""
+    """The number checkpoint selection maximizes (``final``, ``mia`` or ``task``); a missing one is −∞ (the first best step is kept on ties)."""
     key = {"final": "final", "mia": "mia_score", "task": "task"}[select_by]
     value = scores.get(key)
     return -math.inf if value is None else float(value)
