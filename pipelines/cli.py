@@ -29,7 +29,19 @@ COMMANDS = (
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show every option's default and keep the description's line breaks."""
+    """Show every option's default once and keep the description's line breaks.
+
+    ``(default: X)`` is appended unless the help text already explains its default, the option
+    is required, its default is None (the text says what happens without it) or it is an on/off
+    flag (``store_true`` options are off unless given).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if "default" in text.lower() or action.required or action.default is None or flag:
+            return text
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):

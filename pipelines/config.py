@@ -25,16 +25,112 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipelines.target import TargetConfig
-from pipelines.trace_stage import FactSource, TraceStageConfig
 from pipelines.typed import apply_overrides, from_mapping, load_yaml_text, to_mapping
 from pipelines.world import WorldConfig
+from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
-from tracing.selection import SelectionConfig
-from tracing.tracer import TraceConfig
-from unlearn.eval import EvalConfig
-from unlearn.models import ModelOptions
-from unlearn.trainer import UnlearnConfig
+from unlearn.config import ModelOptions, UnlearnConfig
+from unlearn.eval.config import EvalConfig
+from unlearn.prompts import PROMPT_FORMATS
+
+# ---------------------------------------------------------------- the target (pipelines.target)
+
+SCRATCH_LR = 3e-3  # a 6-layer model from scratch memorizes 40 people in ~150 steps
+FINETUNE_LR = 5e-5  # full fine-tuning of a pretrained model (a from-scratch rate would wreck it)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Architecture and training of the tiny target (defaults: 6 layers × 128 wide)."""
+
+    layers: int = 6
+    hidden: int = 128
+    heads: int = 4
+    intermediate: int = 512
+    vocab_size: int = 1024
+    max_length: int = 128
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float | None = None
+    warmup: int = 20
+    eval_every: int = 50
+    target_em: float = 0.95
+    seed: int = 0
+    tokenizer: str | None = None
+    base_model: str | None = None
+    prompt_format: str = "raw"
+
+    def check(self) -> None:
+        for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise AmnesiaError(f"{name} {getattr(self, name)}: expected a positive integer")
+        if self.hidden % self.heads:
+            raise AmnesiaError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.lr is not None and not self.lr > 0:
+            raise AmnesiaError(f"lr {self.lr}: expected a positive number")
+        if not 0 < self.target_em <= 1:
+            raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default for what is trained: 3e-3 from scratch, 5e-5 when fine-tuning ``base_model``."""
+        if self.lr is not None:
+            return self.lr
+        return FINETUNE_LR if self.base_model else SCRATCH_LR
+
+
+# ---------------------------------------------------------------- the tracing stage (pipelines.trace_stage)
+
+SPLITS = ("forget", "retain", "all")
+PARTS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class FactSource:
+    """Which rows become facts. Default: forget-set train rows, Task 2, as asked."""
+
+    split: Literal["forget", "retain", "all"] = "forget"
+    part: Literal["train", "validation"] = "train"
+    tasks: tuple[str, ...] = ("Task2",)
+    rephrase: bool = False
+    max_facts: int | None = None
+    prompt_format: str = "raw"
+
+    def check(self) -> "FactSource":
+        if self.split not in SPLITS:
+            raise AmnesiaError(f"split {self.split!r}: expected one of {', '.join(SPLITS)}")
+        if self.part not in PARTS:
+            raise AmnesiaError(f"part {self.part!r}: expected one of {', '.join(PARTS)}")
+        if self.max_facts is not None and self.max_facts < 1:
+            raise AmnesiaError(f"max_facts {self.max_facts}: expected a positive integer (or no cap)")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
+        return self
+
+
+@dataclass(frozen=True)
+class TraceStageConfig:
+    """Everything the tracing stage needs besides the model and the data."""
+
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    select: SelectionConfig = field(default_factory=SelectionConfig)
+    facts: FactSource = field(default_factory=FactSource)
+    heatmaps: int = 4
+
+    def check(self) -> "TraceStageConfig":
+        self.trace.check()
+        self.select.check()
+        self.facts.check()
+        if self.heatmaps < 0:
+            raise AmnesiaError(f"heatmaps {self.heatmaps}: expected a number >= 0")
+        if self.select.kind not in self.trace.kinds:
+            raise AmnesiaError(f"selection kind {self.select.kind!r} is not among the traced kinds {','.join(self.trace.kinds)}")
+        return self
+
+
+# ---------------------------------------------------------------- the run
 
 CONTROLS = ("none", "random", "fixed", "sweep", "methods")
 #: The methods ``control: methods`` unlearns beside the configured one (the shared task's baselines).

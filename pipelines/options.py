@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn.models import ModelOptions
+from unlearn.config import ModelOptions
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

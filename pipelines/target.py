@@ -21,66 +21,21 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from pipelines.config import FINETUNE_LR, SCRATCH_LR, TargetConfig  # noqa: F401 - part of this module's API
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 from unlearn.data import SemEvalData, load_semeval, row_type
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
-from unlearn.prompts import PROMPT_FORMATS, check_prompt_format, render_prompts
+from unlearn.prompts import check_prompt_format, render_prompts
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
-SCRATCH_LR = 3e-3  # a 6-layer model from scratch memorizes 40 people in ~150 steps
-FINETUNE_LR = 5e-5  # full fine-tuning of a pretrained model (a from-scratch rate would wreck it)
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    """Architecture and training of the tiny target (defaults: 6 layers × 128 wide)."""
-
-    layers: int = 6
-    hidden: int = 128
-    heads: int = 4
-    intermediate: int = 512
-    vocab_size: int = 1024
-    max_length: int = 128
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float | None = None
-    warmup: int = 20
-    eval_every: int = 50
-    target_em: float = 0.95
-    seed: int = 0
-    tokenizer: str | None = None
-    base_model: str | None = None
-    prompt_format: str = "raw"
-
-    def check(self) -> None:
-        for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise AmnesiaError(f"{name} {getattr(self, name)}: expected a positive integer")
-        if self.hidden % self.heads:
-            raise AmnesiaError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if self.lr is not None and not self.lr > 0:
-            raise AmnesiaError(f"lr {self.lr}: expected a positive number")
-        if not 0 < self.target_em <= 1:
-            raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
-
-    @property
-    def learning_rate(self) -> float:
-        """``lr``, or the default for what is trained: 3e-3 from scratch, 5e-5 when fine-tuning ``base_model``."""
-        if self.lr is not None:
-            return self.lr
-        return FINETUNE_LR if self.base_model else SCRATCH_LR
-
-
 def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw") -> list[str]:
     """``input + output`` of every forget and retain row, train and validation (no separator, as
     the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""

@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
+from pipelines.config import PARTS, SPLITS, FactSource, TraceStageConfig  # noqa: F401 - part of this module's API
 from tracing.aggregation import aggregate
 from tracing.bridge import require_supported
 from tracing.errors import AmnesiaError
@@ -35,57 +36,10 @@ from tracing.facts import Fact, FactSet, facts_from_records, facts_from_rows, pr
 from tracing.io import atomic_path, check_output_dir
 from tracing.layers import LayerSelection
 from tracing.plots import plot_aie, plot_fact
-from tracing.selection import SelectionConfig, select_layers
-from tracing.tracer import TraceConfig, TraceResult, trace_facts
+from tracing.selection import select_layers
+from tracing.tracer import TraceResult, trace_facts
 from unlearn.data import SemEvalData
-from unlearn.prompts import PROMPT_FORMATS, render_prompts
-
-SPLITS = ("forget", "retain", "all")
-PARTS = ("train", "validation")
-
-
-@dataclass(frozen=True)
-class FactSource:
-    """Which rows become facts. Default: forget-set train rows, Task 2, as asked."""
-
-    split: Literal["forget", "retain", "all"] = "forget"
-    part: Literal["train", "validation"] = "train"
-    tasks: tuple[str, ...] = ("Task2",)
-    rephrase: bool = False
-    max_facts: int | None = None
-    prompt_format: str = "raw"
-
-    def check(self) -> "FactSource":
-        if self.split not in SPLITS:
-            raise AmnesiaError(f"split {self.split!r}: expected one of {', '.join(SPLITS)}")
-        if self.part not in PARTS:
-            raise AmnesiaError(f"part {self.part!r}: expected one of {', '.join(PARTS)}")
-        if self.max_facts is not None and self.max_facts < 1:
-            raise AmnesiaError(f"max_facts {self.max_facts}: expected a positive integer (or no cap)")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
-        return self
-
-
-@dataclass(frozen=True)
-class TraceStageConfig:
-    """Everything the tracing stage needs besides the model and the data."""
-
-    trace: TraceConfig = field(default_factory=TraceConfig)
-    select: SelectionConfig = field(default_factory=SelectionConfig)
-    facts: FactSource = field(default_factory=FactSource)
-    heatmaps: int = 4
-
-    def check(self) -> "TraceStageConfig":
-        self.trace.check()
-        self.select.check()
-        self.facts.check()
-        if self.heatmaps < 0:
-            raise AmnesiaError(f"heatmaps {self.heatmaps}: expected a number >= 0")
-        if self.select.kind not in self.trace.kinds:
-            raise AmnesiaError(f"selection kind {self.select.kind!r} is not among the traced kinds {','.join(self.trace.kinds)}")
-        return self
-
+from unlearn.prompts import render_prompts
 
 @dataclass
 class TraceOutcome:
@@ -132,8 +86,11 @@ def load_fact_file(path: str | Path) -> list[Fact]:
     return facts_from_records(records, where=str(path))
 
 
-def _slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "fact"
+def heatmap_name(index: int, fact: Fact) -> str:
+    """``000_<row id>.png`` (or ``000.png``): the same name for a fact's trace and re-trace, and
+    nothing of the fact's text in it — no name, no answer (an SSN has no place in a file name)."""
+    slug = re.sub(r"[^A-Za-z0-9-]+", "_", fact.id).strip("_-")[:60]
+    return f"{index:03d}_{slug}.png" if slug else f"{index:03d}.png"
 
 
 def run_trace(
@@ -187,7 +144,7 @@ def run_trace(
         selection.save(tmp / "layers.json")
         (tmp / "heatmaps").mkdir()
         for i, trace in enumerate(result.traces[: config.heatmaps]):
-            plot_fact(trace, tmp / "heatmaps" / f"{i:03d}_{_slug(trace.fact.subject)}_{_slug(trace.fact.relation or trace.fact.answer, 20)}.png", model=result.model)
+            plot_fact(trace, tmp / "heatmaps" / heatmap_name(i, trace.fact), model=result.model)
         plot_aie(summary, tmp / "aie.png")
     paths = {"trace": out_dir / "trace.json", "layers": out_dir / "layers.json", "heatmaps": out_dir / "heatmaps", "aie": out_dir / "aie.png"}
     return TraceOutcome(result, summary, selection, paths)

@@ -361,3 +361,33 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_says_so(tmp_path, fix
     # the same command again is told to resume or start over, not to silently redo it
     code, lines = run_in_process(argv, capsys)
     assert code == 2 and lines == [f"amnesia unlearn: error: {ckpt.parent}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite to start over"]
+
+
+@pytest.mark.parametrize("hub", ["unreachable", "offline"])
+def test_mistyped_relative_model_path_fails_fast_naming_the_nearest_folder(hub, tmp_path, fixture_world, fixture_target, capsys, monkeypatch):
+    """``--model amnesia-demo/targett`` reads as a Hub id; with the Hub unreachable (or offline mode)
+    the answer is one line within seconds — not a minute of retries — naming the folder it missed."""
+    import time
+
+    import huggingface_hub
+
+    from unlearn import hub as hub_module
+
+    (tmp_path / "amnesia-demo").mkdir()
+    (tmp_path / "amnesia-demo" / "target").symlink_to(fixture_target, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", hub == "offline")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if hub == "offline" else "0")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
+    hub_module.probe.cache_clear()
+    argv = ["trace", "--model", "amnesia-demo/targett", "--data", str(fixture_world), "--out", "out", "--quiet"]
+    before = tree(tmp_path, fixture_world)
+    start = time.perf_counter()
+    code, lines = run_in_process(argv, capsys)
+    seconds = time.perf_counter() - start
+    hub_module.probe.cache_clear()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("amnesia trace: error: amnesia-demo/targett: no such model folder (did you mean amnesia-demo/target?), and "), lines
+    assert ("offline (HF_HUB_OFFLINE=1)" if hub == "offline" else "Hugging Face Hub is unreachable") in lines[0], lines
+    assert seconds < 5, f"{seconds:.1f} s"
+    assert tree(tmp_path, fixture_world) == before and not (tmp_path / "out").exists()

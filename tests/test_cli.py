@@ -26,6 +26,39 @@ def test_help_lists_commands_and_defaults(capsys):
                 assert opt.help, f"{action.prog} {opt.option_strings} has no help"
 
 
+HEAVY = ("torch", "transformers", "datasets", "lm_eval", "transformer_lens", "matplotlib", "numpy")
+
+
+def test_help_imports_no_heavy_library():
+    """`amnesia --help`, every `amnesia COMMAND --help` and argument errors answer without torch & co."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from pipelines.cli import build_parser, main\n"
+        "parser = build_parser()\n"
+        "for name in parser._subparsers._group_actions[0].choices:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['unlearn', '--epochs', 'many'])\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"--help imported {r.stdout.strip()}"
+
+
+def test_help_states_each_default_once():
+    parser = build_parser()
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        text = sub.format_help()
+        assert "(default: None)" not in text, sub.prog
+        for opt in sub._actions:
+            if not opt.option_strings:
+                continue
+            rendered = sub.formatter_class(sub.prog)._expand_help(opt) if opt.help else ""
+            assert rendered.lower().count("default") <= 1 or "%(default)" in (opt.help or ""), f"{sub.prog} {opt.option_strings[0]}: {rendered!r}"
+
+
 def test_make_world_cli(tmp_path):
     r = amnesia("make-world", "--out", str(tmp_path / "w"), "--people", "8")
     assert r.returncode == 0, r.stderr

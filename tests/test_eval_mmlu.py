@@ -110,3 +110,21 @@ def test_hub_unreachable_is_one_clear_error(model_tok, monkeypatch):
         run_mmlu(model, tok, MMLUConfig(source="hub", subjects=("anatomy",), limit=1, batch_size=1))
     message = str(err.value)
     assert "\n" not in message and "could not load their data from the Hub" in message and "--mmlu DIR" in message
+
+
+def test_mmlu_prints_no_library_noise(model_tok, tmp_path, monkeypatch, capfd):
+    """Outside a git checkout and with a fresh datasets cache: no "fatal: not a git repository"
+    (lm-eval's git describe) and no "Generating test split" bar per subject file (datasets)."""
+    import datasets
+
+    _offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    model, tok = model_tok
+    capfd.readouterr()
+    result = run_mmlu(model, tok, MMLUConfig(source="builtin", subjects=("anatomy", "astronomy"), limit=2, batch_size=4))
+    out, err = capfd.readouterr()
+    assert result["questions"] == 4
+    assert "not a git repository" not in err
+    assert "Generating" not in out + err, (out + err)[-500:]
+    assert datasets.is_progress_bar_enabled()  # switched back on afterwards

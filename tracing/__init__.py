@@ -16,7 +16,7 @@ Many facts, aggregated and turned into a layer choice::
     summary = aggregate(result.traces)                        # AIE by token group, 95 % CIs, TE
     select_layers(summary, model=result.model).save("layers.json")
 
-Modules: ``facts`` (facts, subject spans, the ROME filter), ``noise``, ``bridge`` (booting and
+Modules: ``config`` (the settings, importable without torch), ``facts`` (facts, subject spans, the ROME filter), ``noise``, ``bridge`` (booting and
 restoring the model), ``tracer`` (batched exact tracing), ``reference`` (ROME's plain loop),
 ``attribution`` (attribution patching), ``aggregate``, ``selection``, ``plots``; plus the
 project-wide ``errors``, ``io`` and ``layers`` (the ``layers.json`` schema).
@@ -31,17 +31,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "aggregation": ("TOKEN_GROUPS", "aggregate", "layer_profile", "mean_ci", "spearman", "token_groups"),
+    "aggregation": ("aggregate", "layer_profile", "mean_ci", "spearman", "token_groups"),
     "attribution": ("attribute_fact",),
-    "bridge": ("KINDS", "bridged", "hook_name"),
+    "bridge": ("bridged", "hook_name"),
+    "config": ("TraceConfig", "SelectionConfig", "KINDS", "TOKEN_GROUPS", "parse_noise"),
     "errors": ("AmnesiaError",),
     "facts": ("SKIP_REASONS", "Fact", "FactSet", "Skipped", "TokenizedFact", "facts_from_records", "facts_from_rows", "parse_question", "prepare_facts", "subject_token_range", "tokenize_fact"),
     "layers": ("LayerSelection", "load_layers"),
-    "noise": ("draw_noise", "embedding_std", "parse_noise"),
+    "noise": ("draw_noise", "embedding_std"),
     "plots": ("plot_aie", "plot_fact"),
     "reference": ("trace_fact_reference",),
-    "selection": ("SelectionConfig", "select_layers"),
-    "tracer": ("FactTrace", "TraceConfig", "TraceResult", "restored_layers", "trace_fact", "trace_facts", "trace_prompt"),
+    "selection": ("select_layers",),
+    "tracer": ("FactTrace", "TraceResult", "restored_layers", "trace_fact", "trace_facts", "trace_prompt"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -61,14 +62,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .aggregation import TOKEN_GROUPS, aggregate, layer_profile, mean_ci, spearman, token_groups
+    from .aggregation import aggregate, layer_profile, mean_ci, spearman, token_groups
     from .attribution import attribute_fact
-    from .bridge import KINDS, bridged, hook_name
+    from .bridge import bridged, hook_name
+    from .config import KINDS, TOKEN_GROUPS, SelectionConfig, TraceConfig, parse_noise
     from .errors import AmnesiaError
     from .facts import SKIP_REASONS, Fact, FactSet, Skipped, TokenizedFact, facts_from_records, facts_from_rows, parse_question, prepare_facts, subject_token_range, tokenize_fact
     from .layers import LayerSelection, load_layers
-    from .noise import draw_noise, embedding_std, parse_noise
+    from .noise import draw_noise, embedding_std
     from .plots import plot_aie, plot_fact
     from .reference import trace_fact_reference
-    from .selection import SelectionConfig, select_layers
-    from .tracer import FactTrace, TraceConfig, TraceResult, restored_layers, trace_fact, trace_facts, trace_prompt
+    from .selection import select_layers
+    from .tracer import FactTrace, TraceResult, restored_layers, trace_fact, trace_facts, trace_prompt

@@ -24,9 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import TOKEN_GROUPS
 from .tracer import FactTrace
 
-TOKEN_GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
 GROUP_LABELS = {
     "first_subject": "first subject token",
     "middle_subject": "middle subject tokens",

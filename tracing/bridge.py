@@ -27,10 +27,10 @@ from typing import Iterator
 
 import torch
 
+from .config import KINDS  # noqa: F401 - part of this module's API
 from .errors import AmnesiaError
 from .logs import quiet_loggers
 
-KINDS = ("hidden", "mlp", "attn")
 EMBED_HOOK = "hook_embed"
 _HOOKS = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
 

@@ -8,55 +8,14 @@ own ``samples × n_subject_tokens × d_model`` standard-normal draw from a gener
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .bridge import EMBED_HOOK
+from .config import NoiseLevel, parse_noise  # noqa: F401 - part of this module's API
 from .errors import AmnesiaError
 from .facts import TokenizedFact
-
-_RELATIVE = re.compile(r"^s(\d+(?:\.\d*)?|\.\d+)$")
-
-
-@dataclass(frozen=True)
-class NoiseLevel:
-    """``relative=True``: ``value`` × the subject-embedding std; else ``value`` is the std itself."""
-
-    value: float
-    relative: bool
-
-    def std(self, embedding_std: float | None) -> float:
-        if not self.relative:
-            return self.value
-        if embedding_std is None:
-            raise AmnesiaError("relative noise level needs the subject-embedding std of the fact set")
-        return self.value * embedding_std
-
-    def __str__(self) -> str:
-        return f"s{self.value:g}" if self.relative else f"{self.value:g}"
-
-
-def parse_noise(spec: str | float | NoiseLevel) -> NoiseLevel:
-    """``"s3"`` → 3 × embedding std; ``"0.1"`` or ``0.1`` → std 0.1. Must be positive."""
-    if isinstance(spec, NoiseLevel):
-        level = spec
-    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        level = NoiseLevel(float(spec), False)
-    elif isinstance(spec, str):
-        text = spec.strip().lower()
-        match = _RELATIVE.match(text)
-        try:
-            level = NoiseLevel(float(match.group(1)), True) if match else NoiseLevel(float(text), False)
-        except ValueError:
-            raise AmnesiaError(f"noise {spec!r}: expected sN (N × the subject-embedding std, e.g. s3) or a positive number") from None
-    else:
-        raise AmnesiaError(f"noise {spec!r}: expected sN (e.g. s3) or a positive number")
-    if not level.value > 0 or level.value != level.value or level.value == float("inf"):
-        raise AmnesiaError(f"noise {spec!r}: expected a positive, finite level")
-    return level
 
 
 @torch.no_grad()

@@ -14,48 +14,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from .aggregation import TOKEN_GROUPS, layer_profile
-from .bridge import KINDS
+from .aggregation import layer_profile
+from .config import MODES, SelectionConfig  # noqa: F401 - part of this module's API
 from .errors import AmnesiaError
 from .layers import LayerSelection
-
-MODES = ("window", "threshold")
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """How to pick layers from the traced AIE."""
-
-    mode: str = "window"
-    k: int | None = None
-    fraction: float = 0.5
-    kind: str = "mlp"
-    group: str = "last_subject"
-    depth_fraction: float = 0.375
-    evidence: bool = True
-
-    def k_for(self, n_layers: int) -> int:
-        """The window size for a model of ``n_layers``: ``k``, or ``depth_fraction`` of the layers."""
-        if self.k is not None:
-            return min(self.k, n_layers)
-        return max(1, min(n_layers, round(self.depth_fraction * n_layers)))
-
-    def check(self) -> "SelectionConfig":
-        if self.mode not in MODES:
-            raise AmnesiaError(f"selection mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.k is not None and self.k < 1:
-            raise AmnesiaError(f"selection k {self.k}: expected a positive number of layers (or none: a fraction of the depth)")
-        if not 0 < self.depth_fraction <= 1:
-            raise AmnesiaError(f"selection depth_fraction {self.depth_fraction}: expected a number in (0, 1]")
-        if not 0 < self.fraction <= 1:
-            raise AmnesiaError(f"selection fraction {self.fraction}: expected a number in (0, 1]")
-        if self.kind not in KINDS:
-            raise AmnesiaError(f"selection kind {self.kind!r}: expected one of {', '.join(KINDS)}")
-        if self.group not in TOKEN_GROUPS:
-            raise AmnesiaError(f"selection group {self.group!r}: expected one of {', '.join(TOKEN_GROUPS)}")
-        return self
 
 
 def best_window(scores: list[float], k: int) -> list[int]:

@@ -29,62 +29,21 @@ What makes it fast, all exact:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bridge import EMBED_HOOK, KINDS, accepts_logits_to_keep, bridged, require_causal_lm, require_supported, cache_keyword, hook_name, model_name, new_cache, prefix_cache, suffix_cache_works
+from .bridge import EMBED_HOOK, accepts_logits_to_keep, bridged, require_causal_lm, require_supported, cache_keyword, hook_name, model_name, new_cache, prefix_cache, suffix_cache_works
+from .config import KINDS, METHODS, TraceConfig  # noqa: F401 - TraceConfig is part of this module's API
 from .errors import AmnesiaError
 from .facts import Fact, FactSet, Skipped, TokenizedFact, greedy_next_tokens, prepare_facts, tokenize_fact
 from .noise import draw_noise, embedding_std, parse_noise
 
-METHODS = ("exact", "attribution")
 TRACE_SCHEMA = 1
 DEFAULT_MEMORY_MB = 1024
-
-
-@dataclass(frozen=True)
-class TraceConfig:
-    """How to trace. Defaults are ROME's (``samples=10``, noise ``s3``, ``window=10``)."""
-
-    kinds: tuple[str, ...] = KINDS
-    samples: int = 10
-    noise: str | float = "s3"
-    window: int = 10
-    seed: int = 0
-    method: str = "exact"
-    batch_size: int | None = None  # rows (restorations × samples) per forward; None = from memory_mb
-    memory_mb: int | None = None  # activation budget per forward; None = 1024 on CPU, half the free GPU memory
-    max_tokens: int = 128  # longer prompts are skipped ("too long")
-    suffix: bool = True  # run only the positions after the restored token when the model's KV cache allows
-    float32: bool = True  # trace a 16-bit model in float32 (cast for the trace, cast back exactly afterwards)
-
-    def check(self) -> "TraceConfig":
-        kinds = tuple(self.kinds)
-        if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-            raise AmnesiaError(f"kinds {','.join(kinds) or '(none)'}: expected distinct values among {', '.join(KINDS)}")
-        if self.samples < 1:
-            raise AmnesiaError(f"samples {self.samples}: expected a positive integer")
-        if self.window < 1:
-            raise AmnesiaError(f"window {self.window}: expected a positive integer")
-        if self.method not in METHODS:
-            raise AmnesiaError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise AmnesiaError(f"batch_size {self.batch_size}: expected a positive integer (or automatic)")
-        if self.memory_mb is not None and self.memory_mb < 1:
-            raise AmnesiaError(f"memory_mb {self.memory_mb}: expected a positive integer")
-        if self.max_tokens < 1:
-            raise AmnesiaError(f"max_tokens {self.max_tokens}: expected a positive integer")
-        parse_noise(self.noise)
-        return self
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["kinds"] = list(self.kinds)
-        return d
 
 
 @dataclass

@@ -6,7 +6,7 @@ The unlearning entry points are imported lazily (they pull in ``transformers.Tra
 """
 
 _LAZY = {
-    "UnlearnConfig": "unlearn.trainer",
+    "UnlearnConfig": "unlearn.config",
     "UnlearnTrainer": "unlearn.trainer",
     "run_unlearning": "unlearn.api",
     "train_unlearning": "unlearn.api",

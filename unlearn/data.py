@@ -280,6 +280,9 @@ def _download_dataset(repo_id: str) -> Path:
     """Fetch a dataset repository from the Hub (honours HF_HUB_OFFLINE and the local cache)."""
     from huggingface_hub import snapshot_download
 
+    from .hub import check_hub_source
+
+    check_hub_source(repo_id, repo_type="dataset", what="data")
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=["data/*", "mia_data/*"]))
     except Exception as exc:

@@ -17,10 +17,11 @@ npo        ``(2/β)·mean log(1 + (π_θ(y|x)/π_ref(y|x))^β) + CE_r`` on forge
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .config import AlphaParams  # noqa: F401 - part of this module's API
 
 IGNORE = -100
 
@@ -136,28 +137,6 @@ def npo_loss(nll_forget: torch.Tensor, ref_nll_forget: torch.Tensor, beta: float
 
 
 # --------------------------------------------------------------------------- α schedule
-
-
-@dataclass(frozen=True)
-class AlphaParams:
-    """Constants of the α schedule. ``decimals``: round α (the authors' code rounds to 1)."""
-
-    a: float = 0.3
-    b: float = 6.0
-    c: float = 0.8
-    alpha_min: float = 1.2
-    alpha_max: float = 2.8
-    decimals: int | None = None
-
-    @classmethod
-    def paper(cls) -> "AlphaParams":
-        """The paper's schedule: clip to [1.2, 2.8], no rounding."""
-        return cls()
-
-    @classmethod
-    def code(cls) -> "AlphaParams":
-        """The authors' released code: clip to [1.2, 2.3] and round α to one decimal."""
-        return cls(alpha_max=2.3, decimals=1)
 
 
 def sha256_alpha(ce_retain: float, l_ref: float | None, params: AlphaParams = AlphaParams()) -> float:

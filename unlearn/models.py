@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tracing.errors import AmnesiaError
 
+from .config import ModelOptions  # noqa: F401 - part of this module's API
+from .hub import check_hub_source
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
 WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to load a model; the CLI's ``--device --dtype --allow-pickle --trust-remote-code``."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -101,6 +93,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, trust_remote_code: bool = Fa
     """The tokenizer of a model folder or Hub id, with a pad token guaranteed."""
     from transformers import AutoTokenizer
 
+    if not is_local(name_or_path):
+        check_hub_source(str(name_or_path), what="model")  # a mistyped folder fails in seconds, not after a minute of retries
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:

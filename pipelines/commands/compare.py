@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn.eval.report import comparison_markdown, comparison_table, compare, load_scores, write_comparison
-
 NAME = "compare"
 HELP = "compare two scores.json files (before/after)"
 
@@ -25,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    from unlearn.eval.report import comparison_markdown, comparison_table, compare, load_scores, write_comparison
 
     before, after = load_scores(args.before), load_scores(args.after)
     rows = compare(before, after)

@@ -15,7 +15,6 @@ import argparse
 from pipelines.commands.run import print_headline
 from pipelines.demo import demo_config, resolve_mmlu
 from pipelines.options import quiet_progress
-from pipelines.run import run_pipeline
 
 NAME = "demo"
 HELP = "run the whole method on the synthetic world (no arguments needed)"
@@ -32,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.run import run_pipeline
+
     mmlu, note = resolve_mmlu(args.mmlu)
     print(note)
     config = demo_config(mmlu=mmlu, people=args.people, overrides=args.overrides)

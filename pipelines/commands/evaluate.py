@@ -17,10 +17,8 @@ from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
 from tracing.io import check_output_path
-from unlearn.eval import EvalConfig, load_scores
-from unlearn.eval.config import MMLU_THRESHOLD
+from unlearn.eval.config import MMLU_THRESHOLD, EvalConfig
 from unlearn.eval.mmlu import ENV_DIR
-from unlearn.eval.report import check_outputs, comparison_table, compare, scores_tables, write_comparison, write_outputs
 
 NAME = "evaluate"
 HELP = "score a model: SemEval-2025 Task 4 metrics, MIA and MMLU"
@@ -64,6 +62,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unlearn.eval.report import check_outputs, comparison_table, compare, load_scores, scores_tables, write_comparison, write_outputs
+
     from rich.console import Console
 
     from unlearn.eval.core import prepare, run_evaluation

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.target import TargetConfig, make_target
+from pipelines.config import TargetConfig
 
 NAME = "make-target"
 HELP = "train the tiny target model that memorizes the data"
@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.target import make_target
+
     config = TargetConfig(
         layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
         vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from pipelines.world import WorldConfig, make_world
-from unlearn.data import format_summary, load_semeval
 
 NAME = "make-world"
 HELP = "write the synthetic SemEval-layout fact world"
@@ -27,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unlearn.data import format_summary, load_semeval
+
     config = WorldConfig(people=args.people, seed=args.seed, forget_fraction=args.forget_fraction, validation_fraction=args.validation_fraction)
     out = make_world(args.out, config, overwrite=args.overwrite)
     print(format_summary(load_semeval(out)))

@@ -15,7 +15,6 @@ import dataclasses
 
 from pipelines.config import CONTROLS, load_config
 from pipelines.options import quiet_progress
-from pipelines.run import run_pipeline
 
 NAME = "run"
 HELP = "run trace → unlearn → re-trace → evaluate from a YAML config"
@@ -52,6 +51,8 @@ def print_headline(summary: dict, run_dir) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.run import run_pipeline
+
     config = load_config(args.config, args.overrides)
     if args.control is not None:
         config = dataclasses.replace(config, control=args.control)

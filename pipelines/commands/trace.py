@@ -16,10 +16,9 @@ import argparse
 from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
-from pipelines.trace_stage import FactSource, TraceStageConfig, load_fact_file, run_trace
+from pipelines.config import FactSource, TraceStageConfig
+from tracing.config import SelectionConfig, TraceConfig
 from tracing.io import check_output_dir, check_output_path
-from tracing.selection import SelectionConfig
-from tracing.tracer import TraceConfig
 
 NAME = "trace"
 HELP = "causal tracing: find the layers that store the facts, write layers.json"
@@ -80,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> TraceStageConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.trace_stage import load_fact_file, run_trace
     from unlearn.data import load_semeval
     from unlearn.models import load_model
 

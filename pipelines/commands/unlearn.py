@@ -20,11 +20,9 @@ import sys
 from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
-from tracing.selection import SelectionConfig
-from tracing.tracer import TraceConfig
+from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
-from unlearn.api import check_output_path, check_outputs, default_checkpoint_dir, run_unlearning
-from unlearn.trainer import METHODS, UnlearnConfig
+from unlearn.config import METHODS, UnlearnConfig
 
 NAME = "unlearn"
 HELP = "unlearn the forget set by training only the selected layers"
@@ -208,6 +206,8 @@ class _StderrHandler(logging.StreamHandler):
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Every output check before any work (tracing included): nothing is written on a bad path."""
+    from unlearn.api import check_output_path, check_outputs, default_checkpoint_dir
+
     check_outputs(args.out, args.model, [args.data], overwrite=args.overwrite, resume=args.resume,
                   checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out))
     if args.layers == "auto":
@@ -221,6 +221,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unlearn.api import default_checkpoint_dir, run_unlearning
+
     log = logging.getLogger("unlearn")
     if not log.handlers:
         handler = _StderrHandler(sys.stderr)

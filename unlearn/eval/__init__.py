@@ -16,14 +16,33 @@ Modules: :mod:`~unlearn.eval.metrics` (one function per metric), :mod:`~unlearn.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..data import SemEvalData
 from .config import DEFAULT_TIE_MARGIN, MMLU_THRESHOLD, EvalConfig
-from .core import Evaluation, run_evaluation
-from .report import check_outputs, compare, load_scores, write_outputs
 
+# Loaded on first use, so the settings (``unlearn.eval.config``) import without torch.
+_LAZY = {
+    "Evaluation": ".core",
+    "run_evaluation": ".core",
+    "check_outputs": ".report",
+    "compare": ".report",
+    "load_scores": ".report",
+    "write_outputs": ".report",
+}
 __all__ = ["EvalConfig", "Evaluation", "evaluate", "run_evaluation", "compare", "load_scores", "write_outputs", "MMLU_THRESHOLD", "DEFAULT_TIE_MARGIN"]
+
+if TYPE_CHECKING:
+    from ..data import SemEvalData
+    from .core import Evaluation, run_evaluation
+    from .report import compare, load_scores, write_outputs
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'unlearn.eval' has no attribute {name!r}")
 
 
 def evaluate(
@@ -43,6 +62,9 @@ def evaluate(
     there (atomically; existing files only with ``overwrite``). Use :func:`run_evaluation` to also get the
     per-row predictions in Python.
     """
+    from .core import run_evaluation
+    from .report import check_outputs, write_outputs
+
     if out is not None:
         check_outputs(out, overwrite=overwrite)  # before the long work
     result = run_evaluation(model, tokenizer, data, config, progress=progress)

@@ -1,4 +1,4 @@
-"""The evaluation's settings, in one typed place (the CLI only fills this in)."""
+"""The evaluation's settings, in one typed place (the CLI only fills this in); importable without torch."""
 
 from __future__ import annotations
 
@@ -7,13 +7,31 @@ from dataclasses import dataclass
 from tracing.errors import AmnesiaError
 
 from ..prompts import PROMPT_FORMATS
-from .mmlu import MMLUConfig
 
 #: The shared task's MMLU floor for the 7B model; below it a warning is issued.
 MMLU_THRESHOLD = 0.371
 #: Near-tie margin (logits) used in fp32 when ``tie_margin`` is None; see :mod:`unlearn.generation`.
 DEFAULT_TIE_MARGIN = 1e-3
 SPLIT_CHOICES = ("auto", "train", "validation")
+
+
+@dataclass(frozen=True)
+class MMLUConfig:
+    """What to run: ``source`` auto|hub|off|DIR, few-shot count, questions per subject, subjects (empty = all)."""
+
+    source: str = "auto"
+    shots: int = 0
+    limit: int | None = None
+    subjects: tuple[str, ...] = ()
+    batch_size: int | None = None
+
+    def check(self) -> None:
+        if not 0 <= self.shots <= 5:
+            raise AmnesiaError(f"--mmlu-shots {self.shots}: expected 0 to 5 (MMLU's dev split has 5 questions per subject)")
+        if self.limit is not None and self.limit < 1:
+            raise AmnesiaError(f"--mmlu-limit {self.limit}: expected a positive number of questions per subject")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise AmnesiaError(f"batch size {self.batch_size}: expected a positive integer")
 
 
 @dataclass(frozen=True)

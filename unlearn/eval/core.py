@@ -202,7 +202,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
         if mmlu["micro"] is not None and mmlu["micro"] < config.mmlu_threshold:
             warnings.append(f"MMLU average {mmlu['micro']:.4f} is below the threshold {config.mmlu_threshold} (the shared task's floor for 7B)")
     else:
-        warnings.append("MMLU was not run (--mmlu off): aggregate-score is -1")
+        warnings.append("MMLU was not run (its source is off: --mmlu off, or evaluate.mmlu: off in a run config): aggregate-score is -1")
     timings["total_s"] = time.time() - start
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["rows_per_s_generation"] = round(len(rows) / max(timings["generation_s"], 1e-9), 3)

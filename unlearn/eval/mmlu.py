@@ -21,15 +21,17 @@ becomes ``mmlu_average``), plus the macro mean over subjects.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tracing.errors import AmnesiaError
 from tracing.logs import quiet_loggers
+
+from .config import MMLUConfig  # noqa: F401 - part of this module's API
 
 ENV_DIR = "AMNESIA_MMLU_DIR"
 BUILTIN_DIR = Path(__file__).parent / "mmlu_subset"
@@ -44,25 +46,6 @@ HOW_TO_PROVIDE = (
     "pass --mmlu DIR with a local copy in hails/mmlu_no_train layout (<subject>/test/data-*.arrow, "
     f"e.g. ../shared/data/mmlu_no_train), set {ENV_DIR}, or skip MMLU with --mmlu off"
 )
-
-
-@dataclass(frozen=True)
-class MMLUConfig:
-    """What to run: ``source`` auto|hub|off|DIR, few-shot count, questions per subject, subjects (empty = all)."""
-
-    source: str = "auto"
-    shots: int = 0
-    limit: int | None = None
-    subjects: tuple[str, ...] = ()
-    batch_size: int | None = None
-
-    def check(self) -> None:
-        if not 0 <= self.shots <= 5:
-            raise AmnesiaError(f"--mmlu-shots {self.shots}: expected 0 to 5 (MMLU's dev split has 5 questions per subject)")
-        if self.limit is not None and self.limit < 1:
-            raise AmnesiaError(f"--mmlu-limit {self.limit}: expected a positive number of questions per subject")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise AmnesiaError(f"batch size {self.batch_size}: expected a positive integer")
 
 
 @dataclass(frozen=True)
@@ -112,16 +95,11 @@ def hub_available() -> bool:
     return _hub_answers()
 
 
-@functools.lru_cache(maxsize=1)
-def _hub_answers(timeout: float = 5.0) -> bool:
-    """One probe of the Hub per process (a machine without network answers within ``timeout``)."""
-    try:
-        from huggingface_hub import HfApi
+def _hub_answers() -> bool:
+    """One probe of the Hub per process (a machine without network answers within seconds)."""
+    from ..hub import probe
 
-        HfApi().dataset_info(HUB_DATASET, timeout=timeout)
-        return True
-    except Exception:
-        return False
+    return probe(HUB_DATASET, "dataset") == "found"
 
 
 def _arrow_files(folder: Path) -> list[str]:
@@ -288,6 +266,32 @@ def _check_cached(subject: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """What lm-eval and datasets print that says nothing about the scores, off for one MMLU run.
+
+    * ``datasets`` draws a "Generating test/dev split" bar per subject file (114 for 57 subjects);
+    * lm-eval records the current directory's git hash by running ``git describe``, which prints
+      "fatal: not a git repository" outside a checkout; that field is not used here, so it is
+      left empty for the run (``lm_eval.evaluator.get_git_commit_hash``, restored afterwards).
+    """
+    import datasets
+    import lm_eval.evaluator as evaluator
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    git_hash = getattr(evaluator, "get_git_commit_hash", None)
+    if git_hash is not None:
+        evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        if git_hash is not None:
+            evaluator.get_git_commit_hash = git_hash
+        if bars:
+            datasets.enable_progress_bars()
+
+
 def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None:
     """Score ``model`` on MMLU; None when the source is ``off``. See the module docstring."""
     source, subjects = check_mmlu(config)
@@ -299,7 +303,7 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
     from lm_eval.tasks import TaskManager
 
     categories = stock_subjects()
-    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"):
+    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"), _quiet_lm_eval():
         if source.is_files:
             tasks = write_local_tasks(source.path, subjects, Path(tmp))
             manager = TaskManager(include_path=tmp, include_defaults=False)

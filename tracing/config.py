@@ -1,0 +1,136 @@
+"""Tracing's settings, importable without torch (the CLI builds its ``--help`` from them).
+
+:class:`TraceConfig` (how to trace), :class:`SelectionConfig` (how to pick layers from the AIE),
+the noise-level parser and the names they validate against. :mod:`tracing.tracer`,
+:mod:`tracing.selection` and :mod:`tracing.noise` re-export them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from .errors import AmnesiaError
+
+#: What can be restored: the residual stream after a block, the MLP output, the attention output.
+KINDS = ("hidden", "mlp", "attn")
+#: ROME's token groups of a prompt (see :func:`tracing.aggregation.token_groups`).
+TOKEN_GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
+METHODS = ("exact", "attribution")
+MODES = ("window", "threshold")
+
+_RELATIVE = re.compile(r"^s(\d+(?:\.\d*)?|\.\d+)$")
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """``relative=True``: ``value`` × the subject-embedding std; else ``value`` is the std itself."""
+
+    value: float
+    relative: bool
+
+    def std(self, embedding_std: float | None) -> float:
+        if not self.relative:
+            return self.value
+        if embedding_std is None:
+            raise AmnesiaError("relative noise level needs the subject-embedding std of the fact set")
+        return self.value * embedding_std
+
+    def __str__(self) -> str:
+        return f"s{self.value:g}" if self.relative else f"{self.value:g}"
+
+
+def parse_noise(spec: str | float | NoiseLevel) -> NoiseLevel:
+    """``"s3"`` → 3 × embedding std; ``"0.1"`` or ``0.1`` → std 0.1. Must be positive."""
+    if isinstance(spec, NoiseLevel):
+        level = spec
+    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        level = NoiseLevel(float(spec), False)
+    elif isinstance(spec, str):
+        text = spec.strip().lower()
+        match = _RELATIVE.match(text)
+        try:
+            level = NoiseLevel(float(match.group(1)), True) if match else NoiseLevel(float(text), False)
+        except ValueError:
+            raise AmnesiaError(f"noise {spec!r}: expected sN (N × the subject-embedding std, e.g. s3) or a positive number") from None
+    else:
+        raise AmnesiaError(f"noise {spec!r}: expected sN (e.g. s3) or a positive number")
+    if not level.value > 0 or level.value != level.value or level.value == float("inf"):
+        raise AmnesiaError(f"noise {spec!r}: expected a positive, finite level")
+    return level
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """How to trace. Defaults are ROME's (``samples=10``, noise ``s3``, ``window=10``)."""
+
+    kinds: tuple[str, ...] = KINDS
+    samples: int = 10
+    noise: str | float = "s3"
+    window: int = 10
+    seed: int = 0
+    method: str = "exact"
+    batch_size: int | None = None  # rows (restorations × samples) per forward; None = from memory_mb
+    memory_mb: int | None = None  # activation budget per forward; None = 1024 on CPU, half the free GPU memory
+    max_tokens: int = 128  # longer prompts are skipped ("too long")
+    suffix: bool = True  # run only the positions after the restored token when the model's KV cache allows
+    float32: bool = True  # trace a 16-bit model in float32 (cast for the trace, cast back exactly afterwards)
+
+    def check(self) -> "TraceConfig":
+        kinds = tuple(self.kinds)
+        if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+            raise AmnesiaError(f"kinds {','.join(kinds) or '(none)'}: expected distinct values among {', '.join(KINDS)}")
+        if self.samples < 1:
+            raise AmnesiaError(f"samples {self.samples}: expected a positive integer")
+        if self.window < 1:
+            raise AmnesiaError(f"window {self.window}: expected a positive integer")
+        if self.method not in METHODS:
+            raise AmnesiaError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise AmnesiaError(f"batch_size {self.batch_size}: expected a positive integer (or automatic)")
+        if self.memory_mb is not None and self.memory_mb < 1:
+            raise AmnesiaError(f"memory_mb {self.memory_mb}: expected a positive integer")
+        if self.max_tokens < 1:
+            raise AmnesiaError(f"max_tokens {self.max_tokens}: expected a positive integer")
+        parse_noise(self.noise)
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kinds"] = list(self.kinds)
+        return d
+
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How to pick layers from the traced AIE."""
+
+    mode: str = "window"
+    k: int | None = None
+    fraction: float = 0.5
+    kind: str = "mlp"
+    group: str = "last_subject"
+    depth_fraction: float = 0.375
+    evidence: bool = True
+
+    def k_for(self, n_layers: int) -> int:
+        """The window size for a model of ``n_layers``: ``k``, or ``depth_fraction`` of the layers."""
+        if self.k is not None:
+            return min(self.k, n_layers)
+        return max(1, min(n_layers, round(self.depth_fraction * n_layers)))
+
+    def check(self) -> "SelectionConfig":
+        if self.mode not in MODES:
+            raise AmnesiaError(f"selection mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.k is not None and self.k < 1:
+            raise AmnesiaError(f"selection k {self.k}: expected a positive number of layers (or none: a fraction of the depth)")
+        if not 0 < self.depth_fraction <= 1:
+            raise AmnesiaError(f"selection depth_fraction {self.depth_fraction}: expected a number in (0, 1]")
+        if not 0 < self.fraction <= 1:
+            raise AmnesiaError(f"selection fraction {self.fraction}: expected a number in (0, 1]")
+        if self.kind not in KINDS:
+            raise AmnesiaError(f"selection kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        if self.group not in TOKEN_GROUPS:
+            raise AmnesiaError(f"selection group {self.group!r}: expected one of {', '.join(TOKEN_GROUPS)}")
+        return self
