@@ -50,6 +50,8 @@ def _fmt(v, signed=False) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
+        if round(v, 3) == 0:  # no "-0.000"
+            v = 0.0
         return f"{v:+.3f}" if signed else f"{v:.3f}"
     return str(v)
 
@@ -247,7 +249,10 @@ def explain(summary: dict) -> list[str]:
             notes.append("MMLU is the package's built-in subset (5 test questions per subject, 285 in all; no local copy and no Hub): "
                          "within about ±0.06 of the full test, comparable before/after, not with published numbers.")
         if when == "after" and mmlu.get("mode") in (None, "off"):
-            notes.append("MMLU was not scored (--mmlu off), so the final aggregate-score is -1.")
+            notes.append("MMLU was not scored (its source is off: evaluate.mmlu: off in the config, or --mmlu off), so the final aggregate-score is -1.")
+        for warning in scores.get("warnings", []):
+            if "below the threshold" in warning:
+                notes.append(f"{warning[0].upper()}{warning[1:]} — {when} unlearning.")
     sel = summary.get("selection") or {}
     params = sel.get("params") or {}
     if params.get("warning"):
@@ -267,7 +272,7 @@ def _headline_rows(summary: dict) -> list[list[str]]:
     return [[name, _fmt(_get(summary["scores_before"], keys)), _fmt(_get(summary["scores_after"], keys))] for name, keys in HEADLINE]
 
 
-def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) -> str:
+def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
     s = summary
     facts = s["facts"]
     sel = s["selection"]
@@ -285,9 +290,16 @@ def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) ->
     out += [f"Average total effect of the corruption: **{_fmt(te['mean'])}** (95 % CI {_fmt(te.get('ci_low'))}–{_fmt(te.get('ci_high'))}); "
             f"p(answer) clean {_fmt(s['trace']['p_clean']['mean'])}, corrupted {_fmt(s['trace']['p_corrupt']['mean'])}.", ""]
     out += ["## Where the facts live", ""]
-    for name in ("aie",) + tuple(k for k in images if k.startswith("heatmap")):
-        if name in images:
-            out += [f"![{name}]({images[name]})", ""]
+    out += [f"![aie]({images['aie']})", ""]
+    heatmaps = images.get("heatmaps") or []
+    if heatmaps:
+        retraced = any(h["retrace"] for h in heatmaps)
+        out += [f"Per-fact traces of the first {len(heatmaps)} facts" + (", on the target and, re-traced, on the unlearned model:" if retraced else ":"), ""]
+        if retraced:
+            out += [_md_table(["fact", "target", "unlearned"], [[f"`{h['fact']}`", f"![{h['fact']} target]({h['trace']})",
+                                                                  f"![{h['fact']} unlearned]({h['retrace']})" if h["retrace"] else "–"] for h in heatmaps]), ""]
+        else:
+            out += [f"![{h['fact']}]({h['trace']})" for h in heatmaps] + [""]
     scores = sel.get("scores") or []
     top = sorted(range(len(scores)), key=lambda i: -scores[i])[:3]
     out += [f"**Selected layers: {sel['layers']}** ({sel['kind']}, method `{sel['method']}`, over {sel['n_facts']} facts). "
@@ -339,8 +351,7 @@ def render_markdown(summary: dict, config: RunConfig, images: dict[str, str]) ->
                 _md_table(["run", "layers", "kept step", *[n for n, _ in HEADLINE]],
                           [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
                             *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
-    out += ["## Wall time", "", _md_table(["stage", "seconds", "skipped (cached)"], [[k, f"{v['seconds']:.1f}", "yes" if v["skipped"] else "no"] for k, v in s["stages"].items()]), "",
-            f"Total: {s['wall_time_s']:.1f} s.", ""]
+    out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
 
 
@@ -348,10 +359,20 @@ def markdown_to_html(md: str, run_dir: Path, title: str) -> str:
     """A small Markdown subset (headings, tables, images, paragraphs) → self-contained HTML."""
     body, table = [], []
 
+    def image(alt: str, src: str) -> str:
+        data = base64.b64encode((run_dir / src).read_bytes()).decode()
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
     def inline(text: str) -> str:
-        text = html.escape(text)
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        parts = re.split(r"!\[(.*?)\]\((.*?)\)", text)  # text, alt, src, text, ...
+        out = []
+        for i in range(0, len(parts), 3):
+            piece = html.escape(parts[i])
+            piece = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", piece)
+            out.append(re.sub(r"`(.+?)`", r"<code>\1</code>", piece))
+            if i + 2 < len(parts):
+                out.append(image(parts[i + 1], parts[i + 2]))
+        return "".join(out)
 
     def flush():
         if table:
@@ -370,8 +391,7 @@ def markdown_to_html(md: str, run_dir: Path, title: str) -> str:
             n = len(m.group(1))
             body.append(f"<h{n}>{inline(m.group(2))}</h{n}>")
         elif m := re.fullmatch(r"!\[(.*?)\]\((.*?)\)", line):
-            data = base64.b64encode((run_dir / m.group(2)).read_bytes()).decode()
-            body.append(f'<p><img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"></p>')
+            body.append(f"<p>{image(m.group(1), m.group(2))}</p>")
         elif line.strip():
             body.append(f"<p>{inline(line)}</p>")
     flush()
@@ -381,14 +401,36 @@ def markdown_to_html(md: str, run_dir: Path, title: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
+def wall_time_lines(stages: dict[str, dict], wall_time_s: float) -> list[str]:
+    """The wall-time table: what each stage cost when it was computed, and whether this run reused it."""
+    rows = [[k, "reused (cached)" if v["skipped"] else "computed", f"{v['seconds']:.1f}"] for k, v in stages.items()]
+    computed = sum(v["seconds"] for v in stages.values())
+    cached = sum(v["seconds"] for v in stages.values() if v["skipped"])
+    total = f"This run took {wall_time_s:.1f} s"
+    if cached:
+        total += (f"; {sum(v['skipped'] for v in stages.values())} of {len(stages)} stages were reused from an earlier run "
+                  f"(their compute time, {cached:.1f} s, is not part of it); computing every stage took {computed:.1f} s in all")
+    return [_md_table(["stage", "this run", "compute time (s)"], rows), "", total + ".", ""]
+
+
+def _heatmap_pairs(run_dir: Path, trace: Path, retrace: Path | None) -> list[dict]:
+    """Each traced fact's heatmap with its re-trace (same file name), as paths relative to the report."""
+    pairs = []
+    for png in sorted((trace / "heatmaps").glob("*.png")):
+        again = retrace / "heatmaps" / png.name if retrace is not None else None
+        fact = png.stem.split("_", 1)[1] if "_" in png.stem else png.stem
+        pairs.append({"fact": fact, "trace": str(png.relative_to(run_dir)),
+                      "retrace": str(again.relative_to(run_dir)) if again is not None and again.is_file() else None})
+    return pairs
+
+
 def write_report(run_dir: Path, config: RunConfig, results: dict[str, StageResult], **parts) -> dict:
     """Write figures, ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``."""
     run_dir = Path(run_dir)
     summary = build_summary(run_dir, config, results, **parts)
     trace = parts["trace"]
-    images = {"aie": str(Path("trace") / "aie.png")}
-    for i, png in enumerate(sorted((trace.path / "heatmaps").glob("*.png"))[:2]):
-        images[f"heatmap{i}"] = str(png.relative_to(run_dir))
+    retrace = parts.get("retrace")
+    images = {"aie": str(Path("trace") / "aie.png"), "heatmaps": _heatmap_pairs(run_dir, trace.path, retrace.path if retrace is not None else None)}
     figures = run_dir / FIGURES
     if "retrace" in summary:
         r = summary["retrace"]

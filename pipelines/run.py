@@ -103,7 +103,7 @@ class Pipeline:
                 source = load_semeval(data)
                 check = True
             else:
-                source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"]) for f in _read_json(facts_from)["facts"]]
+                source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"], id=f.get("id", ""), relation=f.get("relation", "")) for f in _read_json(facts_from)["facts"]]
                 check = False
             outcome = run_trace(model, tok, source, tmp, section.stage_config(self.config.prompt_format), progress=self.progress, log=self.log, check_prediction=check)
             _free(model)

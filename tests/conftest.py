@@ -83,20 +83,33 @@ def fixture_target(request) -> Path:
 _BUILT: dict[str, Path] = {}
 
 
-def _build_fixture(request) -> dict[str, Path]:
-    if _BUILT:
-        return _BUILT
+def _say_while_building(request, cache: Path, world: Path, target: Path) -> None:
+    """Build the fixture in the open: what it is, make-target's progress bar, how long it took."""
+    import time
+
     from pipelines.target import TargetConfig, make_target
     from pipelines.world import WorldConfig, make_world
 
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n[fixture] building the test world ({FIXTURE_PEOPLE} people) and the tiny target that memorizes it, once per change "
+              f"of the code that builds them (about 1.5 min on 2 CPU cores), into {cache}", flush=True)
+        start = time.perf_counter()
+        shutil.rmtree(cache, ignore_errors=True)
+        make_world(world, WorldConfig(people=FIXTURE_PEOPLE, seed=0))
+        manifest = make_target(world, target, TargetConfig(seed=0), device="cpu", progress=True)
+        print(f"[fixture] built in {time.perf_counter() - start:.0f} s ({manifest['steps']} training steps); later runs reuse it", flush=True)
+
+
+def _build_fixture(request) -> dict[str, Path]:
+    if _BUILT:
+        return _BUILT
     root = Path(request.config.cache.mkdir("amnesia-fixture"))
     cache = root / _fixture_key()
     world, target = cache / "world", cache / "target"
     with open(root / ".lock", "w") as lock:  # concurrent pytest runs build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "target.json").exists():
-            shutil.rmtree(cache, ignore_errors=True)
-            make_world(world, WorldConfig(people=FIXTURE_PEOPLE, seed=0))
-            make_target(world, target, TargetConfig(seed=0), device="cpu", progress=False)
+            _say_while_building(request, cache, world, target)
     _BUILT.update(world=world, target=target)
     return _BUILT

@@ -61,8 +61,16 @@ def test_run_end_to_end(fixture_run):
     for heading in ("## Facts", "## Where the facts live", "## Before and after", "## Unlearning", "## Scores", "## Wall time"):
         assert heading in md
     assert "overall-knowledge-score" in md and "MMLU before: skipped" in md
+    assert "-0.000" not in md
+    # every requested heatmap, beside its re-trace, under a name with nothing of the fact's text in it
+    [png] = sorted((run_dir / "trace" / "heatmaps").glob("*.png"))
+    assert (run_dir / "retrace" / "heatmaps" / png.name).is_file()
+    trace_json = json.loads((run_dir / "trace" / "trace.json").read_text())
+    fact = trace_json["facts"][0]
+    assert png.name == f"000_{fact['id']}.png" and fact["subject"].split()[0] not in png.name and fact["answer"].strip() not in png.name
+    assert f"(trace/heatmaps/{png.name})" in md and f"(retrace/heatmaps/{png.name})" in md
     html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
+    assert html.count("data:image/png;base64,") >= 5 and "<table>" in html  # aie, 2 heatmaps, comparison, training
     for png in ("figures/trace_compare.png", "figures/training_curves.png", "trace/aie.png"):
         assert (run_dir / png).stat().st_size > 1000
     assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == pytest.approx(1e-3)
@@ -73,6 +81,8 @@ def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target
     logs: list[str] = []
     again = run_pipeline(config, progress=False, log=logs.append)
     assert all(r.skipped for r in again.stages.values()), logs
+    wall = (again.run_dir / "report.md").read_text().split("## Wall time", 1)[1]
+    assert "| trace | reused (cached) |" in wall and "computing every stage took" in wall and "were reused from an earlier run" in wall
     assert any("unchanged since last run: skipped" in m for m in logs)
     # a changed evaluation setting reruns only the scoring stages
     changed = config_from_mapping(small_config(fixture_world, fixture_target, outcome.run_dir, evaluate={"splits": "train", "mmlu": "off", "max_new_tokens": 40}))
@@ -155,3 +165,17 @@ def test_control_methods_writes_one_table_with_the_best_marked(tmp_path, fixture
     for r in rows:
         unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
         assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1
+
+
+def test_notes_say_why_mmlu_is_missing_or_low():
+    from pipelines.report import explain
+
+    low = {"mmlu": {"mode": "builtin"}, "mmlu_average": 0.25, "warnings": ["MMLU average 0.2500 is below the threshold 0.371 (the shared task's floor for 7B)"]}
+    off = {"mmlu": None, "warnings": []}
+    notes = explain({"scores_before": low, "scores_after": low})
+    assert [n for n in notes if "below the threshold" in n] == [
+        "MMLU average 0.2500 is below the threshold 0.371 (the shared task's floor for 7B) — before unlearning.",
+        "MMLU average 0.2500 is below the threshold 0.371 (the shared task's floor for 7B) — after unlearning.",
+    ]
+    [note] = [n for n in explain({"scores_before": off, "scores_after": off}) if "MMLU" in n]
+    assert "source is off" in note and "--mmlu off)" in note
