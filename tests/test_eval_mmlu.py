@@ -127,4 +127,12 @@ def test_mmlu_prints_no_library_noise(model_tok, tmp_path, monkeypatch, capfd):
     assert result["questions"] == 4
     assert "not a git repository" not in err
     assert "Generating" not in out + err, (out + err)[-500:]
+    assert "2/2" not in err  # no bar per task while lm-eval builds its requests
+    assert "Running loglikelihood requests" in err  # the one bar that says how far it is
     assert datasets.is_progress_bar_enabled()  # switched back on afterwards
+    quiet = run_mmlu(model, tok, MMLUConfig(source="builtin", subjects=("anatomy",), limit=2, batch_size=4), progress=False)
+    out, err = capfd.readouterr()
+    assert quiet["questions"] == 2 and "it/s" not in out + err, (out + err)[-500:]  # progress off: no bar at all
+    import lm_eval.api.task
+
+    assert lm_eval.api.task.tqdm.__module__.startswith("tqdm")  # restored

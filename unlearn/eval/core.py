@@ -196,7 +196,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
         warnings.append("no membership-inference data (pass --mia DIR with member.jsonl and nonmember.jsonl): aggregate-score is -1")
 
     t = time.time()
-    mmlu = run_mmlu(model, tokenizer, config.mmlu_config())
+    mmlu = run_mmlu(model, tokenizer, config.mmlu_config(), progress=progress)
     if mmlu is not None:
         timings["mmlu_s"] = time.time() - t
         if mmlu["micro"] is not None and mmlu["micro"] < config.mmlu_threshold:

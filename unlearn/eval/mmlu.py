@@ -266,34 +266,61 @@ def _check_cached(subject: str) -> None:
         raise
 
 
+#: lm-eval modules whose tqdm bars a quiet run switches off (with ``progress``, only the per-task one).
+_TQDM_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
+
+
+def _silenced(bar):
+    def quiet(*args, **kwargs):
+        return bar(*args, **{**kwargs, "disable": True})
+
+    return quiet
+
+
 @contextlib.contextmanager
-def _quiet_lm_eval() -> Iterator[None]:
+def _quiet_lm_eval(progress: bool = True) -> Iterator[None]:
     """What lm-eval and datasets print that says nothing about the scores, off for one MMLU run.
 
     * ``datasets`` draws a "Generating test/dev split" bar per subject file (114 for 57 subjects);
+    * lm-eval draws a bar per task while it builds the requests (57 "5/5" bars); without
+      ``progress`` its "Tokenizing inputs" and "Running loglikelihood requests" bars go too;
     * lm-eval records the current directory's git hash by running ``git describe``, which prints
       "fatal: not a git repository" outside a checkout; that field is not used here, so it is
-      left empty for the run (``lm_eval.evaluator.get_git_commit_hash``, restored afterwards).
+      left empty for the run.
+
+    Each is a module attribute of the library (``lm_eval.evaluator.get_git_commit_hash``, the
+    modules' ``tqdm``), replaced for the block and restored afterwards.
     """
+    import importlib
+
     import datasets
-    import lm_eval.evaluator as evaluator
 
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
-    git_hash = getattr(evaluator, "get_git_commit_hash", None)
-    if git_hash is not None:
-        evaluator.get_git_commit_hash = lambda: None
+    saved = []
+    targets = [("lm_eval.evaluator", "get_git_commit_hash", lambda: None)]
+    for name in _TQDM_MODULES[:1] if progress else _TQDM_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "tqdm"):
+            targets.append((name, "tqdm", _silenced(module.tqdm)))
+    for name, attr, value in targets:
+        module = importlib.import_module(name)
+        if hasattr(module, attr):
+            saved.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, value)
     try:
         yield
     finally:
-        if git_hash is not None:
-            evaluator.get_git_commit_hash = git_hash
+        for module, attr, value in saved:
+            setattr(module, attr, value)
         if bars:
             datasets.enable_progress_bars()
 
 
-def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None:
-    """Score ``model`` on MMLU; None when the source is ``off``. See the module docstring."""
+def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig(), *, progress: bool = True) -> dict | None:
+    """Score ``model`` on MMLU; None when the source is ``off``. See the module docstring.
+
+    ``progress``: lm-eval's request bars (off: no bar at all)."""
     source, subjects = check_mmlu(config)
     if source.mode == "off":
         return None
@@ -303,7 +330,7 @@ def run_mmlu(model, tokenizer, config: MMLUConfig = MMLUConfig()) -> dict | None
     from lm_eval.tasks import TaskManager
 
     categories = stock_subjects()
-    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"), _quiet_lm_eval():
+    with tempfile.TemporaryDirectory(prefix="amnesia-mmlu-") as tmp, quiet_loggers("lm_eval", "lm-eval"), _quiet_lm_eval(progress):
         if source.is_files:
             tasks = write_local_tasks(source.path, subjects, Path(tmp))
             manager = TaskManager(include_path=tmp, include_defaults=False)
