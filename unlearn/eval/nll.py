@@ -6,8 +6,10 @@
   masked (``-100``), even where the tokenizer merges a token across the boundary.
 * :func:`document_nll` — per document, the mean token NLL of the whole document (the loss the
   membership-inference test ranks).
+* :func:`sequence_token_nll` — per row, the NLL of every scored token (what Min-K% Prob ranks),
+  from the same batches as :func:`sequence_nll`.
 
-Both run right-padded batches (positions stay 0..L-1) under
+All run right-padded batches (positions stay 0..L-1) under
 :func:`unlearn.batching.row_exact_attention`, and take each row's loss with the model's own
 ``loss_function`` on that row's logits, so every number equals ``model(ids, labels=labels).loss``
 for the row alone. Rows shorter than :data:`unlearn.batching.SMALL_ROWS` tokens run alone (the
@@ -17,8 +19,9 @@ matrix-multiply library uses other kernels for so few rows).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -59,11 +62,20 @@ def auto_batch_size(model, max_rows: int | None = None):
     return lambda width: auto_rows(budget, forward_row_bytes(dims, width), cap)
 
 
-@torch.no_grad()
-def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[float]:
-    """Mean NLL of each ``(input_ids, labels)`` pair (labels ``-100`` are not scored), in input order.
+def _row_token_nll(model, logits: torch.Tensor, labels: list[int]) -> list[float]:
+    """Per scored token, in order: the NLL of ``labels[t + 1]`` given the logits at ``t`` (in float32, as the loss)."""
+    target = torch.tensor(labels[1:], dtype=torch.long, device=logits.device)
+    nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), target, reduction="none", ignore_index=IGNORE)
+    return nll[target != IGNORE].tolist()
 
-    A row with no scored token gets NaN, as ``model(ids, labels=labels).loss`` would.
+
+@torch.no_grad()
+def _per_row(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions, row_value: Callable, empty: Callable[[], Any]) -> list:
+    """``row_value(model, logits, labels)`` of each ``(input_ids, labels)`` pair, in input order.
+
+    The one batching loop of this module: length-planned right-padded batches under
+    :func:`row_exact_attention`, rows shorter than :data:`SMALL_ROWS` alone; each row's value is
+    computed on that row's own logits (``[1, length, vocab]``). A row without tokens gets ``empty()``.
     """
     if not sequences:
         return []
@@ -74,7 +86,7 @@ def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], option
     sizes = (lambda w: options.batch_size) if options.batch_size else auto_batch_size(model, options.max_rows)
     batches = [[rest[j] for j in b] for b in plan_batches([lengths[i] for i in rest], sizes)]
     batches += [[i] for i in alone]
-    out = [math.nan] * len(sequences)
+    out = [empty() for _ in sequences]
     pad = getattr(model.config, "pad_token_id", None)
     pad = 0 if pad is None else (pad[0] if isinstance(pad, (list, tuple)) else pad)
     was_training = model.training
@@ -90,7 +102,7 @@ def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], option
                         continue
                     x = torch.tensor([ids], dtype=torch.long, device=device)
                     logits = model(input_ids=x).logits
-                    out[batch[0]] = _row_loss(model, logits, labels)
+                    out[batch[0]] = row_value(model, logits, labels)
                     bar.update(1)
                     continue
                 width = max(lengths[i] for i in batch)
@@ -101,12 +113,31 @@ def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], option
                     mask[row, : lengths[i]] = 1
                 logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
                 for row, i in enumerate(batch):
-                    out[i] = _row_loss(model, logits[row : row + 1, : lengths[i]], sequences[i][1])
+                    out[i] = row_value(model, logits[row : row + 1, : lengths[i]], sequences[i][1])
                 bar.update(len(batch))
     finally:
         bar.close()
         model.train(was_training)
     return out
+
+
+def sequence_nll(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[float]:
+    """Mean NLL of each ``(input_ids, labels)`` pair (labels ``-100`` are not scored), in input order.
+
+    A row with no scored token gets NaN, as ``model(ids, labels=labels).loss`` would.
+    """
+    return _per_row(model, sequences, options, _row_loss, lambda: math.nan)
+
+
+def sequence_token_nll(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[list[float]]:
+    """Per ``(input_ids, labels)`` pair, the NLL of each scored token (labels not ``-100``), in order.
+
+    The same batches and logits as :func:`sequence_nll` (so equal to one row at a time); the
+    values are ``cross_entropy(logits[t], labels[t + 1])`` in float32 — what Min-K% Prob ranks.
+    Their mean equals :func:`sequence_nll`'s value up to the order of the float additions. A row
+    with no scored token gets ``[]``.
+    """
+    return _per_row(model, sequences, options, _row_token_nll, list)
 
 
 def completion_nll(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], options: NLLOptions = NLLOptions()) -> list[float]:

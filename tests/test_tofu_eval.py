@@ -1,0 +1,204 @@
+"""The TOFU evaluation on a tiny random OLMo with the real tokenizer: batched numbers == a plain one-row loop.
+
+The reference here is TOFU's recipe written out for one row at a time: ``model(ids, labels=…)``
+for each answer conditioned on its question, ``model.generate`` for each question, the
+per-token losses from one row's logits. The evaluation must give the same numbers bit for bit
+(fp32, one thread), and its aggregates must be the TOFU formulas applied to its own rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import transformers as tf
+from conftest import shared_path
+
+from tracing.errors import AmnesiaError
+from unlearn.eval.nll import (
+    NLLOptions,
+    completion_labels,
+    sequence_nll,
+    sequence_token_nll,
+)
+from unlearn.eval.tofu_core import (
+    PREDICTION_COLUMNS,
+    SETS,
+    TofuEvalConfig,
+    compare_to_retain,
+    run_tofu_evaluation,
+)
+from unlearn.models import load_tokenizer
+from unlearn.tofu_data import load_tofu, question_text
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
+LIMIT = 3
+CONFIG = TofuEvalConfig(limit=LIMIT, max_new_tokens=6, batch_size=4, generation_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def tok(olmo_tokenizer_dir):
+    return load_tokenizer(olmo_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.manual_seed(0)
+    config = tf.OlmoConfig(vocab_size=50304, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    return tf.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_tofu(shared_path("data", "tofu"), "forget01")
+
+
+@pytest.fixture(scope="module")
+def evaluation(model, tok, data):
+    return run_tofu_evaluation(model, tok, data, CONFIG)
+
+
+def _rows(evaluation, name):
+    return [p for p in evaluation.predictions if p["set"] == name]
+
+
+@torch.no_grad()
+def _loss(model, tok, question: str, answer: str) -> float:
+    ids = tok(question + answer, return_tensors="pt").input_ids
+    labels = ids.clone()
+    labels[:, : len(tok(question)["input_ids"])] = -100
+    return model(ids, labels=labels).loss.item()
+
+
+@torch.no_grad()
+def _token_nll(model, ids: list[int], labels: list[int]) -> list[float]:
+    logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    target = torch.tensor(labels[1:])
+    nll = torch.nn.functional.cross_entropy(logits, target, reduction="none", ignore_index=-100)
+    return nll[target != -100].tolist()
+
+
+def test_losses_equal_one_row_at_a_time(model, tok, data, evaluation):
+    sources = {"forget": data.forget_perturbed, "retain": data.retain_perturbed,
+               "real_authors": data.real_authors_perturbed, "world_facts": data.world_facts_perturbed}
+    for name in SETS:
+        records = _rows(evaluation, name)
+        assert [r["index"] for r in records] == list(range(LIMIT))
+        for record, row in zip(records, sources[name][:LIMIT]):
+            q = question_text(row["question"], "raw")
+            assert record["answer_nll"] == _loss(model, tok, q, row["answer"]), (name, record["index"])
+            assert record["perturbed_nlls"] == [_loss(model, tok, q, wrong) for wrong in row["perturbed_answer"]]
+            paraphrased = _loss(model, tok, q, row["paraphrased_answer"]) if name in ("forget", "retain") else record["answer_nll"]
+            if name in ("forget", "retain"):
+                assert record["paraphrased_nll"] == paraphrased
+            else:
+                assert record["paraphrased_nll"] is None  # TOFU compares the answer itself
+            mean_pert = sum(record["perturbed_nlls"]) / len(record["perturbed_nlls"])
+            assert record["truth_ratio_stat"] == pytest.approx(math.exp(mean_pert - paraphrased), rel=1e-12)
+
+
+@torch.no_grad()
+def test_generation_equals_one_row_at_a_time(model, tok, evaluation):
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for name in SETS:
+        for record in _rows(evaluation, name):
+            ids = tok(question_text(record["question"], "raw"), return_tensors="pt").input_ids
+            out = model.generate(ids, max_new_tokens=CONFIG.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            assert record["generated"] == text, (name, record["index"])
+            assert record["rouge_l_recall"] == scorer.score(record["answer"], text)["rougeL"].recall
+
+
+def test_min_k_tokens_equal_one_row_at_a_time(model, tok, data, evaluation):
+    rows = data.forget[:LIMIT] + data.holdout[:LIMIT]
+    pairs = [completion_labels(tok, question_text(r["question"], "raw"), r["answer"]) for r in rows]
+    reference = [_token_nll(model, ids, labels) for ids, labels in pairs]
+    assert sequence_token_nll(model, pairs, NLLOptions(batch_size=4)) == reference
+    means = sequence_nll(model, pairs, NLLOptions(batch_size=4))
+    for tokens, mean in zip(reference, means):
+        assert sum(tokens) / len(tokens) == pytest.approx(mean, rel=1e-6)
+    scored = _rows(evaluation, "forget") + _rows(evaluation, "holdout")
+    for record, tokens in zip(scored, reference):
+        count = max(1, int(len(tokens) * 0.4))
+        assert record["min_k_score"] == pytest.approx(sum(sorted(tokens)[-count:]) / count, rel=1e-12)
+        assert record["loss_score"] == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
+
+
+def test_token_nll_of_short_and_empty_rows(model, tok):
+    pairs = [completion_labels(tok, "Who", " is"), completion_labels(tok, "Who", ""), (tok("a b c")["input_ids"], tok("a b c")["input_ids"])]
+    got = sequence_token_nll(model, pairs, NLLOptions(batch_size=3))
+    assert got == [_token_nll(model, *pairs[0]), [], _token_nll(model, *pairs[2])]
+    assert len(got[2]) == len(pairs[2][0]) - 1
+
+
+def test_document_tokens_for_membership(model, tok, data):
+    result = run_tofu_evaluation(model, tok, data, TofuEvalConfig(limit=2, max_new_tokens=2, batch_size=4, mia_tokens="document"))
+    for record, row in zip(_rows(result, "holdout"), data.holdout[:2]):
+        ids = tok(question_text(row["question"], "raw") + row["answer"])["input_ids"]
+        tokens = _token_nll(model, ids, ids)
+        assert record["loss_score"] == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
+    assert result.scores["mia.tokens"] == "document"
+
+
+def test_scores_are_tofu_formulas_of_the_rows(evaluation):
+    s = evaluation.scores
+    assert s["kind"] == "tofu_scores" and s["split"] == "forget01" and s["mia.k"] == 0.4
+    for name in SETS:
+        rows = _rows(evaluation, name)
+        assert s[f"{name}.rows"] == LIMIT
+        for key in ("probability", "rouge_l_recall", "truth_ratio_score"):
+            assert 0.0 <= s[f"{name}.{key}"] <= 1.0, (name, key)
+        if name in ("forget", "retain"):
+            expected = sum(math.exp(-r["answer_nll"]) for r in rows) / LIMIT
+        else:
+            expected = sum(math.exp(-r["answer_nll"]) / (math.exp(-r["answer_nll"]) + sum(math.exp(-x) for x in r["perturbed_nlls"])) for r in rows) / LIMIT
+        assert s[f"{name}.probability"] == pytest.approx(expected, rel=1e-12)
+        stats = [r["truth_ratio_stat"] for r in rows]
+        mapped = [min(x, 1 / x) for x in stats] if name == "forget" else [max(0.0, 1 - 1 / x) for x in stats]
+        assert s[f"{name}.truth_ratio_score"] == pytest.approx(sum(mapped) / LIMIT, rel=1e-12)
+    nine = [s[f"{n}.{k}"] for n in ("retain", "real_authors", "world_facts") for k in ("probability", "rouge_l_recall", "truth_ratio_score")]
+    expected_utility = 0.0 if min(nine) == 0 else len(nine) / sum(1 / v for v in nine)
+    assert s["model_utility"] == pytest.approx(expected_utility) and 0.0 <= s["model_utility"] <= 1.0
+    assert s["forget_truth_ratio"] == [r["truth_ratio_stat"] for r in _rows(evaluation, "forget")]
+    assert 0.0 <= s["mia.min_k_auc"] <= 1.0 and 0.0 <= s["mia.loss_auc"] <= 1.0
+    assert s["mia.forget_rows"] == s["mia.holdout_rows"] == LIMIT
+    assert any("limit 3" in w for w in s["warnings"])
+    assert all(set(p) == set(PREDICTION_COLUMNS) for p in evaluation.predictions)
+    assert set(evaluation.timings) == {"nll_s", "generation_s", "mia_s", "total_s"}
+    assert s["generation"]["largest_batch"] > 1  # real batches, with padding
+
+
+def test_compare_to_retain(evaluation):
+    itself = compare_to_retain(evaluation.scores, evaluation.scores)
+    assert itself["forget_quality"] == 1.0 and itself["ks_statistic"] == 0.0
+    assert itself["privleak"] == 0.0 and itself["privleak_loss"] == 0.0
+    other = {**evaluation.scores, "split": "forget05"}
+    with pytest.raises(AmnesiaError, match="split: 'forget01' in the scores but 'forget05' in the retain model's"):
+        compare_to_retain(evaluation.scores, other)
+    with pytest.raises(AmnesiaError, match="kind 'scores', expected 'tofu_scores'"):
+        compare_to_retain(evaluation.scores, {"kind": "scores"})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"mink_k": 0.0}, "mink_k 0.0: expected a fraction"),
+    ({"mia_tokens": "question"}, "mia_tokens 'question'"),
+    ({"limit": 0}, "limit 0: expected a positive integer"),
+    ({"prompt_format": "json"}, "prompt_format 'json'"),
+])
+def test_config_errors(changes, message):
+    with pytest.raises(AmnesiaError, match=message):
+        TofuEvalConfig(**changes).check()
+
+
+def test_context_too_short_is_one_line(tok, data):
+    torch.manual_seed(0)
+    config = tf.OlmoConfig(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           max_position_embeddings=16, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    short = tf.AutoModelForCausalLM.from_config(config).eval()
+    with pytest.raises(AmnesiaError, match=r"forget row 0 \(answer\) is \d+ tokens, longer than the model's context of 16") as info:
+        run_tofu_evaluation(short, tok, data, TofuEvalConfig(limit=1))
+    assert "\n" not in str(info.value)
