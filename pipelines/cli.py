@@ -22,6 +22,7 @@ COMMANDS = (
     "pipelines.commands.trace",
     "pipelines.commands.unlearn",
     "pipelines.commands.evaluate",
+    "pipelines.commands.evaluate_tofu",
     "pipelines.commands.compare",
     "pipelines.commands.run",
     "pipelines.commands.demo",

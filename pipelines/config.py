@@ -2,7 +2,8 @@
 
 Sections (every key optional; defaults in the dataclasses below and in each stage's config):
 
-* top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``data`` (SemEval data:
+* top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``benchmark`` (``semeval``,
+  the default, or ``tofu``: then :class:`pipelines.tofu.TofuRunConfig` reads the file), ``data`` (SemEval data:
   folder or Hub id), ``model`` (the target: folder or Hub id), ``prompt_format`` (``raw`` or
   ``chat``: the one prompt format every stage reads — target training, tracing, unlearning,
   evaluation; set only here), ``retrace``, ``control``, ``control_layers``, ``control_seed``;
@@ -41,7 +42,12 @@ FINETUNE_LR = 5e-5  # full fine-tuning of a pretrained model (a from-scratch rat
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Architecture and training of the tiny target (defaults: 6 layers × 128 wide)."""
+    """Architecture and training of the tiny target (defaults: 6 layers × 128 wide).
+
+    ``train_on``: ``all`` = every forget and retain row (the target); ``retain`` = the retain rows
+    only — the *retain model*, the gold standard an unlearned model is compared with (TOFU's forget
+    quality); build it with the target's tokenizer (``tokenizer``) so their losses compare.
+    """
 
     layers: int = 6
     hidden: int = 128
@@ -59,6 +65,7 @@ class TargetConfig:
     tokenizer: str | None = None
     base_model: str | None = None
     prompt_format: str = "raw"
+    train_on: Literal["all", "retain"] = "all"
 
     def check(self) -> None:
         for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
@@ -72,6 +79,8 @@ class TargetConfig:
             raise AmnesiaError(f"target_em {self.target_em}: expected a number in (0, 1]")
         if self.prompt_format not in PROMPT_FORMATS:
             raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
+        if self.train_on not in ("all", "retain"):
+            raise AmnesiaError(f"train_on {self.train_on!r}: expected all (the target) or retain (the retain model: the target without the forget rows)")
 
     @property
     def learning_rate(self) -> float:
@@ -180,6 +189,7 @@ class RunConfig:
 
     name: str = "run"
     out: str | None = None
+    benchmark: Literal["semeval"] = "semeval"
     data: str | None = None
     model: str | None = None
     world: WorldConfig | None = None
@@ -267,7 +277,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     data = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise AmnesiaError(f"{path}: expected a mapping of sections at the top level")
-    return config_from_mapping(apply_overrides(data, list(overrides)), str(path))
+    data = apply_overrides(data, list(overrides))
+    if data.get("benchmark") == "tofu":  # TOFU's own data, models and metrics around the same stages
+        from pipelines.tofu import tofu_config_from_mapping
+
+        return tofu_config_from_mapping(data, str(path))
+    return config_from_mapping(data, str(path))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -158,18 +158,15 @@ def _mmlu_note(scores: dict) -> str:
     return "skipped (" + (notes[0] if notes else "not evaluated") + ")"
 
 
-def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float) -> dict:
+def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, wall_time: float) -> dict:
+    """The benchmark-independent part of ``summary.json``: facts, trace, selection, unlearning, re-trace, stage times."""
     trace_json = _read(trace.path / "trace.json")
     layers_json = _read(trace.path / "layers.json")
     unlearn_json = _read(unlearned.path / "unlearn.json")
-    scores_before = _read(before.path / "scores.json")
-    scores_after = _read(after.path / "scores.json")
     summary = {
         "schema": 1,
         "name": config.name,
         "run_dir": str(run_dir),
-        "model": config.model or "target/ (built)",
-        "data": config.data or "world/ (built)",
         "facts": trace_json["summary"].get("counts", {}),
         "trace": {
             "te": trace_json["summary"]["te"],
@@ -191,9 +188,6 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
             "validation": _validation_summary(unlearn_json.get("validation")),
             "prompt_format": unlearn_json.get("prompt_format"),
         },
-        "scores_before": scores_before,
-        "scores_after": scores_after,
-        "comparison": compare(scores_before, scores_after),
         "stages": {name: {"seconds": round(r.seconds, 2), "skipped": r.skipped} for name, r in results.items()},
         "wall_time_s": round(wall_time, 2),
     }
@@ -208,6 +202,15 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
             "kind": kind,
             "group": group,
         }
+    return summary
+
+
+def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float) -> dict:
+    scores_before = _read(before.path / "scores.json")
+    scores_after = _read(after.path / "scores.json")
+    summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
+    summary.update({"model": config.model or "target/ (built)", "data": config.data or "world/ (built)",
+                    "scores_before": scores_before, "scores_after": scores_after, "comparison": compare(scores_before, scores_after)})
     if controls:
         rows = []
         default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
@@ -272,19 +275,46 @@ def _headline_rows(summary: dict) -> list[list[str]]:
     return [[name, _fmt(_get(summary["scores_before"], keys)), _fmt(_get(summary["scores_after"], keys))] for name, keys in HEADLINE]
 
 
-def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
-    s = summary
-    facts = s["facts"]
-    sel = s["selection"]
-    out = [f"# selective-amnesia run: {s['name']}", ""]
-    out += ["## Configuration", "", _md_table(["key", "value"], [
+def config_rows(s: dict, config) -> list[list[str]]:
+    """The configuration table rows every benchmark's report starts with."""
+    return [
         ["model", s["model"]], ["data", s["data"]], ["unlearning method", s["unlearn"]["method"]],
         ["lr / epochs", f"{config.unlearn.lr:g} / {config.unlearn.epochs:g}"],
         ["trace", f"samples {config.trace.samples}, noise {config.trace.noise}, window {config.trace.window}, method {config.trace.method}"],
         ["selection", f"{config.trace.select_mode}, k {config.trace.select_k}, kind {config.trace.select_kind}"],
+    ]
+
+
+def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
+    s = summary
+    out = [f"# selective-amnesia run: {s['name']}", ""]
+    out += ["## Configuration", "", _md_table(["key", "value"], config_rows(s, config) + [
         ["evaluation", f"splits {config.evaluate.splits}, MMLU {config.evaluate.mmlu}"],
     ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
-    out += ["## Facts", "", _md_table(["candidates", "kept", "traced", "skipped: subject not found", "skipped: wrong prediction", "skipped: too long"], [[
+    out += method_sections(s, config, images)
+    out += ["## Scores", "", _md_table(["headline", "before", "after"], _headline_rows(s)), ""]
+    head, rows = _scores_table(s["scores_before"], s["scores_after"])
+    out += ["Official keys (SemEval-2025 Task 4):", "", _md_table(head, rows), ""]
+    out += [f"MMLU before: {_mmlu_note(s['scores_before'])}; after: {_mmlu_note(s['scores_after'])}.", ""]
+    if s.get("notes"):
+        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
+    if "controls" in s:
+        c = s["controls"]
+        intro = ("The shared task's baselines on the same layers, budget, calibrated forget target and checkpoint-selection rule as the default."
+                 if c["mode"] == "methods" else "The same unlearning with other layers: does the traced choice beat them?")
+        out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
+                _md_table(["run", "layers", "kept step", *[n for n, _ in HEADLINE]],
+                          [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
+                            *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+    out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
+    return "\n".join(out)
+
+
+def method_sections(s: dict, config, images: dict) -> list[str]:
+    """The report's benchmark-independent sections: facts, where they live, before/after trace, unlearning."""
+    facts = s["facts"]
+    sel = s["selection"]
+    out = ["## Facts", "", _md_table(["candidates", "kept", "traced", "skipped: subject not found", "skipped: wrong prediction", "skipped: too long"], [[
         facts.get("candidates", "–"), facts.get("kept", "–"), facts.get("traced", "–"), facts.get("subject not found", 0), facts.get("wrong prediction", 0), facts.get("too long", 0)]]), ""]
     te = s["trace"]["te"]
     out += [f"Average total effect of the corruption: **{_fmt(te['mean'])}** (95 % CI {_fmt(te.get('ci_low'))}–{_fmt(te.get('ci_high'))}); "
@@ -337,22 +367,7 @@ def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
                 + ("; training stopped early" if v.get("stopped_early") else "") + ". The test documents were never read during training.", ""]
         if "validation" in images:
             out += [f"![validation curve]({images['validation']})", ""]
-    out += ["## Scores", "", _md_table(["headline", "before", "after"], _headline_rows(s)), ""]
-    head, rows = _scores_table(s["scores_before"], s["scores_after"])
-    out += ["Official keys (SemEval-2025 Task 4):", "", _md_table(head, rows), ""]
-    out += [f"MMLU before: {_mmlu_note(s['scores_before'])}; after: {_mmlu_note(s['scores_after'])}.", ""]
-    if s.get("notes"):
-        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
-    if "controls" in s:
-        c = s["controls"]
-        intro = ("The shared task's baselines on the same layers, budget, calibrated forget target and checkpoint-selection rule as the default."
-                 if c["mode"] == "methods" else "The same unlearning with other layers: does the traced choice beat them?")
-        out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
-                _md_table(["run", "layers", "kept step", *[n for n, _ in HEADLINE]],
-                          [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
-                            *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
-    out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
-    return "\n".join(out)
+    return out
 
 
 def markdown_to_html(md: str, run_dir: Path, title: str) -> str:
@@ -428,24 +443,32 @@ def write_report(run_dir: Path, config: RunConfig, results: dict[str, StageResul
     """Write figures, ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``."""
     run_dir = Path(run_dir)
     summary = build_summary(run_dir, config, results, **parts)
-    trace = parts["trace"]
-    retrace = parts.get("retrace")
+    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"])
+    return write_documents(run_dir, summary, images, render_markdown(summary, config, images), config.name)
+
+
+def method_figures(run_dir: Path, summary: dict, *, trace, retrace, unlearned) -> dict:
+    """The figures every benchmark's report shows: AIE, per-fact heatmaps, trace comparison, training and validation curves."""
     images = {"aie": str(Path("trace") / "aie.png"), "heatmaps": _heatmap_pairs(run_dir, trace.path, retrace.path if retrace is not None else None)}
     figures = run_dir / FIGURES
     if "retrace" in summary:
         r = summary["retrace"]
         trace_before = _read(trace.path / "trace.json")["summary"]
-        trace_after = _read(parts["retrace"].path / "trace.json")["summary"]
+        trace_after = _read(retrace.path / "trace.json")["summary"]
         plot_trace_comparison(trace_before, trace_after, figures / "trace_compare.png", kind=r["kind"], group=r["group"], layers=summary["unlearn"]["layers"])
         images["trace_compare"] = f"{FIGURES}/trace_compare.png"
-    unlearn_json = _read(parts["unlearned"].path / "unlearn.json")
+    unlearn_json = _read(unlearned.path / "unlearn.json")
     if plot_training_curves(unlearn_json.get("log_history", []), figures / "training_curves.png"):
         images["training"] = f"{FIGURES}/training_curves.png"
     if plot_validation(unlearn_json.get("validation"), figures / "validation.png"):
         images["validation"] = f"{FIGURES}/validation.png"
+    return images
+
+
+def write_documents(run_dir: Path, summary: dict, images: dict, md: str, name: str) -> dict:
+    """``summary.json`` (with the figures), ``report.md`` and the self-contained ``report.html``."""
     summary["figures"] = images
-    md = render_markdown(summary, config, images)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "report.md", md)
-    write_text(run_dir / "report.html", markdown_to_html(md, run_dir, f"selective-amnesia: {config.name}"))
+    write_text(run_dir / "report.html", markdown_to_html(md, run_dir, f"selective-amnesia: {name}"))
     return summary

@@ -93,6 +93,10 @@ class Pipeline:
         return self.config.model, path_fingerprint(self.config.model)
 
     # ------------------------------------------------------------------ stages
+    def trace_facts(self, model, tokenizer, data: str):
+        """What the first trace reads: the data's QA rows (SemEval layout); a benchmark with its own facts overrides it."""
+        return load_semeval(data)
+
     def trace(self, name: str, model_path: str, model_key: str, data: str, data_key: str, facts_from: Path | None = None) -> StageResult:
         """Trace ``model_path``; with ``facts_from`` (a trace.json) trace exactly those facts, unfiltered."""
         section = self.config.trace
@@ -100,7 +104,7 @@ class Pipeline:
         def build(tmp: Path) -> dict:
             model, tok = load_model(model_path, self.config.loading)
             if facts_from is None:
-                source = load_semeval(data)
+                source = self.trace_facts(model, tok, data)
                 check = True
             else:
                 source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"], id=f.get("id", ""), relation=f.get("relation", "")) for f in _read_json(facts_from)["facts"]]
@@ -202,8 +206,15 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
 
 
 def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
-    """Run every stage of ``config`` in its run directory; write the report; return the summary."""
+    """Run every stage of ``config`` in its run directory; write the report; return the summary.
+
+    A TOFU config (:class:`pipelines.tofu.TofuRunConfig`) runs :func:`pipelines.tofu.run_tofu`."""
     from pipelines.report import write_report
+
+    if getattr(config, "benchmark", "semeval") == "tofu":
+        from pipelines.tofu import run_tofu
+
+        return run_tofu(config, out=out, force=force, progress=progress, log=log)
 
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)

@@ -36,10 +36,10 @@ from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_toke
 from unlearn.prompts import check_prompt_format, render_prompts
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
-def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw") -> list[str]:
-    """``input + output`` of every forget and retain row, train and validation (no separator, as
-    the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
-    pairs = [(i, o) for ds in data.splits.values() for i, o in zip(ds["input"], ds["output"])]
+def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", kinds: tuple[str, ...] = ("forget", "retain")) -> list[str]:
+    """``input + output`` of every row of ``kinds`` (forget, retain), train and validation (no
+    separator, as the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
+    pairs = [(i, o) for name, ds in data.splits.items() if name.split("_")[0] in kinds for i, o in zip(ds["input"], ds["output"])]
     return [p + o for p, (_, o) in zip(render_prompts(tokenizer, [i for i, _ in pairs], prompt_format), pairs)]
 
 
@@ -122,6 +122,7 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
     check_output_path(out, Path(config.base_model) if config.base_model else None, inputs, what="the target")
     check_output_dir(out, overwrite=overwrite, marker="target.json", command="make-target")
     data = load_semeval(data_path)
+    kinds = ("forget", "retain") if config.train_on == "all" else ("retain",)
     device = str(resolve_device(device))
     torch.manual_seed(config.seed)
     if config.base_model:
@@ -130,13 +131,13 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         if config.tokenizer:
             tok = load_tokenizer(config.tokenizer)
         else:
-            tok = train_tokenizer(train_texts(data), config.vocab_size)  # on the raw texts
+            tok = train_tokenizer(train_texts(data, kinds=kinds), config.vocab_size)  # on the raw texts it trains on
         tok = ensure_pad_token(tok)
         model = build_model(tok, config).to(device)
     if tok.eos_token is None:
         raise AmnesiaError(f"{config.tokenizer or config.base_model}: tokenizer has no EOS token (needed to end answers)")
     check_prompt_format(tok, config.prompt_format)
-    texts = train_texts(data, tok, config.prompt_format)
+    texts = train_texts(data, tok, config.prompt_format, kinds)
     encoded = [tok(t + tok.eos_token, add_special_tokens=True)["input_ids"][: config.max_length] for t in texts]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0, betas=(0.9, 0.98))
@@ -158,7 +159,7 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", em=f"{min(em.values()):.2f}" if em else "-")
         if step % config.eval_every == 0 or step == config.steps:
-            em = qa_exact_match(model, tok, data, prompt_format=config.prompt_format)
+            em = qa_exact_match(model, tok, data, kinds=kinds, prompt_format=config.prompt_format)
             model.train()
             if min(em.values()) >= config.target_em:
                 break
@@ -180,6 +181,7 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
         "prompt_format": config.prompt_format,
         "learning_rate": config.learning_rate,
         "train_rows": len(texts),
+        "train_on": config.train_on,
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(config),
     }

@@ -256,6 +256,52 @@ def resume_without_checkpoint(c: Ctx):
     return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--resume"], "out.checkpoints: no complete checkpoint to resume from"
 
 
+def _tofu_copy(c: Ctx) -> Path:
+    from conftest import shared_path
+
+    return Path(shutil.copytree(shared_path("data", "tofu"), c.tmp / "tofu"))
+
+
+def _tofu_config(c: Ctx, data: Path, **extra) -> Path:
+    config = {"benchmark": "tofu", "data": str(data), "out": str(c.out), "tofu": {"retain_authors": [0]},
+              "target": {"steps": 1}, **extra}
+    path = c.tmp / "tofu.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def tofu_missing_file(c: Ctx):
+    data = _tofu_copy(c)
+    (data / "forget01_perturbed.json").unlink()
+    return ["run", str(_tofu_config(c, data))], "forget01_perturbed.json: missing (a TOFU folder holds full.json, forgetXX.json"
+
+
+def tofu_forget_not_a_tail(c: Ctx):
+    data = _tofu_copy(c)
+    lines = (data / "forget01.json").read_text().splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    (data / "forget01.json").write_text("\n".join(lines) + "\n")
+    return ["run", str(_tofu_config(c, data))], "forget01.json: line 1: question/answer 'What gender is author Basil Mahfouz Al-Kuwaiti?' differ from the last 40 rows of full.json"
+
+
+def tofu_perturbed_answer_not_a_list(c: Ctx):
+    data = _tofu_copy(c)
+    lines = (data / "retain_perturbed.json").read_text().splitlines()
+    row = json.loads(lines[4])
+    row["perturbed_answer"] = row["perturbed_answer"][0]
+    lines[4] = json.dumps(row)
+    (data / "retain_perturbed.json").write_text("\n".join(lines) + "\n")
+    return ["run", str(_tofu_config(c, data))], "retain_perturbed.json: line 5: field 'perturbed_answer' must be a non-empty list of strings, got str"
+
+
+def tofu_model_without_retain_model(c: Ctx):
+    from conftest import shared_path
+
+    path = c.tmp / "tofu.yaml"
+    path.write_text(json.dumps({"benchmark": "tofu", "data": str(shared_path("data", "tofu")), "out": str(c.out), "model": str(c.target)}))
+    return ["run", str(path)], "tofu.yaml: 'model' needs 'retain_model' (the model fine-tuned on the retain set only"
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -263,7 +309,7 @@ CASES = {f.__name__: f for f in (
     unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, overwrite_a_foreign_folder,
     scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
     mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
-    resume_without_checkpoint,
+    resume_without_checkpoint, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
 )}
 
 

@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate; default 3e-3 for a fresh model, 5e-5 with --base-model (full fine-tuning of a pretrained model)")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="measure QA exact match every N steps (and stop once it reaches --target-em)")
     p.add_argument("--target-em", type=float, default=d.target_em, help="stop when greedy exact match on the QA rows reaches this")
+    p.add_argument("--train-on", default=d.train_on, choices=("all", "retain"), help="all = every forget and retain row (the target); retain = the retain rows only (the retain model an unlearned model is compared with; pass --tokenizer TARGET so the two share a tokenizer)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     config = TargetConfig(
         layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
         vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        eval_every=args.eval_every, target_em=args.target_em, seed=args.seed, tokenizer=args.tokenizer, base_model=args.base_model,
+        eval_every=args.eval_every, target_em=args.target_em, seed=args.seed, tokenizer=args.tokenizer, base_model=args.base_model, train_on=args.train_on,
     )
     manifest = make_target(args.data, args.out, config, overwrite=args.overwrite, device=args.device)
     em = ", ".join(f"{k} {v:.3f}" for k, v in manifest["qa_exact_match"].items())

@@ -6,6 +6,9 @@ config builds them), trace/, unlearned/, retrace/, scores_before/, scores_after/
 A stage whose config and inputs are unchanged since a completed run is skipped; --force reruns
 everything; an interrupted stage is redone (unlearning resumes from its last checkpoint).
 Override any config key on the command line: amnesia run configs/demo.yaml unlearn.lr=1e-5 trace.select_k=4
+A config with benchmark: tofu runs TOFU instead (configs/tofu_demo.yaml): request/, target/ and
+retain_model/, the same trace and unlearning stages, and TOFU's forget quality, model utility and
+privleak for the target, the unlearned model and the retain model.
 """
 
 from __future__ import annotations
@@ -29,9 +32,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn controls: random (as many random layers), fixed (control_layers or the first k), sweep (every window of k), methods (ga, gd, kl, npo on the same layers, budget, calibration and checkpoint selection; one table with the best marked); default: the config's 'control'")
 
 
+def print_tofu_headline(summary: dict, run_dir) -> None:
+    from pipelines.report import _fmt
+
+    print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
+    print(f"{'':26}{'forget quality':>16}{'model utility':>15}{'privleak':>10}")
+    for r in summary["tofu"]["rows"]:
+        print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{_fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+
+
 def print_headline(summary: dict, run_dir) -> None:
     from pipelines.report import HEADLINE, _fmt, _get
 
+    if summary.get("benchmark") == "tofu":
+        print_tofu_headline(summary, run_dir)
+        return
     print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
     print(f"{'':24}{'before':>10}{'after':>10}")
     for name, keys in HEADLINE:

@@ -1,0 +1,333 @@
+"""TOFU end to end (``benchmark: tofu`` in a run config): the same trace → unlearn → score loop.
+
+TOFU (Maini et al. 2024) asks a model fine-tuned on 200 fictitious authors (``full``) to forget
+the last 1 / 5 / 10 % of them, and compares the result with a *retain model* fine-tuned on the
+rest only. The stages, each a cached folder of the run directory (:mod:`pipelines.stages`):
+
+* ``request/`` — the TOFU rows as an unlearning request in the organizers' layout the shared
+  stages read (:func:`write_request`): forget and retain rows (every ``validation_every``-th
+  row of each author in the validation part — all of them are unlearned or kept alike), and
+  ``mia_data/validation/`` with the forget rows as members and *never-seen* TOFU authors as
+  non-members: the rows of the next larger holdout file that are not this split's test holdout
+  (:func:`unlearn.tofu_data.reference_holdout`). Calibration and checkpoint selection read only
+  those; the test holdout is read by the privacy-leak test alone.
+* ``target/`` and ``retain_model/`` — with a ``target`` section both are trained here (the same
+  architecture, seed and tokenizer; the retain model on the retain rows only, ``train_on:
+  retain``); otherwise ``model`` and ``retain_model`` name given ones (e.g. OpenUnlearning's
+  ``tofu_Llama-3.2-1B-Instruct_full`` / ``_retain99``).
+* ``trace/`` and ``retrace/`` — causal tracing of the forget authors' questions that name their
+  author (the subject is the author's name, :func:`unlearn.tofu_data.author_name`).
+* ``unlearned/`` (and ``control_<method>/`` with ``control: methods``) — the shared trainer on the
+  traced layers, with the calibrated forget target and validation-selected checkpoint.
+* ``scores_target/``, ``scores_unlearned/``, ``scores_retain/`` — TOFU's metrics
+  (:mod:`unlearn.eval.tofu_core`); forget quality and privleak against the retain model are
+  computed from them in the report (:mod:`pipelines.tofu_report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from pipelines.config import TargetConfig, TraceSection
+from pipelines.typed import apply_overrides, from_mapping, to_mapping
+from tracing.errors import AmnesiaError
+from tracing.io import atomic_path, write_json
+from unlearn.config import ModelOptions, UnlearnConfig
+from unlearn.eval.config import TofuEvalConfig
+
+TASK = "Task2"  # TOFU rows are question/answer pairs about fictitious people: the shape of SemEval's Task 2
+REQUEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class TofuSection:
+    """Which TOFU rows: the forget ``split`` and, for a CPU-sized run, only some retain authors.
+
+    ``retain_authors``: author numbers (0…199) to keep in the retain set; None = every retain
+    author (the benchmark). The forget, perturbed-forget and holdout sets always stay whole; the
+    utility sets use the ``retain_perturbed`` rows of the kept authors among the first 20.
+    ``validation_every``: every N-th row of each author (N−1, 2N−1, …) forms the validation part.
+    """
+
+    split: Literal["forget01", "forget05", "forget10"] = "forget01"
+    retain_authors: list[int] | None = None
+    validation_every: int = 4
+
+    def check(self) -> None:
+        if self.validation_every < 2:
+            raise AmnesiaError(f"tofu.validation_every {self.validation_every}: expected an integer >= 2 (every N-th row of an author validates)")
+        if self.retain_authors is not None and not self.retain_authors:
+            raise AmnesiaError("tofu.retain_authors: expected a non-empty list of author numbers (or leave it out: every retain author)")
+
+
+@dataclass(frozen=True)
+class TofuRunConfig:
+    """Everything a TOFU run does, validated (``benchmark: tofu``)."""
+
+    name: str = "tofu"
+    out: str | None = None
+    benchmark: Literal["tofu"] = "tofu"
+    data: str = "locuslab/TOFU"
+    tofu: TofuSection = field(default_factory=TofuSection)
+    model: str | None = None
+    retain_model: str | None = None
+    target: TargetConfig | None = None
+    loading: ModelOptions = field(default_factory=ModelOptions)
+    trace: TraceSection = field(default_factory=TraceSection)
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
+    evaluate: TofuEvalConfig = field(default_factory=TofuEvalConfig)
+    prompt_format: Literal["raw", "chat"] = "raw"
+    retrace: bool = True
+    control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
+    control_layers: list[int] | None = None
+    control_seed: int = 0
+
+    def check(self) -> None:
+        self.tofu.check()
+        self.evaluate.check()
+        if (self.model is None) == (self.target is None):
+            raise AmnesiaError("give exactly one of 'model' (the TOFU target: fine-tuned on full) and 'target' (train the tiny target and retain model)")
+        if self.model is not None and self.retain_model is None:
+            raise AmnesiaError("'model' needs 'retain_model' (the model fine-tuned on the retain set only, e.g. open-unlearning/tofu_Llama-3.2-1B-Instruct_retain99): forget quality compares with it")
+        if self.target is not None and self.retain_model is not None:
+            raise AmnesiaError("'target' trains the retain model too; leave out 'retain_model' (or give 'model' and 'retain_model')")
+        if not self.name or "/" in self.name:
+            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
+
+    @property
+    def traced_layers(self) -> bool:
+        return self.unlearn.layers == "auto"
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def to_dict(self) -> dict:
+        return to_mapping(self)
+
+
+def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
+    """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig`; prompt_format set once, at the top."""
+    from pipelines.config import _unlearn_checked
+
+    data = dict(data)
+    unlearn_section = data.pop("unlearn", None)
+    if unlearn_section is not None and not isinstance(unlearn_section, dict):
+        raise AmnesiaError(f"{where}: unlearn: expected a mapping, got {unlearn_section!r}")
+    for section in ("unlearn", "evaluate", "trace", "target"):
+        raw = unlearn_section if section == "unlearn" else data.get(section)
+        if isinstance(raw, dict) and "prompt_format" in raw:
+            raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")
+    try:
+        unlearn = _unlearn_checked(unlearn_section)
+        config = from_mapping(TofuRunConfig, data)
+        fmt = config.prompt_format
+        config = dataclasses.replace(
+            config,
+            unlearn=dataclasses.replace(unlearn, prompt_format=fmt),
+            evaluate=dataclasses.replace(config.evaluate, prompt_format=fmt),
+            target=dataclasses.replace(config.target, prompt_format=fmt) if config.target is not None else None,
+        )
+        config.check()
+    except AmnesiaError as exc:
+        raise AmnesiaError(f"{where}: {exc}") from None
+    return config
+
+
+def load_tofu_config(path: str | Path, overrides: list[str] = ()) -> TofuRunConfig:
+    """Read a TOFU run config (YAML) with dotted overrides (see :func:`pipelines.config.load_config`)."""
+    from pipelines.typed import load_yaml_text
+
+    path = Path(path)
+    data = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
+    return tofu_config_from_mapping(apply_overrides(data, list(overrides)), str(path))
+
+
+# --------------------------------------------------------------------------- the request folder
+
+
+def load_data(config: TofuRunConfig):
+    """The run's TOFU data: the split, cut to ``tofu.retain_authors`` when given."""
+    from unlearn.tofu_data import load_tofu, subset
+
+    data = load_tofu(config.data, config.tofu.split)
+    return subset(data, config.tofu.retain_authors) if config.tofu.retain_authors is not None else data
+
+
+def _request_rows(data, kind: str, prompt_format: str, validation_every: int) -> dict[str, list[dict]]:
+    from unlearn.tofu_data import ROWS_PER_AUTHOR, question_text
+
+    rows = data.forget if kind == "forget" else data.retain
+    offset = len(data.retain) if kind == "forget" else 0
+    parts: dict[str, list[dict]] = {"train": [], "validation": []}
+    for i, row in enumerate(rows):
+        author = data.author_of(offset + i)
+        within = i % ROWS_PER_AUTHOR
+        part = "validation" if within % validation_every == validation_every - 1 else "train"
+        parts[part].append({"id": f"tofu-{author:03d}-{within:02d}qa0", "input": question_text(row["question"], prompt_format),
+                            "output": row["answer"], "task": TASK, "split": kind})
+    return parts
+
+
+def write_request(data, out: Path, *, prompt_format: str = "raw", validation_every: int = 4) -> dict:
+    """Write ``data`` as an unlearning request folder in the organizers' layout; return its manifest.
+
+    ``data/{forget,retain}_{train,validation}-00000-of-00001.parquet`` (columns ``id, input,
+    output, task, split``; ids ``tofu-<author>-<row>qa0``) and ``mia_data/validation/`` (members:
+    the forget rows as documents, rendered as the model reads them; non-members: never-seen
+    authors that are not the test holdout, :func:`unlearn.tofu_data.reference_holdout`) — what
+    ``amnesia unlearn`` reads for calibration and validation. No test MIA files: TOFU's privacy
+    leak is scored on the split's holdout by the TOFU evaluation. ``request.json`` records it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from unlearn.tofu_data import question_text, reference_holdout
+
+    reference = reference_holdout(data)
+    with atomic_path(out, directory=True, overwrite=True) as tmp:
+        (tmp / "data").mkdir()
+        counts = {}
+        for kind in ("forget", "retain"):
+            for part, rows in _request_rows(data, kind, prompt_format, validation_every).items():
+                if rows:
+                    pq.write_table(pa.Table.from_pylist(rows), tmp / "data" / f"{kind}_{part}-00000-of-00001.parquet")
+                counts[f"{kind}_{part}"] = len(rows)
+        if reference is not None:
+            folder = tmp / "mia_data" / "validation"
+            folder.mkdir(parents=True)
+            members = [{"id": f"forget-{i}", "document": question_text(r["question"], prompt_format) + r["answer"]} for i, r in enumerate(data.forget)]
+            nonmembers = [{"id": f"reference-{i}", "document": question_text(r["question"], prompt_format) + r["answer"]} for i, r in enumerate(reference[0])]
+            for name, docs in (("member", members), ("nonmember", nonmembers)):
+                (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+        manifest = {
+            "schema": REQUEST_SCHEMA, "kind": "tofu_request", "data": data.source, "split": data.split,
+            "forget_authors": list(data.forget_authors), "retain_authors": list(data.retain_authors),
+            "rows": counts, "prompt_format": prompt_format, "validation_every": validation_every,
+            "reference": {"source": reference[1], "documents": len(reference[0])} if reference else None,
+        }
+        write_json(tmp / "request.json", manifest)
+    return manifest
+
+
+def forget_facts(data, tokenizer, prompt_format: str) -> list:
+    """The forget rows whose question names their author, as facts (subject = the author's name)."""
+    from tracing.facts import Fact
+    from unlearn.prompts import render_prompts
+    from unlearn.tofu_data import ROWS_PER_AUTHOR, author_name, question_text
+
+    picked = []
+    for start in range(0, len(data.forget), ROWS_PER_AUTHOR):
+        block = data.forget[start : start + ROWS_PER_AUTHOR]
+        name = author_name(block)
+        author = data.author_of(len(data.retain) + start)
+        for within, row in enumerate(block):
+            if name and name in row["question"]:
+                picked.append((row, name, f"tofu-{author:03d}-{within:02d}qa0"))
+    prompts = render_prompts(tokenizer, [question_text(r["question"], prompt_format) for r, _, _ in picked], prompt_format)
+    return [Fact(prompt=p, subject=name, answer=row["answer"], id=rid, relation="tofu") for p, (row, name, rid) in zip(prompts, picked)]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _pipeline_class():
+    from pipelines.run import Pipeline
+    from pipelines.stages import path_fingerprint
+
+    class TofuPipeline(Pipeline):
+        """The shared stages (tracing, unlearning, controls) with TOFU's data, models and scores."""
+
+        def data_path(self) -> tuple[str, str]:
+            cfg = self.config
+            data = self.tofu_data
+
+            def build(tmp: Path) -> dict:
+                manifest = write_request(data, tmp, prompt_format=cfg.prompt_format, validation_every=cfg.tofu.validation_every)
+                return {"rows": manifest["rows"], "reference": manifest["reference"]}
+
+            key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format}
+            res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
+            return str(res.path), res.hash
+
+        def retain_model_path(self, data: str, data_key: str, target: str, target_key: str) -> tuple[str, str]:
+            from pipelines.target import make_target
+
+            if self.config.target is None:
+                return self.config.retain_model, path_fingerprint(self.config.retain_model)
+            cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
+
+            def build(tmp: Path) -> dict:
+                manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
+                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
+
+            res = self.run.stage("retain_model", dataclasses.asdict(cfg), build, inputs=[data_key, target_key])
+            return str(res.path), res.hash
+
+        def trace_facts(self, model, tokenizer, data: str):
+            return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format)
+
+        def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
+            from unlearn.eval.tofu_core import run_tofu_evaluation, write_outputs
+            from unlearn.models import load_model
+
+            cfg = self.config.evaluate
+
+            def build(tmp: Path) -> dict:
+                model, tok = load_model(model_path, self.config.loading)
+                result = run_tofu_evaluation(model, tok, self.tofu_data, cfg, progress=self.progress)
+                del model
+                write_outputs(tmp, result)
+                return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
+
+            return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
+
+    return TofuPipeline
+
+
+def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
+    """Run every stage of a TOFU ``config`` in its run directory; write the report; return a :class:`pipelines.run.RunOutcome`."""
+    import time
+
+    from pipelines.run import RESOLVED, RunOutcome, check_run_dir, control_runs
+    from pipelines.tofu_report import write_tofu_report
+    from tracing.io import write_text
+
+    run_dir = Path(out) if out is not None else config.run_dir()
+    check_run_dir(run_dir, config)
+    started = time.time()
+    data = load_data(config)  # a bad TOFU folder fails before anything is written
+    p = _pipeline_class()(config, run_dir, force=force, progress=progress, log=log)
+    p.tofu_data = data
+    write_text(run_dir / RESOLVED, dump_tofu_config(config))
+    data, data_key = p.data_path()
+    model, model_key = p.model_path(data, data_key)
+    retain, retain_key = p.retain_model_path(data, data_key, model, model_key)
+    trace = p.trace("trace", model, model_key, data, data_key)
+    layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
+    unlearned = p.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
+    retrace = p.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+    scores = {
+        "target": p.evaluate("scores_target", model, model_key, data, data_key),
+        "unlearned": p.evaluate("scores_unlearned", str(unlearned.path), unlearned.hash, data, data_key),
+        "retain": p.evaluate("scores_retain", retain, retain_key, data, data_key),
+    }
+    controls = {}
+    if config.control != "none":
+        n_layers = json.loads((trace.path / "trace.json").read_text())["summary"]["n_layers"]
+        for label, layer_set, method in control_runs(config, unlearned.record["layers"], n_layers):
+            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set, method=method)
+            c_scores = p.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
+            controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
+    summary = write_tofu_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
+                                controls=controls, wall_time=time.time() - started)
+    return RunOutcome(run_dir, summary, dict(p.run.results))
+
+
+def dump_tofu_config(config: TofuRunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
