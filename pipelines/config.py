@@ -238,8 +238,9 @@ def _unlearn_checked(section) -> UnlearnConfig:
     return dataclasses.replace(config, layers="auto") if auto else config
 
 
-def config_from_mapping(data: dict, where: str = "config") -> RunConfig:
-    """Validate a mapping (a parsed YAML file with overrides applied) into a :class:`RunConfig`."""
+def config_from_mapping(data: dict, where: str = "config", cls: type | None = None):
+    """Validate a mapping (a parsed YAML file with overrides applied) into a :class:`RunConfig`
+    (or ``cls``, another run config with the same sections: :class:`pipelines.tofu.TofuRunConfig`)."""
     if not isinstance(data, dict):
         raise AmnesiaError(f"{where}: expected a mapping of sections (name, data, model, world, target, trace, unlearn, evaluate, …)")
     data = dict(data)
@@ -252,7 +253,7 @@ def config_from_mapping(data: dict, where: str = "config") -> RunConfig:
             raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")
     try:
         unlearn = _unlearn_checked(unlearn_section)
-        config = from_mapping(RunConfig, data)
+        config = from_mapping(cls or RunConfig, data)
     except AmnesiaError as exc:
         raise AmnesiaError(f"{where}: {exc}") from None
     fmt = config.prompt_format

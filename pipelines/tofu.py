@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pipelines.config import TargetConfig, TraceSection
-from pipelines.typed import apply_overrides, from_mapping, to_mapping
+from pipelines.typed import to_mapping
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json
 from unlearn.config import ModelOptions, UnlearnConfig
@@ -110,40 +110,10 @@ class TofuRunConfig:
 
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
-    """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig`; prompt_format set once, at the top."""
-    from pipelines.config import _unlearn_checked
+    """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig` (prompt_format set once, at the top)."""
+    from pipelines.config import config_from_mapping
 
-    data = dict(data)
-    unlearn_section = data.pop("unlearn", None)
-    if unlearn_section is not None and not isinstance(unlearn_section, dict):
-        raise AmnesiaError(f"{where}: unlearn: expected a mapping, got {unlearn_section!r}")
-    for section in ("unlearn", "evaluate", "trace", "target"):
-        raw = unlearn_section if section == "unlearn" else data.get(section)
-        if isinstance(raw, dict) and "prompt_format" in raw:
-            raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")
-    try:
-        unlearn = _unlearn_checked(unlearn_section)
-        config = from_mapping(TofuRunConfig, data)
-        fmt = config.prompt_format
-        config = dataclasses.replace(
-            config,
-            unlearn=dataclasses.replace(unlearn, prompt_format=fmt),
-            evaluate=dataclasses.replace(config.evaluate, prompt_format=fmt),
-            target=dataclasses.replace(config.target, prompt_format=fmt) if config.target is not None else None,
-        )
-        config.check()
-    except AmnesiaError as exc:
-        raise AmnesiaError(f"{where}: {exc}") from None
-    return config
-
-
-def load_tofu_config(path: str | Path, overrides: list[str] = ()) -> TofuRunConfig:
-    """Read a TOFU run config (YAML) with dotted overrides (see :func:`pipelines.config.load_config`)."""
-    from pipelines.typed import load_yaml_text
-
-    path = Path(path)
-    data = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
-    return tofu_config_from_mapping(apply_overrides(data, list(overrides)), str(path))
+    return config_from_mapping(data, where, TofuRunConfig)
 
 
 # --------------------------------------------------------------------------- the request folder
@@ -292,6 +262,7 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     """Run every stage of a TOFU ``config`` in its run directory; write the report; return a :class:`pipelines.run.RunOutcome`."""
     import time
 
+    from pipelines.config import dump_config
     from pipelines.run import RESOLVED, RunOutcome, check_run_dir, control_runs
     from pipelines.tofu_report import write_tofu_report
     from tracing.io import write_text
@@ -302,7 +273,7 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     data = load_data(config)  # a bad TOFU folder fails before anything is written
     p = _pipeline_class()(config, run_dir, force=force, progress=progress, log=log)
     p.tofu_data = data
-    write_text(run_dir / RESOLVED, dump_tofu_config(config))
+    write_text(run_dir / RESOLVED, dump_config(config))
     data, data_key = p.data_path()
     model, model_key = p.model_path(data, data_key)
     retain, retain_key = p.retain_model_path(data, data_key, model, model_key)
@@ -325,9 +296,3 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     summary = write_tofu_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
                                 controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))
-
-
-def dump_tofu_config(config: TofuRunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -64,13 +64,26 @@ def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *
     for label, c in controls.items():
         rows.append(tofu_row(f"control: {label}", _read(c["scores"].path / "scores.json"), retain))
     rows.append(tofu_row("retain model", retain, retain))
-    unlearned_rows = [r for r in rows if r["model"] not in ("target", "retain model")]
-    best = max(unlearned_rows, key=lambda r: (r["forget_quality"], r["model_utility"]))["model"] if len(unlearned_rows) > 1 else None
-    for r in rows:
-        r["best"] = r["model"] == best
-    summary["tofu"] = {"rows": rows, "rank_by": "forget quality (then model utility)" if best else None}
+    summary["tofu"] = {"rows": rows, **rank_unlearned(rows)}
     summary["notes"] = tofu_notes(summary)
     return summary
+
+
+#: A model that forgets by losing its utility is not a better forgetter: the best unlearned model
+#: is the one with the highest forget quality among those that keep this share of the target's utility.
+UTILITY_KEPT = 0.9
+
+
+def rank_unlearned(rows: list[dict]) -> dict:
+    """Mark the best unlearned model: the highest forget quality among those keeping ``UTILITY_KEPT`` of
+    the target's model utility (TOFU reads the two axes together), ties to the privleak nearer 0."""
+    target = next(r for r in rows if r["model"] == "target")
+    candidates = [r for r in rows if r["model"] not in ("target", "retain model")]
+    kept = [r for r in candidates if r["model_utility"] >= UTILITY_KEPT * target["model_utility"]]
+    best = max(kept, key=lambda r: (r["forget_quality"], -abs(r["privleak"]), r["model_utility"]))["model"] if len(candidates) > 1 and kept else None
+    for r in rows:
+        r["best"] = r["model"] == best
+    return {"best": best, "rank_by": f"forget quality among the models that keep {UTILITY_KEPT:.0%} of the target's model utility (ties: privleak nearer 0)" if best else None}
 
 
 def tofu_notes(summary: dict) -> list[str]:

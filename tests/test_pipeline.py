@@ -179,3 +179,9 @@ def test_notes_say_why_mmlu_is_missing_or_low():
     ]
     [note] = [n for n in explain({"scores_before": off, "scores_after": off}) if "MMLU" in n]
     assert "source is off" in note and "--mmlu off)" in note
+
+
+def test_tables_print_no_negative_zero():
+    from pipelines.report import _fmt
+
+    assert _fmt(-0.0001) == "0.000" and _fmt(-0.0001, signed=True) == "+0.000" and _fmt(-0.0006) == "-0.001"

@@ -182,3 +182,15 @@ def test_evaluate_tofu_cli(tofu_dir, olmo_tokenizer_dir, tmp_path, capsys):
     # settings that differ from the retain model's scores are refused before anything is written
     assert main(["evaluate-tofu", "--model", str(model_dir), "--retain-scores", str(tmp_path / "out" / "retain"), "--out", str(tmp_path / "k"), *common, "--mink-k", "0.2"]) == 2
     assert "mia.k: 0.2 in the scores but 0.4 in the retain model's" in capsys.readouterr().err and not (tmp_path / "k").exists()
+
+
+def test_best_unlearned_model_keeps_utility():
+    from pipelines.tofu_report import rank_unlearned
+
+    def row(model, fq, utility, privleak):
+        return {"model": model, "forget_quality": fq, "model_utility": utility, "privleak": privleak}
+
+    rows = [row("target", 1e-7, 0.5, -100), row("a", 0.8, 0.1, 40), row("b", 0.3, 0.48, -30), row("c", 0.3, 0.46, -5), row("retain model", 1.0, 0.5, 0)]
+    ranked = rank_unlearned(rows)
+    assert ranked["best"] == "c" and [r["best"] for r in rows] == [False, False, False, True, False]  # a forgets by losing utility
+    assert rank_unlearned([row("target", 1e-7, 0.5, -100), row("a", 0.8, 0.1, 40), row("retain model", 1.0, 0.5, 0)])["best"] is None
