@@ -36,6 +36,8 @@ from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_toke
 from unlearn.prompts import check_prompt_format, render_prompts
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
+
+
 def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", kinds: tuple[str, ...] = ("forget", "retain")) -> list[str]:
     """``input + output`` of every row of ``kinds`` (forget, retain), train and validation (no
     separator, as the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""

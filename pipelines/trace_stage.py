@@ -41,6 +41,7 @@ from tracing.tracer import TraceResult, trace_facts
 from unlearn.data import SemEvalData
 from unlearn.prompts import render_prompts
 
+
 @dataclass
 class TraceOutcome:
     """What :func:`run_trace` produced and where it wrote it."""

@@ -101,7 +101,6 @@ class TraceConfig:
         return d
 
 
-
 @dataclass(frozen=True)
 class SelectionConfig:
     """How to pick layers from the traced AIE."""

@@ -489,4 +489,3 @@ def trace_prompt(
     if predicted != tf.answer_id:
         raise AmnesiaError(f"cannot trace {prompt!r}: the model predicts {tokenizer.decode([predicted])!r}, not the answer's first token {tf.answer_token!r}")
     return trace_facts(model, tokenizer, FactSet(kept=[tf]), config, progress=False).traces[0]
-
