@@ -202,3 +202,21 @@ def test_context_too_short_is_one_line(tok, data):
     with pytest.raises(AmnesiaError, match=r"forget row 0 \(answer\) is \d+ tokens, longer than the model's context of 16") as info:
         run_tofu_evaluation(short, tok, data, TofuEvalConfig(limit=1))
     assert "\n" not in str(info.value)
+
+
+def test_chat_format_scores_the_question_as_a_user_turn(model, tok, data):
+    """prompt_format chat: the question rendered by the chat template (no newline appended), the
+    answer scored after it — the same numbers as a one-row loop on the rendered text."""
+    import copy
+
+    chat = copy.deepcopy(tok)
+    chat.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    result = run_tofu_evaluation(model, chat, data, TofuEvalConfig(prompt_format="chat", limit=2, max_new_tokens=2, batch_size=4))
+    assert result.scores["prompt_format"] == "chat"
+    for record, row in zip(_rows(result, "retain"), data.retain_perturbed[:2]):
+        prompt = f"<|user|>{row['question']}\n<|assistant|>"
+        assert record["answer_nll"] == _loss(model, chat, prompt, row["answer"])
+    holdout = _rows(result, "holdout")[0]
+    ids, labels = completion_labels(chat, f"<|user|>{data.holdout[0]['question']}\n<|assistant|>", data.holdout[0]["answer"])
+    tokens = _token_nll(model, ids, labels)
+    assert holdout["loss_score"] == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
