@@ -191,6 +191,22 @@ def control_runs(config: RunConfig, traced: list[int], n_layers: int) -> list[tu
 RESOLVED = "config.resolved.yaml"
 
 
+def check_models(*names: str | None) -> None:
+    """Fail before any stage when a configured model is neither a folder nor a Hub id that can be
+    fetched (offline, unreachable, no such repository): one line, nothing written."""
+    from unlearn.hub import check_hub_source
+    from unlearn.models import is_local
+
+    for name in names:
+        if not name:
+            continue
+        if is_local(name):
+            if not Path(name).expanduser().exists():
+                raise AmnesiaError(f"{name}: model path does not exist")
+        else:
+            check_hub_source(name, what="model")
+
+
 def check_run_dir(run_dir: Path, config: RunConfig) -> None:
     """Refuse a run directory inside the configured model's or data's folder, a file, or an existing
     folder that is not a run directory (it has no ``config.resolved.yaml``): a run writes and
@@ -218,6 +234,7 @@ def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: boo
 
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
+    check_models(config.model)
     started = time.time()
     p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
     write_text(run_dir / RESOLVED, dump_config(config))

@@ -263,12 +263,13 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     import time
 
     from pipelines.config import dump_config
-    from pipelines.run import RESOLVED, RunOutcome, check_run_dir, control_runs
+    from pipelines.run import RESOLVED, RunOutcome, check_models, check_run_dir, control_runs
     from pipelines.tofu_report import write_tofu_report
     from tracing.io import write_text
 
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
+    check_models(config.model, config.retain_model)
     started = time.time()
     data = load_data(config)  # a bad TOFU folder fails before anything is written
     p = _pipeline_class()(config, run_dir, force=force, progress=progress, log=log)

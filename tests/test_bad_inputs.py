@@ -256,6 +256,11 @@ def resume_without_checkpoint(c: Ctx):
     return ["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--resume"], "out.checkpoints: no complete checkpoint to resume from"
 
 
+def run_model_not_found(c: Ctx):
+    # neither a folder nor a Hub id the (offline or unreachable) Hub can supply: refused before the run directory exists
+    return ["run", str(c.run_config(model="no-such-org/no-such-model"))], "no-such-org/no-such-model: no such model folder"
+
+
 def _tofu_copy(c: Ctx) -> Path:
     from conftest import shared_path
 
@@ -309,7 +314,7 @@ CASES = {f.__name__: f for f in (
     unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, overwrite_a_foreign_folder,
     scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
     mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
-    resume_without_checkpoint, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
+    resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
 )}
 
 
