@@ -142,6 +142,8 @@ class TraceStageConfig:
 # ---------------------------------------------------------------- the run
 
 CONTROLS = ("none", "random", "fixed", "sweep", "methods")
+#: What ``benchmark:`` in a run config may name: SemEval-2025 Task 4 (RunConfig) or TOFU (pipelines.tofu.TofuRunConfig).
+BENCHMARKS = ("semeval", "tofu")
 #: The methods ``control: methods`` unlearns beside the configured one (the shared task's baselines).
 BASELINE_METHODS = ("ga", "gd", "kl", "npo")
 
@@ -279,6 +281,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not isinstance(data, dict):
         raise AmnesiaError(f"{path}: expected a mapping of sections at the top level")
     data = apply_overrides(data, list(overrides))
+    if data.get("benchmark", "semeval") not in BENCHMARKS:
+        raise AmnesiaError(f"{path}: benchmark {data['benchmark']!r}: expected one of {', '.join(BENCHMARKS)}")
     if data.get("benchmark") == "tofu":  # TOFU's own data, models and metrics around the same stages
         from pipelines.tofu import tofu_config_from_mapping
 
