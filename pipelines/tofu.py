@@ -51,17 +51,23 @@ class TofuSection:
     author (the benchmark). The forget, perturbed-forget and holdout sets always stay whole; the
     utility sets use the ``retain_perturbed`` rows of the kept authors among the first 20.
     ``validation_every``: every N-th row of each author (N−1, 2N−1, …) forms the validation part.
+    ``question_template``: the raw prompt of a question (``{question}`` in it; default the question
+    and a newline), read by every stage; a model fine-tuned with its own tags takes them here.
     """
 
     split: Literal["forget01", "forget05", "forget10"] = "forget01"
     retain_authors: list[int] | None = None
     validation_every: int = 4
+    question_template: str = "{question}\n"
 
     def check(self) -> None:
         if self.validation_every < 2:
             raise AmnesiaError(f"tofu.validation_every {self.validation_every}: expected an integer >= 2 (every N-th row of an author validates)")
         if self.retain_authors is not None and not self.retain_authors:
             raise AmnesiaError("tofu.retain_authors: expected a non-empty list of author numbers (or leave it out: every retain author)")
+        from unlearn.tofu_data import check_question_template
+
+        check_question_template(self.question_template)
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,10 @@ def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig
     """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig` (prompt_format set once, at the top)."""
     from pipelines.config import config_from_mapping
 
-    return config_from_mapping(data, where, TofuRunConfig)
+    if isinstance(data.get("evaluate"), dict) and "question_template" in data["evaluate"]:
+        raise AmnesiaError(f"{where}: evaluate.question_template: set tofu.question_template (one prompt for every stage)")
+    config = config_from_mapping(data, where, TofuRunConfig)
+    return dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, question_template=config.tofu.question_template))
 
 
 # --------------------------------------------------------------------------- the request folder
@@ -127,7 +136,7 @@ def load_data(config: TofuRunConfig):
     return subset(data, config.tofu.retain_authors) if config.tofu.retain_authors is not None else data
 
 
-def _request_rows(data, kind: str, prompt_format: str, validation_every: int) -> dict[str, list[dict]]:
+def _request_rows(data, kind: str, prompt_format: str, validation_every: int, template: str) -> dict[str, list[dict]]:
     from unlearn.tofu_data import ROWS_PER_AUTHOR, question_text
 
     rows = data.forget if kind == "forget" else data.retain
@@ -137,12 +146,12 @@ def _request_rows(data, kind: str, prompt_format: str, validation_every: int) ->
         author = data.author_of(offset + i)
         within = i % ROWS_PER_AUTHOR
         part = "validation" if within % validation_every == validation_every - 1 else "train"
-        parts[part].append({"id": f"tofu-{author:03d}-{within:02d}qa0", "input": question_text(row["question"], prompt_format),
+        parts[part].append({"id": f"tofu-{author:03d}-{within:02d}qa0", "input": question_text(row["question"], prompt_format, template),
                             "output": row["answer"], "task": TASK, "split": kind})
     return parts
 
 
-def write_request(data, out: Path, *, prompt_format: str = "raw", validation_every: int = 4) -> dict:
+def write_request(data, out: Path, *, prompt_format: str = "raw", validation_every: int = 4, question_template: str = "{question}\n", tokenizer=None) -> dict:
     """Write ``data`` as an unlearning request folder in the organizers' layout; return its manifest.
 
     ``data/{forget,retain}_{train,validation}-00000-of-00001.parquet`` (columns ``id, input,
@@ -151,39 +160,50 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
     authors that are not the test holdout, :func:`unlearn.tofu_data.reference_holdout`) — what
     ``amnesia unlearn`` reads for calibration and validation. No test MIA files: TOFU's privacy
     leak is scored on the split's holdout by the TOFU evaluation. ``request.json`` records it.
+    With ``prompt_format="chat"`` the documents are rendered with ``tokenizer``'s chat template
+    (the text the model reads), so it is needed then.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from unlearn.prompts import render_prompts
     from unlearn.tofu_data import question_text, reference_holdout
+
+    def documents(rows: list[dict]) -> list[str]:
+        prompts = [question_text(r["question"], prompt_format, question_template) for r in rows]
+        if prompt_format != "raw":
+            if tokenizer is None:
+                raise AmnesiaError("prompt_format chat: the request's membership documents need the model's tokenizer")
+            prompts = render_prompts(tokenizer, prompts, prompt_format)
+        return [p + r["answer"] for p, r in zip(prompts, rows)]
 
     reference = reference_holdout(data)
     with atomic_path(out, directory=True, overwrite=True) as tmp:
         (tmp / "data").mkdir()
         counts = {}
         for kind in ("forget", "retain"):
-            for part, rows in _request_rows(data, kind, prompt_format, validation_every).items():
+            for part, rows in _request_rows(data, kind, prompt_format, validation_every, question_template).items():
                 if rows:
                     pq.write_table(pa.Table.from_pylist(rows), tmp / "data" / f"{kind}_{part}-00000-of-00001.parquet")
                 counts[f"{kind}_{part}"] = len(rows)
         if reference is not None:
             folder = tmp / "mia_data" / "validation"
             folder.mkdir(parents=True)
-            members = [{"id": f"forget-{i}", "document": question_text(r["question"], prompt_format) + r["answer"]} for i, r in enumerate(data.forget)]
-            nonmembers = [{"id": f"reference-{i}", "document": question_text(r["question"], prompt_format) + r["answer"]} for i, r in enumerate(reference[0])]
+            members = [{"id": f"forget-{i}", "document": d} for i, d in enumerate(documents(data.forget))]
+            nonmembers = [{"id": f"reference-{i}", "document": d} for i, d in enumerate(documents(reference[0]))]
             for name, docs in (("member", members), ("nonmember", nonmembers)):
                 (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
         manifest = {
             "schema": REQUEST_SCHEMA, "kind": "tofu_request", "data": data.source, "split": data.split,
             "forget_authors": list(data.forget_authors), "retain_authors": list(data.retain_authors),
-            "rows": counts, "prompt_format": prompt_format, "validation_every": validation_every,
+            "rows": counts, "prompt_format": prompt_format, "question_template": question_template, "validation_every": validation_every,
             "reference": {"source": reference[1], "documents": len(reference[0])} if reference else None,
         }
         write_json(tmp / "request.json", manifest)
     return manifest
 
 
-def forget_facts(data, tokenizer, prompt_format: str) -> list:
+def forget_facts(data, tokenizer, prompt_format: str, question_template: str = "{question}\n") -> list:
     """The forget rows whose question names their author, as facts (subject = the author's name)."""
     from tracing.facts import Fact
     from unlearn.prompts import render_prompts
@@ -197,7 +217,7 @@ def forget_facts(data, tokenizer, prompt_format: str) -> list:
         for within, row in enumerate(block):
             if name and name in row["question"]:
                 picked.append((row, name, f"tofu-{author:03d}-{within:02d}qa0"))
-    prompts = render_prompts(tokenizer, [question_text(r["question"], prompt_format) for r, _, _ in picked], prompt_format)
+    prompts = render_prompts(tokenizer, [question_text(r["question"], prompt_format, question_template) for r, _, _ in picked], prompt_format)
     return [Fact(prompt=p, subject=name, answer=row["answer"], id=rid, relation="tofu") for p, (row, name, rid) in zip(prompts, picked)]
 
 
@@ -216,10 +236,15 @@ def _pipeline_class():
             data = self.tofu_data
 
             def build(tmp: Path) -> dict:
-                manifest = write_request(data, tmp, prompt_format=cfg.prompt_format, validation_every=cfg.tofu.validation_every)
+                from unlearn.models import load_tokenizer
+
+                tokenizer = load_tokenizer(cfg.model) if cfg.prompt_format != "raw" and cfg.model else None
+                manifest = write_request(data, tmp, prompt_format=cfg.prompt_format, validation_every=cfg.tofu.validation_every,
+                                         question_template=cfg.tofu.question_template, tokenizer=tokenizer)
                 return {"rows": manifest["rows"], "reference": manifest["reference"]}
 
-            key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format}
+            key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format,
+                   "tokenizer": cfg.model if cfg.prompt_format != "raw" else None}
             res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
             return str(res.path), res.hash
 
@@ -238,7 +263,7 @@ def _pipeline_class():
             return str(res.path), res.hash
 
         def trace_facts(self, model, tokenizer, data: str):
-            return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format)
+            return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
 
         def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
             from unlearn.eval.tofu_core import run_tofu_evaluation, write_outputs

@@ -220,3 +220,10 @@ def test_chat_format_scores_the_question_as_a_user_turn(model, tok, data):
     ids, labels = completion_labels(chat, f"<|user|>{data.holdout[0]['question']}\n<|assistant|>", data.holdout[0]["answer"])
     tokens = _token_nll(model, ids, labels)
     assert holdout["loss_score"] == pytest.approx(sum(tokens) / len(tokens), rel=1e-12)
+
+
+def test_question_template_is_the_prompt(model, tok, data):
+    template = "Q: {question}\nA:"
+    result = run_tofu_evaluation(model, tok, data, TofuEvalConfig(limit=2, max_new_tokens=2, batch_size=4, question_template=template))
+    for record, row in zip(_rows(result, "forget"), data.forget_perturbed[:2]):
+        assert record["answer_nll"] == _loss(model, tok, f"Q: {row['question']}\nA:", row["answer"])

@@ -196,3 +196,33 @@ def test_best_unlearned_model_keeps_utility():
     ranked = rank_unlearned(rows)
     assert ranked["best"] == "c" and [r["best"] for r in rows] == [False, False, False, True, False]  # a forgets by losing utility
     assert rank_unlearned([row("target", 1e-7, 0.5, -100), row("a", 0.8, 0.1, 40), row("retain model", 1.0, 0.5, 0)])["best"] is None
+
+
+def test_question_template_reaches_every_stage(small, tofu_dir, tmp_path, olmo_tokenizer_dir):
+    from unlearn.models import load_tokenizer
+
+    template = "Question: {question}\nAnswer: "
+    config = tofu_config_from_mapping({**_mapping(tofu_dir, tmp_path), "tofu": {"retain_authors": [0], "question_template": template}})
+    assert config.evaluate.question_template == template  # one template: the evaluation reads the tofu section's
+    with pytest.raises(AmnesiaError, match="evaluate.question_template: set tofu.question_template"):
+        tofu_config_from_mapping({**_mapping(tofu_dir, tmp_path), "evaluate": {"question_template": template}})
+    with pytest.raises(AmnesiaError, match=r"question_template 'Q:': expected a text with \{question\} exactly once"):
+        tofu_config_from_mapping({**_mapping(tofu_dir, tmp_path), "tofu": {"question_template": "Q:"}})
+    write_request(small, tmp_path / "request", question_template=template)
+    data = load_semeval(tmp_path / "request")
+    assert data.get("forget", "train")[0]["input"] == f"Question: {small.forget[0]['question']}\nAnswer: "
+    assert data.mia_validation["member"][0]["document"] == f"Question: {small.forget[0]['question']}\nAnswer: {small.forget[0]['answer']}"
+    tok = load_tokenizer(olmo_tokenizer_dir)
+    facts = forget_facts(small, tok, "raw", template)
+    assert all(f.prompt.startswith("Question: ") and f.prompt.endswith("\nAnswer: ") for f in facts)
+    # chat: the membership documents are the text the model reads, rendered by its template
+    import copy
+
+    chat = copy.deepcopy(tok)
+    chat.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    write_request(small, tmp_path / "chat", prompt_format="chat", tokenizer=chat)
+    chat_data = load_semeval(tmp_path / "chat")
+    assert chat_data.get("forget", "train")[0]["input"] == small.forget[0]["question"]  # the trainer renders it
+    assert chat_data.mia_validation["member"][0]["document"] == f"<|user|>{small.forget[0]['question']}\n<|assistant|>{small.forget[0]['answer']}"
+    with pytest.raises(AmnesiaError, match="need the model's tokenizer"):
+        write_request(small, tmp_path / "chat2", prompt_format="chat")

@@ -297,14 +297,26 @@ def subset(data: TofuData, retain_authors: Sequence[int]) -> TofuData:
 #: text inside the training row, while "\n" is a token of its own either way. ``chat`` renders
 #: the question with the tokenizer's chat template instead (``unlearn.prompts``).
 RAW_SEPARATOR = "\n"
+#: The raw prompt of a TOFU question: ``{question}`` and the separator. A model fine-tuned with its
+#: own tags takes a template of them (OpenUnlearning's Llama 3 tags: configs/tofu_llama32_1b.yaml).
+DEFAULT_QUESTION_TEMPLATE = "{question}" + RAW_SEPARATOR
 
 _NAME = re.compile(r"\b([A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|al-|de|da|van|von|bin|ibn|el-))*\s+[A-Z][\w'’-]+)")
 _POSSESSIVE = re.compile(r"['’]s$")
 
 
-def question_text(question: str, prompt_format: str) -> str:
-    """The prompt text of a TOFU question before :func:`unlearn.prompts.render_prompts`: ``question + "\n"`` in raw format."""
-    return question + RAW_SEPARATOR if prompt_format == "raw" else question
+def check_question_template(template: str) -> str:
+    """``template`` if it holds ``{question}`` once, else a one-line error."""
+    if not isinstance(template, str) or template.count("{question}") != 1:
+        raise AmnesiaError(f"question_template {template!r}: expected a text with {{question}} exactly once (e.g. {DEFAULT_QUESTION_TEMPLATE!r})")
+    return template
+
+
+def question_text(question: str, prompt_format: str, template: str = DEFAULT_QUESTION_TEMPLATE) -> str:
+    """The prompt text of a TOFU question before :func:`unlearn.prompts.render_prompts`: in raw
+    format ``template`` with the question in it (default ``question + "\n"``); in chat format the
+    question itself (the chat template wraps it)."""
+    return template.replace("{question}", question) if prompt_format == "raw" else question
 
 
 def author_name(rows: Sequence[dict]) -> str | None:

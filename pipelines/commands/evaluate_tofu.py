@@ -5,8 +5,8 @@ ROUGE-L recall, truth ratio; model utility; Min-K% and loss membership AUC of fo
 and the retain model the same way (--retain-model, or the scores.json of an earlier run with
 --retain-scores), then forget quality (KS test of the forget-set truth ratios) and privleak.
 Writes OUT/scores.json and OUT/predictions.csv (and OUT/retain/ for a retain model scored here)
-and OUT/tofu.json with the comparison. For models fine-tuned on TOFU with a chat template (the
-OpenUnlearning checkpoints), pass --prompt-format chat.
+and OUT/tofu.json with the comparison. For the OpenUnlearning checkpoints, pass the tags they were
+fine-tuned with as --question-template (configs/tofu_llama32_1b.yaml has Llama 3's).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-scores", default=None, help="instead of --retain-model: the retain model's scores.json from an earlier evaluate-tofu or TOFU run (same split and settings)")
     p.add_argument("--out", required=True, help="folder for scores.json, predictions.csv and tofu.json (created if needed)")
     p.add_argument("--retain-authors", type=_authors, default=None, help="comma-separated retain authors to keep (a CPU-sized subset, as tofu.retain_authors); default: all")
-    p.add_argument("--prompt-format", default="raw", choices=("raw", "chat"), help="raw = question, newline, answer; chat = the question as the user turn of the tokenizer's chat template (how OpenUnlearning's TOFU models were fine-tuned)")
+    p.add_argument("--prompt-format", default="raw", choices=("raw", "chat"), help="raw = --question-template, then the answer; chat = the question as the user turn of the tokenizer's chat template")
+    p.add_argument("--question-template", default="{question}\n", help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens generated per question for ROUGE-L")
     p.add_argument("--mink-k", type=float, default=DEFAULT_MINK_K, help="fraction of tokens Min-K%% Prob averages for privleak (OpenUnlearning's TOFU setting)")
     p.add_argument("--mia-tokens", default="answer", choices=MIA_TOKENS, help="tokens membership inference reads: the answer after its question (OpenUnlearning) or the whole question + answer")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.retain_model is None) == (args.retain_scores is None):
         raise AmnesiaError("give exactly one of --retain-model (score it here) and --retain-scores (its scores.json): forget quality compares with the retain model")
     config = TofuEvalConfig(prompt_format=args.prompt_format, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                            limit=args.limit, mink_k=args.mink_k, mia_tokens=args.mia_tokens)
+                            limit=args.limit, mink_k=args.mink_k, mia_tokens=args.mia_tokens, question_template=args.question_template)
     config.check()
     out = Path(args.out)
     model_dir = Path(args.model)

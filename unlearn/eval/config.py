@@ -117,6 +117,9 @@ class TofuEvalConfig:
     * ``mink_k``: the fraction of tokens Min-K% Prob averages (OpenUnlearning's TOFU default 0.4).
     * ``mia_tokens``: ``answer`` (the answer's tokens after the question, OpenUnlearning) or
       ``document`` (every token of question + answer).
+    * ``question_template``: the raw prompt of a question, ``{question}`` in it (default: the
+      question and a newline; a model fine-tuned with its own tags takes those, as OpenUnlearning's
+      Llama 3 models: ``configs/tofu_llama32_1b.yaml``). Not used with ``chat``.
     * ``clean_up_spaces``: decode as transformers 4's ``clean_up_tokenization`` did.
     * ``tie_margin``: rerun a generation alone when two top logits come closer than this; None =
       1e-3 when the model runs in float32, else off; 0 = off (see :mod:`unlearn.generation`).
@@ -129,6 +132,7 @@ class TofuEvalConfig:
     limit: int | None = None
     mink_k: float = DEFAULT_MINK_K
     mia_tokens: str = "answer"
+    question_template: str = "{question}\n"
     clean_up_spaces: bool = False
     tie_margin: float | None = None
 
@@ -144,6 +148,8 @@ class TofuEvalConfig:
                 raise AmnesiaError(f"{name} {value}: expected a positive integer or None")
         if not 0 < self.mink_k <= 1:
             raise AmnesiaError(f"mink_k {self.mink_k}: expected a fraction 0 < k ≤ 1")
+        if "{question}" not in self.question_template or self.question_template.count("{question}") != 1:
+            raise AmnesiaError(f"question_template {self.question_template!r}: expected a text with {{question}} exactly once")
         if self.mia_tokens not in MIA_TOKENS:
             raise AmnesiaError(f"mia_tokens {self.mia_tokens!r}: expected one of {', '.join(MIA_TOKENS)}")
         if self.tie_margin is not None and self.tie_margin < 0:

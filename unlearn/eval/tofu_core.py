@@ -40,7 +40,7 @@ from tracing.errors import AmnesiaError
 
 from ..generation import GenerationOptions, generate
 from ..models import context_length, model_id
-from ..prompts import PROMPT_FORMATS, format_mismatch, render_prompts
+from ..prompts import format_mismatch, render_prompts
 from ..tofu_data import TofuData, question_text
 from . import tofu_metrics as tm
 from .config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TIE_MARGIN, MIA_TOKENS, TofuEvalConfig  # noqa: F401 - part of this module's API
@@ -187,7 +187,7 @@ def set_scores(name: str, records: Sequence[dict]) -> tm.SetScores:
 def _membership(model, tokenizer, data: TofuData, config: TofuEvalConfig, nll_options: NLLOptions) -> tuple[dict, list[dict], list[dict]]:
     """Min-K% and loss scores of the forget (member) and holdout (non-member) rows, and both AUCs."""
     forget, holdout = _first(data.forget, config.limit), _first(data.holdout, config.limit)
-    prompts = render_prompts(tokenizer, [question_text(r["question"], config.prompt_format) for r in forget + holdout], config.prompt_format)
+    prompts = render_prompts(tokenizer, [question_text(r["question"], config.prompt_format, config.question_template) for r in forget + holdout], config.prompt_format)
     pairs = _mia_sequences(tokenizer, prompts, [r["answer"] for r in forget + holdout], config.mia_tokens)
     names = [f"forget row {i}" for i in range(len(forget))] + [f"holdout row {i}" for i in range(len(holdout))]
     _check_context(model, data.source, pairs, names)
@@ -234,7 +234,7 @@ def run_tofu_evaluation(model, tokenizer, data: TofuData, config: TofuEvalConfig
     config.check()
     where = f"{data.source} ({data.split})"
     rows = _eval_rows(data, config.limit)
-    questions = [question_text(r["question"], config.prompt_format) for name in SETS for r in rows[name]]
+    questions = [question_text(r["question"], config.prompt_format, config.question_template) for name in SETS for r in rows[name]]
     rendered = iter(render_prompts(tokenizer, questions, config.prompt_format))
     prompts = {name: [next(rendered) for _ in rows[name]] for name in SETS}
     keys, pairs = _qa_sequences(tokenizer, rows, prompts)
