@@ -82,15 +82,18 @@ class Pipeline:
 
     def model_path(self, data: str, data_key: str) -> tuple[str, str]:
         if self.config.target is not None:
-            cfg = self.config.target
-
-            def build(tmp: Path) -> dict:
-                manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
-                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
-
-            res = self.run.stage("target", dataclasses.asdict(cfg), build, inputs=data_key)
-            return str(res.path), res.hash
+            return self.target_stage("target", self.config.target, data, data_key)
         return self.config.model, path_fingerprint(self.config.model)
+
+    def target_stage(self, name: str, cfg, data: str, inputs) -> tuple[str, str]:
+        """(path, fingerprint) of a model make-target trains on ``data`` with ``cfg`` (the target, a retain model)."""
+
+        def build(tmp: Path) -> dict:
+            manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
+            return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
+
+        res = self.run.stage(name, dataclasses.asdict(cfg), build, inputs=inputs)
+        return str(res.path), res.hash
 
     # ------------------------------------------------------------------ stages
     def trace_facts(self, model, tokenizer, data: str):
@@ -140,6 +143,29 @@ class Pipeline:
                     "best_step": validation.get("best_step"), "wall_time_s": manifest["wall_time_s"]}
 
         return self.run.stage(name, cfg_dict, build, inputs=key_inputs)
+
+    def method_stages(self, model: str, model_key: str, data: str, data_key: str) -> tuple[StageResult, StageResult, StageResult | None]:
+        """The method itself, whatever the benchmark: trace the target, unlearn (on the traced layers
+        with ``unlearn.layers: auto``), re-trace the same facts on the unlearned model."""
+        config = self.config
+        trace = self.trace("trace", model, model_key, data, data_key)
+        layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
+        unlearned = self.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
+        retrace = self.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+        return trace, unlearned, retrace
+
+    def controls(self, trace: StageResult, unlearned: StageResult, model: str, model_key: str, data: str, data_key: str) -> dict:
+        """The configured controls (other layers, or the baseline methods), each unlearned and scored."""
+        config = self.config
+        if config.control == "none":
+            return {}
+        n_layers = _read_json(trace.path / "trace.json")["summary"]["n_layers"]
+        controls = {}
+        for label, layer_set, method in control_runs(config, unlearned.record["layers"], n_layers):
+            c_model = self.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set, method=method)
+            c_scores = self.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
+            controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
+        return controls
 
     def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str) -> StageResult:
         from unlearn.eval import run_evaluation, write_outputs
@@ -240,18 +266,9 @@ def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: boo
     write_text(run_dir / RESOLVED, dump_config(config))
     data, data_key = p.data_path()
     model, model_key = p.model_path(data, data_key)
-    trace = p.trace("trace", model, model_key, data, data_key)
-    layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
-    unlearned = p.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
-    retrace = p.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+    trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
     before = p.evaluate("scores_before", model, model_key, data, data_key)
     after = p.evaluate("scores_after", str(unlearned.path), unlearned.hash, data, data_key)
-    controls = {}
-    if config.control != "none":
-        n_layers = _read_json(trace.path / "trace.json")["summary"]["n_layers"]
-        for label, layer_set, method in control_runs(config, unlearned.record["layers"], n_layers):
-            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set, method=method)
-            c_scores = p.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
-            controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
+    controls = p.controls(trace, unlearned, model, model_key, data, data_key)
     summary = write_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, before=before, after=after, controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))

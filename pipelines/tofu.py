@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from pipelines.config import TargetConfig, TraceSection
+from pipelines.config import TargetConfig, TraceSection, config_from_mapping, dump_config
+from pipelines.run import RESOLVED, Pipeline, RunOutcome, _free, check_models, check_run_dir
+from pipelines.stages import path_fingerprint
 from pipelines.typed import to_mapping
 from tracing.errors import AmnesiaError
-from tracing.io import atomic_path, write_json
+from tracing.io import atomic_path, write_json, write_text
 from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.eval.config import TofuEvalConfig
 
@@ -117,8 +119,6 @@ class TofuRunConfig:
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
     """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig` (prompt_format set once, at the top)."""
-    from pipelines.config import config_from_mapping
-
     if isinstance(data.get("evaluate"), dict) and "question_template" in data["evaluate"]:
         raise AmnesiaError(f"{where}: evaluate.question_template: set tofu.question_template (one prompt for every stage)")
     config = config_from_mapping(data, where, TofuRunConfig)
@@ -224,101 +224,79 @@ def forget_facts(data, tokenizer, prompt_format: str, question_template: str = "
 # --------------------------------------------------------------------------- the run
 
 
-def _pipeline_class():
-    from pipelines.run import Pipeline
-    from pipelines.stages import path_fingerprint
+class TofuPipeline(Pipeline):
+    """The shared stages (tracing, unlearning, controls) with TOFU's data, models and scores.
 
-    class TofuPipeline(Pipeline):
-        """The shared stages (tracing, unlearning, controls) with TOFU's data, models and scores."""
+    ``tofu_data`` (the loaded :class:`~unlearn.tofu_data.TofuData`) is set before the stages run."""
 
-        def data_path(self) -> tuple[str, str]:
-            cfg = self.config
-            data = self.tofu_data
+    tofu_data = None
 
-            def build(tmp: Path) -> dict:
-                from unlearn.models import load_tokenizer
+    def data_path(self) -> tuple[str, str]:
+        cfg = self.config
+        data = self.tofu_data
 
-                tokenizer = load_tokenizer(cfg.model) if cfg.prompt_format != "raw" and cfg.model else None
-                manifest = write_request(data, tmp, prompt_format=cfg.prompt_format, validation_every=cfg.tofu.validation_every,
-                                         question_template=cfg.tofu.question_template, tokenizer=tokenizer)
-                return {"rows": manifest["rows"], "reference": manifest["reference"]}
+        def build(tmp: Path) -> dict:
+            from unlearn.models import load_tokenizer
 
-            key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format,
-                   "tokenizer": cfg.model if cfg.prompt_format != "raw" else None}
-            res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
-            return str(res.path), res.hash
+            tokenizer = load_tokenizer(cfg.model) if cfg.prompt_format != "raw" and cfg.model else None
+            manifest = write_request(data, tmp, prompt_format=cfg.prompt_format, validation_every=cfg.tofu.validation_every,
+                                     question_template=cfg.tofu.question_template, tokenizer=tokenizer)
+            return {"rows": manifest["rows"], "reference": manifest["reference"]}
 
-        def retain_model_path(self, data: str, data_key: str, target: str, target_key: str) -> tuple[str, str]:
-            from pipelines.target import make_target
+        key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format,
+               "tokenizer": cfg.model if cfg.prompt_format != "raw" else None}
+        res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
+        return str(res.path), res.hash
 
-            if self.config.target is None:
-                return self.config.retain_model, path_fingerprint(self.config.retain_model)
-            cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
+    def retain_model_path(self, data: str, data_key: str, target: str, target_key: str) -> tuple[str, str]:
+        if self.config.target is None:
+            return self.config.retain_model, path_fingerprint(self.config.retain_model)
+        cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
+        return self.target_stage("retain_model", cfg, data, [data_key, target_key])
 
-            def build(tmp: Path) -> dict:
-                manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
-                return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
+    def trace_facts(self, model, tokenizer, data: str):
+        return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
 
-            res = self.run.stage("retain_model", dataclasses.asdict(cfg), build, inputs=[data_key, target_key])
-            return str(res.path), res.hash
+    def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
+        from unlearn.eval.tofu_core import run_tofu_evaluation, write_outputs
+        from unlearn.models import load_model
 
-        def trace_facts(self, model, tokenizer, data: str):
-            return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
+        cfg = self.config.evaluate
 
-        def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
-            from unlearn.eval.tofu_core import run_tofu_evaluation, write_outputs
-            from unlearn.models import load_model
+        def build(tmp: Path) -> dict:
+            model, tok = load_model(model_path, self.config.loading)
+            result = run_tofu_evaluation(model, tok, self.tofu_data, cfg, progress=self.progress)
+            _free(model)
+            write_outputs(tmp, result)
+            return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
 
-            cfg = self.config.evaluate
-
-            def build(tmp: Path) -> dict:
-                model, tok = load_model(model_path, self.config.loading)
-                result = run_tofu_evaluation(model, tok, self.tofu_data, cfg, progress=self.progress)
-                del model
-                write_outputs(tmp, result)
-                return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
-
-            return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
-
-    return TofuPipeline
+        return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
 
 
 def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
     """Run every stage of a TOFU ``config`` in its run directory; write the report; return a :class:`pipelines.run.RunOutcome`."""
     import time
 
-    from pipelines.config import dump_config
-    from pipelines.run import RESOLVED, RunOutcome, check_models, check_run_dir, control_runs
     from pipelines.tofu_report import write_tofu_report
-    from tracing.io import write_text
 
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
     check_models(config.model, config.retain_model)
     started = time.time()
     data = load_data(config)  # a bad TOFU folder fails before anything is written
-    p = _pipeline_class()(config, run_dir, force=force, progress=progress, log=log)
+    p = TofuPipeline(config, run_dir, force=force, progress=progress, log=log)
     p.tofu_data = data
     write_text(run_dir / RESOLVED, dump_config(config))
     data, data_key = p.data_path()
     model, model_key = p.model_path(data, data_key)
     retain, retain_key = p.retain_model_path(data, data_key, model, model_key)
-    trace = p.trace("trace", model, model_key, data, data_key)
-    layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
-    unlearned = p.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
-    retrace = p.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+    trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
     scores = {
         "target": p.evaluate("scores_target", model, model_key, data, data_key),
         "unlearned": p.evaluate("scores_unlearned", str(unlearned.path), unlearned.hash, data, data_key),
         "retain": p.evaluate("scores_retain", retain, retain_key, data, data_key),
     }
-    controls = {}
-    if config.control != "none":
-        n_layers = json.loads((trace.path / "trace.json").read_text())["summary"]["n_layers"]
-        for label, layer_set, method in control_runs(config, unlearned.record["layers"], n_layers):
-            c_model = p.unlearn(f"control_{label}", model, model_key, data, data_key, layer_set, method=method)
-            c_scores = p.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
-            controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
+    controls = p.controls(trace, unlearned, model, model_key, data, data_key)
     summary = write_tofu_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
                                 controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))
