@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tracing.errors import AmnesiaError
     from tracing.io import check_output_path, write_json
+    from unlearn.eval.report import check_outputs
     from unlearn.eval.tofu_core import TofuEvalConfig, compare_to_retain, write_outputs
     from unlearn.tofu_data import load_tofu, subset
 
@@ -73,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model_dir = Path(args.model)
     check_output_path(out, model_dir if model_dir.exists() else None, [Path(args.data)], what="the scores")
-    names = ["scores.json", "predictions.csv", "tofu.json"] + (["retain"] if args.retain_model else [])
-    existing = [n for n in names if (out / n).exists()]
-    if existing and not args.overwrite:
-        raise AmnesiaError(f"{out / existing[0]} already exists; pass --overwrite to replace it")
+    check_outputs(out, overwrite=args.overwrite, names=("scores.json", "predictions.csv", "timings.json", "tofu.json") + (("retain",) if args.retain_model else ()))
     retain_scores = None
     if args.retain_scores:
         path = Path(args.retain_scores)

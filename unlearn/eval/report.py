@@ -32,17 +32,17 @@ def _cell(value) -> str:
     return str(value)
 
 
-def predictions_csv(predictions: Sequence[dict]) -> str:
-    """``predictions.csv`` text: one row per scored row, columns :data:`PREDICTION_COLUMNS`.
+def predictions_csv(predictions: Sequence[dict], columns: Sequence[str] = PREDICTION_COLUMNS) -> str:
+    """``predictions.csv`` text: one row per scored row, ``columns`` (default :data:`PREDICTION_COLUMNS`).
 
     ``regurgitation`` (ROUGE-L recall) and ``rouge1`` are empty for QA rows, ``knowledge`` (0/1)
-    for sentence-completion rows; floats are written so they read back identical.
+    for sentence-completion rows; floats are written so they read back identical, lists as JSON.
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PREDICTION_COLUMNS)
+    writer.writerow(columns)
     for p in predictions:
-        writer.writerow([_cell(p.get(c)) for c in PREDICTION_COLUMNS])
+        writer.writerow([json.dumps(p[c]) if isinstance(p.get(c), list) else _cell(p.get(c)) for c in columns])
     return buf.getvalue()
 
 
@@ -62,7 +62,8 @@ def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[s
     return paths
 
 
-def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *, overwrite: bool = False, timings: dict | None = None) -> dict[str, Path]:
+def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *, overwrite: bool = False, timings: dict | None = None,
+                  columns: Sequence[str] = PREDICTION_COLUMNS) -> dict[str, Path]:
     """Write ``predictions.csv``, ``timings.json`` (when given) and then ``scores.json`` into ``out``.
 
     ``scores.json`` is the mark of a finished evaluation: an old one is removed first and the new
@@ -74,7 +75,7 @@ def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *,
     paths = {"predictions": csv_path, "scores": json_path}
     out.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)
-    write_text(paths["predictions"], predictions_csv(predictions))
+    write_text(paths["predictions"], predictions_csv(predictions, columns))
     if timings is not None:
         paths["timings"] = write_json(timings_path, timings)
     else:

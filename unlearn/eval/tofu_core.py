@@ -343,33 +343,9 @@ def compare_to_retain(scores: dict, retain_scores: dict) -> dict:
 # --------------------------------------------------------------------------- files
 
 
-def predictions_csv(predictions: Sequence[dict]) -> str:
-    """``predictions.csv`` text of a TOFU evaluation: one row per scored row, columns :data:`PREDICTION_COLUMNS`
-    (``perturbed_nlls`` as a JSON list; floats written so they read back identical)."""
-    import csv
-    import io
-    import json
+def write_outputs(out, evaluation: TofuEvaluation, *, overwrite: bool = True) -> dict:
+    """``predictions.csv`` (columns :data:`PREDICTION_COLUMNS`), ``timings.json`` and, last, ``scores.json`` into ``out``
+    (:func:`unlearn.eval.report.write_outputs`, the SemEval evaluation's writer)."""
+    from .report import write_outputs as write
 
-    from .report import _cell
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PREDICTION_COLUMNS)
-    for p in predictions:
-        writer.writerow([json.dumps(p[c]) if isinstance(p.get(c), list) else _cell(p.get(c)) for c in PREDICTION_COLUMNS])
-    return buf.getvalue()
-
-
-def write_outputs(out, evaluation: TofuEvaluation) -> dict:
-    """Write ``predictions.csv``, ``timings.json`` and, last (the mark of a finished evaluation), ``scores.json`` into ``out``."""
-    from pathlib import Path
-
-    from tracing.io import write_json, write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").unlink(missing_ok=True)
-    paths = {"predictions": write_text(out / "predictions.csv", predictions_csv(evaluation.predictions)),
-             "timings": write_json(out / "timings.json", evaluation.timings)}
-    paths["scores"] = write_json(out / "scores.json", evaluation.scores)
-    return paths
+    return write(out, evaluation.scores, evaluation.predictions, overwrite=overwrite, timings=evaluation.timings, columns=PREDICTION_COLUMNS)
