@@ -39,7 +39,7 @@ from pipelines.typed import to_mapping
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json, write_text
 from unlearn.config import ModelOptions, UnlearnConfig
-from unlearn.eval.config import TofuEvalConfig
+from unlearn.eval.config import DEFAULT_QUESTION_TEMPLATE, TofuEvalConfig, check_question_template
 
 TASK = "Task2"  # TOFU rows are question/answer pairs about fictitious people: the shape of SemEval's Task 2
 REQUEST_SCHEMA = 1
@@ -60,15 +60,13 @@ class TofuSection:
     split: Literal["forget01", "forget05", "forget10"] = "forget01"
     retain_authors: list[int] | None = None
     validation_every: int = 4
-    question_template: str = "{question}\n"
+    question_template: str = DEFAULT_QUESTION_TEMPLATE
 
     def check(self) -> None:
         if self.validation_every < 2:
             raise AmnesiaError(f"tofu.validation_every {self.validation_every}: expected an integer >= 2 (every N-th row of an author validates)")
         if self.retain_authors is not None and not self.retain_authors:
             raise AmnesiaError("tofu.retain_authors: expected a non-empty list of author numbers (or leave it out: every retain author)")
-        from unlearn.tofu_data import check_question_template
-
         check_question_template(self.question_template)
 
 
@@ -151,7 +149,7 @@ def _request_rows(data, kind: str, prompt_format: str, validation_every: int, te
     return parts
 
 
-def write_request(data, out: Path, *, prompt_format: str = "raw", validation_every: int = 4, question_template: str = "{question}\n", tokenizer=None) -> dict:
+def write_request(data, out: Path, *, prompt_format: str = "raw", validation_every: int = 4, question_template: str = DEFAULT_QUESTION_TEMPLATE, tokenizer=None) -> dict:
     """Write ``data`` as an unlearning request folder in the organizers' layout; return its manifest.
 
     ``data/{forget,retain}_{train,validation}-00000-of-00001.parquet`` (columns ``id, input,
@@ -203,7 +201,7 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
     return manifest
 
 
-def forget_facts(data, tokenizer, prompt_format: str, question_template: str = "{question}\n") -> list:
+def forget_facts(data, tokenizer, prompt_format: str, question_template: str = DEFAULT_QUESTION_TEMPLATE) -> list:
     """The forget rows whose question names their author, as facts (subject = the author's name)."""
     from tracing.facts import Fact
     from unlearn.prompts import render_prompts

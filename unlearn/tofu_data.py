@@ -41,6 +41,7 @@ from pathlib import Path
 from tracing.errors import AmnesiaError
 
 from .data import _looks_like_hub_id, read_jsonl
+from .eval.config import DEFAULT_QUESTION_TEMPLATE, RAW_SEPARATOR, check_question_template  # noqa: F401 - part of this module's API
 
 #: Question/answer pairs per author, consecutive in ``full.json``.
 ROWS_PER_AUTHOR = 20
@@ -290,26 +291,8 @@ def subset(data: TofuData, retain_authors: Sequence[int]) -> TofuData:
 
 # --------------------------------------------------------------------------- prompts, names, references
 
-#: With ``prompt_format: raw`` a TOFU row is ``question + "\n" + answer`` (TOFU's own templates
-#: also put a separator between them; SemEval's ``input`` and ``output`` join with none because
-#: its inputs are cut mid-sentence). A newline, not a space: byte-level BPE tokenizers attach a
-#: space to the next word, so a prompt ending in " " would tokenize differently from the same
-#: text inside the training row, while "\n" is a token of its own either way. ``chat`` renders
-#: the question with the tokenizer's chat template instead (``unlearn.prompts``).
-RAW_SEPARATOR = "\n"
-#: The raw prompt of a TOFU question: ``{question}`` and the separator. A model fine-tuned with its
-#: own tags takes a template of them (OpenUnlearning's Llama 3 tags: configs/tofu_llama32_1b.yaml).
-DEFAULT_QUESTION_TEMPLATE = "{question}" + RAW_SEPARATOR
-
 _NAME = re.compile(r"\b([A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|al-|de|da|van|von|bin|ibn|el-))*\s+[A-Z][\w'’-]+)")
 _POSSESSIVE = re.compile(r"['’]s$")
-
-
-def check_question_template(template: str) -> str:
-    """``template`` if it holds ``{question}`` once, else a one-line error."""
-    if not isinstance(template, str) or template.count("{question}") != 1:
-        raise AmnesiaError(f"question_template {template!r}: expected a text with {{question}} exactly once (e.g. {DEFAULT_QUESTION_TEMPLATE!r})")
-    return template
 
 
 def question_text(question: str, prompt_format: str, template: str = DEFAULT_QUESTION_TEMPLATE) -> str:

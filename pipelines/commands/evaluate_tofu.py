@@ -28,7 +28,7 @@ def _authors(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from unlearn.eval.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MINK_K, MIA_TOKENS
+    from unlearn.eval.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MINK_K, DEFAULT_QUESTION_TEMPLATE, MIA_TOKENS
 
     p.add_argument("--model", required=True, help="model folder (or Hub id) to score, e.g. an unlearned model")
     p.add_argument("--data", default="locuslab/TOFU", help="TOFU data: a folder in the Hub dataset's layout or the Hub id")
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for scores.json, predictions.csv and tofu.json (created if needed)")
     p.add_argument("--retain-authors", type=_authors, default=None, help="comma-separated retain authors to keep (a CPU-sized subset, as tofu.retain_authors); default: all")
     p.add_argument("--prompt-format", default="raw", choices=("raw", "chat"), help="raw = --question-template, then the answer; chat = the question as the user turn of the tokenizer's chat template")
-    p.add_argument("--question-template", default="{question}\n", help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
+    p.add_argument("--question-template", default=DEFAULT_QUESTION_TEMPLATE, help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens generated per question for ROUGE-L")
     p.add_argument("--mink-k", type=float, default=DEFAULT_MINK_K, help="fraction of tokens Min-K%% Prob averages for privleak (OpenUnlearning's TOFU setting)")
     p.add_argument("--mia-tokens", default="answer", choices=MIA_TOKENS, help="tokens membership inference reads: the answer after its question (OpenUnlearning) or the whole question + answer")

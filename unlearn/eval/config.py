@@ -90,6 +90,25 @@ class EvalConfig:
 
 # --------------------------------------------------------------------------- TOFU (unlearn.eval.tofu_core)
 
+#: With ``prompt_format: raw`` a TOFU row is ``question + "\n" + answer`` (TOFU's own templates
+#: also put a separator between them; SemEval's ``input`` and ``output`` join with none because
+#: its inputs are cut mid-sentence). A newline, not a space: byte-level BPE tokenizers attach a
+#: space to the next word, so a prompt ending in " " would tokenize differently from the same
+#: text inside the training row, while "\n" is a token of its own either way. ``chat`` renders
+#: the question with the tokenizer's chat template instead (``unlearn.prompts``).
+RAW_SEPARATOR = "\n"
+#: The raw prompt of a TOFU question: ``{question}`` and the separator. A model fine-tuned with its
+#: own tags takes a template of them (OpenUnlearning's Llama 3 tags: configs/tofu_llama32_1b.yaml).
+DEFAULT_QUESTION_TEMPLATE = "{question}" + RAW_SEPARATOR
+
+
+def check_question_template(template: str) -> str:
+    """``template`` if it holds ``{question}`` once, else a one-line error."""
+    if not isinstance(template, str) or template.count("{question}") != 1:
+        raise AmnesiaError(f"question_template {template!r}: expected a text with {{question}} exactly once (e.g. {DEFAULT_QUESTION_TEMPLATE!r})")
+    return template
+
+
 #: TOFU's membership test reads the answer after its question (OpenUnlearning) or the whole row.
 MIA_TOKENS = ("answer", "document")
 #: Generation budget: the longest TOFU answer is 90 OLMo tokens (``full.json``), see TofuEvalConfig.
@@ -132,7 +151,7 @@ class TofuEvalConfig:
     limit: int | None = None
     mink_k: float = DEFAULT_MINK_K
     mia_tokens: str = "answer"
-    question_template: str = "{question}\n"
+    question_template: str = DEFAULT_QUESTION_TEMPLATE
     clean_up_spaces: bool = False
     tie_margin: float | None = None
 
@@ -148,8 +167,7 @@ class TofuEvalConfig:
                 raise AmnesiaError(f"{name} {value}: expected a positive integer or None")
         if not 0 < self.mink_k <= 1:
             raise AmnesiaError(f"mink_k {self.mink_k}: expected a fraction 0 < k ≤ 1")
-        if "{question}" not in self.question_template or self.question_template.count("{question}") != 1:
-            raise AmnesiaError(f"question_template {self.question_template!r}: expected a text with {{question}} exactly once")
+        check_question_template(self.question_template)
         if self.mia_tokens not in MIA_TOKENS:
             raise AmnesiaError(f"mia_tokens {self.mia_tokens!r}: expected one of {', '.join(MIA_TOKENS)}")
         if self.tie_margin is not None and self.tie_margin < 0:
