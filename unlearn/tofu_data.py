@@ -131,18 +131,14 @@ def split_files(split: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- reading
 
 
-def _check_string(path: Path, lineno: int, row: dict, key: str) -> None:
+def _field_problem(row: dict, key: str) -> str | None:
+    """What is wrong with ``row[key]`` (``perturbed_answer`` a non-empty list of strings, the rest strings), or None."""
     value = row.get(key)
-    if not isinstance(value, str):
-        got = "missing" if key not in row else f"{type(value).__name__} {value!r}"[:60]
-        raise AmnesiaError(f"{path}: line {lineno}: field {key!r} must be a string, got {got}")
-
-
-def _check_string_list(path: Path, lineno: int, row: dict, key: str) -> None:
-    value = row.get(key)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        got = "missing" if key not in row else f"{type(value).__name__} {value!r}"[:60]
-        raise AmnesiaError(f"{path}: line {lineno}: field {key!r} must be a non-empty list of strings, got {got}")
+    got = "missing" if key not in row else f"{type(value).__name__} {value!r}"[:60]
+    if key == "perturbed_answer":
+        ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+        return None if ok else f"field {key!r} must be a non-empty list of strings, got {got}"
+    return None if isinstance(value, str) else f"field {key!r} must be a string, got {got}"
 
 
 def read_rows(path: Path, fields: Sequence[str]) -> list[dict]:
@@ -152,20 +148,19 @@ def read_rows(path: Path, fields: Sequence[str]) -> list[dict]:
     rows = read_jsonl(path)
     if not rows:
         raise AmnesiaError(f"{path}: no rows (expected one JSON object per line with fields {', '.join(fields)})")
-    lines = _object_lines(path)
-    for row, lineno in zip(rows, lines):
+    for i, row in enumerate(rows):
         for key in fields:
-            if key == "perturbed_answer":
-                _check_string_list(path, lineno, row, key)
-            else:
-                _check_string(path, lineno, row, key)
+            problem = _field_problem(row, key)
+            if problem:
+                raise AmnesiaError(f"{path}: line {_line_of(path, i)}: {problem}")
     return rows
 
 
-def _object_lines(path: Path) -> list[int]:
-    """1-based line numbers of the non-blank lines (what :func:`read_jsonl` turned into rows)."""
+def _line_of(path: Path, row: int) -> int:
+    """The 1-based line of the ``row``-th object of ``path`` (blank lines skipped, as :func:`read_jsonl`);
+    read again only to name the line of an error."""
     text = path.read_text(encoding="utf-8")
-    return [i for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [i for i, line in enumerate(text.splitlines(), start=1) if line.strip()][row]
 
 
 def _qa(row: dict) -> tuple[str, str]:
@@ -176,10 +171,9 @@ def _check_same_rows(path: Path, rows: list[dict], expected: list[dict], what: s
     """``rows`` have the question and answer of ``expected``, one for one (line numbers in ``path``)."""
     if len(rows) != len(expected):
         raise AmnesiaError(f"{path}: {len(rows)} rows, expected {len(expected)} ({what})")
-    lines = _object_lines(path)
     for i, (row, ref) in enumerate(zip(rows, expected)):
         if _qa(row) != _qa(ref):
-            raise AmnesiaError(f"{path}: line {lines[i]}: question/answer {row['question'][:50]!r} differ from {what} (row {i})")
+            raise AmnesiaError(f"{path}: line {_line_of(path, i)}: question/answer {row['question'][:50]!r} differ from {what} (row {i})")
 
 
 def _validate(root: Path, split: str, parts: dict[str, list[dict]]) -> None:
