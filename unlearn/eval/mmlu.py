@@ -298,16 +298,13 @@ def _quiet_lm_eval(progress: bool = True) -> Iterator[None]:
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     saved = []
-    targets = [("lm_eval.evaluator", "get_git_commit_hash", lambda: None)]
-    for name in _TQDM_MODULES[:1] if progress else _TQDM_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "tqdm"):
-            targets.append((name, "tqdm", _silenced(module.tqdm)))
-    for name, attr, value in targets:
+    replace = [("lm_eval.evaluator", "get_git_commit_hash", lambda old: lambda: None)]
+    replace += [(name, "tqdm", _silenced) for name in (_TQDM_MODULES[:1] if progress else _TQDM_MODULES)]
+    for name, attr, make in replace:
         module = importlib.import_module(name)
         if hasattr(module, attr):
             saved.append((module, attr, getattr(module, attr)))
-            setattr(module, attr, value)
+            setattr(module, attr, make(getattr(module, attr)))
     try:
         yield
     finally:
