@@ -75,7 +75,8 @@ def _mia_documents(data: SemEvalData, config: EvalConfig) -> tuple[dict | None, 
     return None, None
 
 
-def _tie_margin(model, config: EvalConfig) -> float | None:
+def tie_margin(model, config) -> float | None:
+    """The near-tie rerun margin of ``config.tie_margin``: as set (0 = off), or 1e-3 for a float32 model and off otherwise."""
     if config.tie_margin is not None:
         return config.tie_margin or None
     return DEFAULT_TIE_MARGIN if next(model.parameters()).dtype == torch.float32 else None
@@ -159,7 +160,7 @@ def run_evaluation(model, tokenizer, data: SemEvalData | str | Path, config: Eva
     timings: dict[str, float] = {}
 
     t = time.time()
-    tie = _tie_margin(model, config)
+    tie = tie_margin(model, config)
     gen = generate(
         model, tokenizer, prompts,
         GenerationOptions(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, clean_up_spaces=config.clean_up_spaces,

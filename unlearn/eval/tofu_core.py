@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-import torch
 
 from tracing.errors import AmnesiaError
 
@@ -44,6 +43,7 @@ from ..prompts import format_mismatch, render_prompts
 from ..tofu_data import TofuData, question_text
 from . import tofu_metrics as tm
 from .config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TIE_MARGIN, MIA_TOKENS, TofuEvalConfig  # noqa: F401 - part of this module's API
+from .core import tie_margin
 from .nll import NLLOptions, completion_labels, sequence_nll, sequence_token_nll
 
 SCHEMA = 1
@@ -213,12 +213,6 @@ def _membership(model, tokenizer, data: TofuData, config: TofuEvalConfig, nll_op
     return mia, members, holdout_records
 
 
-def _tie_margin(model, config: TofuEvalConfig) -> float | None:
-    if config.tie_margin is not None:
-        return config.tie_margin or None
-    return DEFAULT_TIE_MARGIN if next(model.parameters()).dtype == torch.float32 else None
-
-
 def run_tofu_evaluation(model, tokenizer, data: TofuData, config: TofuEvalConfig = TofuEvalConfig(), *, progress: bool = False) -> TofuEvaluation:
     """Score ``model`` on TOFU ``data`` (see the module docstring for what is measured); ``progress`` shows tqdm bars.
 
@@ -247,7 +241,7 @@ def run_tofu_evaluation(model, tokenizer, data: TofuData, config: TofuEvalConfig
     timings["nll_s"] = time.time() - t
 
     t = time.time()
-    tie = _tie_margin(model, config)
+    tie = tie_margin(model, config)
     flat_prompts = [p for name in SETS for p in prompts[name]]
     gen = generate(model, tokenizer, flat_prompts, GenerationOptions(
         max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size, clean_up_spaces=config.clean_up_spaces,
