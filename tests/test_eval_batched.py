@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearn.batching import ROW_EXACT, SMALL_ROWS, row_exact_attention
+from unlearn.batching import ROW_EXACT, SMALL_ROWS, row_exact_attention, small_rows
 from unlearn.data import load_semeval
 from unlearn.eval.metrics import score_row
 from unlearn.eval.nll import NLLOptions, completion_nll, document_nll
@@ -88,7 +88,7 @@ def test_short_rows_and_empty_outputs(model_tok):
             labels[:, : len(tok(p)["input_ids"])] = -100
             expected = model(full, labels=labels).loss.item()
             assert (loss != loss and expected != expected) or loss == expected  # NaN where nothing is scored
-    assert len(tok(prompts[0] + outputs[0])["input_ids"]) < SMALL_ROWS
+    assert len(tok(prompts[0] + outputs[0])["input_ids"]) < SMALL_ROWS <= small_rows(model) <= 65
     assert got[1] != got[1]  # an empty output scores nothing: NaN, as model(..., labels).loss
 
 

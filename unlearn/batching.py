@@ -8,11 +8,13 @@ wrapper that runs SDPA on each row's own keys only (rows with the same span shar
 every row sees exactly the kernel call, shapes and mask (none) it would get alone. Linear layers
 stay batched.
 
-What remains is the matrix-multiply library: MKL picks other kernels for matrices with very few
-rows (measured on this project's CPU build: fewer than 12 rows, not a multiple of 4, with two or
-more threads), so a row of fewer than :data:`SMALL_ROWS` tokens, or a one-token decoding step,
-can differ in the last bits from its batched twin. Callers handle it: NLL scores such short rows
-alone, generation reruns a row alone when a near-tie makes the last bits matter (see
+What remains is the matrix-multiply library: it picks other kernels for matrices with very few
+rows, and where "few" ends depends on the CPU (measured with this project's CPU build of torch:
+fewer than 12 rows on an AMD EPYC, fewer than 16 on an AVX-512 Intel Xeon, for the fixture's
+MLP down-projection), so a row of few tokens, or a one-token decoding step, can differ in the
+last bits from its batched twin. :func:`small_rows` measures the boundary on the machine, for
+the model's own weight shapes. Callers handle it: NLL scores rows shorter than that alone,
+generation reruns a row alone when a near-tie makes the last bits matter (see
 :mod:`unlearn.generation`).
 
 Also here: length-sorted batch planning and the automatic batch size (a memory budget divided
@@ -28,11 +30,50 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-#: Rows with fewer tokens than this are scored alone: BLAS uses other kernels below 12 rows.
+#: The least :func:`small_rows` returns (what it measured on the AMD EPYC this project began on).
 SMALL_ROWS = 12
+#: :func:`small_rows` tries matrices of up to this many rows.
+PROBE_ROWS = 64
 
 ROW_EXACT = "amnesia_row_exact"
 _WRAPPABLE = ("sdpa",)
+
+
+def small_rows(model) -> int:
+    """Rows with fewer tokens than this may round differently alone than inside a batch, here.
+
+    For each distinct weight shape of the model's linear layers, ``x[:m] @ W.T`` is compared
+    bit for bit with the first ``m`` rows of a ``2 · PROBE_ROWS``-row product, for ``m`` up to
+    :data:`PROBE_ROWS`; the answer is one more than the largest ``m`` that differs (at least
+    :data:`SMALL_ROWS`). Measured once per shape set, dtype, device and thread count.
+    """
+    weights = {}
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and isinstance(w, torch.Tensor) and w.dim() == 2 and w.is_floating_point():
+            weights.setdefault(tuple(w.shape), w)
+    device = next(model.parameters()).device
+    key = (tuple(sorted(weights)), str(next(model.parameters()).dtype), str(device), torch.get_num_threads())
+    if key not in _SMALL_ROWS:
+        _SMALL_ROWS[key] = _probe_small_rows(list(weights.values()))
+    return _SMALL_ROWS[key]
+
+
+_SMALL_ROWS: dict[tuple, int] = {}
+
+
+@torch.no_grad()
+def _probe_small_rows(weights: Sequence[torch.Tensor]) -> int:
+    worst = 0
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    for w in weights:
+        x = torch.randn(2 * PROBE_ROWS, w.shape[1], generator=generator).to(w.device, w.dtype)
+        batched = torch.nn.functional.linear(x, w)
+        for m in range(PROBE_ROWS, worst, -1):  # the largest m that differs decides
+            if not torch.equal(torch.nn.functional.linear(x[:m], w), batched[:m]):
+                worst = m
+                break
+    return max(SMALL_ROWS, worst + 1)
 
 
 # --------------------------------------------------------------------------- row-exact attention

@@ -12,8 +12,8 @@
 All run right-padded batches (positions stay 0..L-1) under
 :func:`unlearn.batching.row_exact_attention`, and take each row's loss with the model's own
 ``loss_function`` on that row's logits, so every number equals ``model(ids, labels=labels).loss``
-for the row alone. Rows shorter than :data:`unlearn.batching.SMALL_ROWS` tokens run alone (the
-matrix-multiply library uses other kernels for so few rows).
+for the row alone. Rows shorter than :func:`unlearn.batching.small_rows` tokens run alone (the
+matrix-multiply library uses other kernels for so few rows; where that ends is measured per machine).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import SMALL_ROWS, auto_rows, default_max_rows, forward_row_bytes, memory_budget, model_dims, plan_batches, row_exact_attention
+from ..batching import auto_rows, default_max_rows, forward_row_bytes, memory_budget, model_dims, plan_batches, row_exact_attention, small_rows
 
 IGNORE = -100
 
@@ -74,15 +74,16 @@ def _per_row(model, sequences: Sequence[tuple[list[int], list[int]]], options: N
     """``row_value(model, logits, labels)`` of each ``(input_ids, labels)`` pair, in input order.
 
     The one batching loop of this module: length-planned right-padded batches under
-    :func:`row_exact_attention`, rows shorter than :data:`SMALL_ROWS` alone; each row's value is
+    :func:`row_exact_attention`, rows shorter than :func:`small_rows` alone; each row's value is
     computed on that row's own logits (``[1, length, vocab]``). A row without tokens gets ``empty()``.
     """
     if not sequences:
         return []
     device = next(model.parameters()).device
     lengths = [len(ids) for ids, _ in sequences]
-    alone = [i for i, n in enumerate(lengths) if n < SMALL_ROWS]
-    rest = [i for i, n in enumerate(lengths) if n >= SMALL_ROWS]
+    few = small_rows(model)
+    alone = [i for i, n in enumerate(lengths) if n < few]
+    rest = [i for i, n in enumerate(lengths) if n >= few]
     sizes = (lambda w: options.batch_size) if options.batch_size else auto_batch_size(model, options.max_rows)
     batches = [[rest[j] for j in b] for b in plan_batches([lengths[i] for i in rest], sizes)]
     batches += [[i] for i in alone]
