@@ -128,6 +128,10 @@ class TraceStageConfig:
     facts: FactSource = field(default_factory=FactSource)
     heatmaps: int = 4
 
+    def __post_init__(self):
+        if self.select.group not in self.trace.confirm:  # method auto traces exactly what selection reads
+            object.__setattr__(self, "trace", dataclasses.replace(self.trace, confirm=(*self.trace.confirm, self.select.group)))
+
     def check(self) -> "TraceStageConfig":
         self.trace.check()
         self.select.check()
@@ -156,7 +160,7 @@ class TraceSection:
     samples: int = 10
     noise: str | float = "s3"
     window: int = 10
-    method: Literal["exact", "attribution"] = "exact"
+    method: Literal["exact", "attribution", "auto"] = "auto"
     batch_size: int | None = None
     seed: int = 0
     split: Literal["forget", "retain", "all"] = "forget"

@@ -173,6 +173,10 @@ def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, tr
             "p_clean": trace_json["summary"]["p_clean"],
             "p_corrupt": trace_json["summary"]["p_corrupt"],
             "n_layers": trace_json["summary"]["n_layers"],
+            "method": trace_json.get("method", "exact"),
+            "confirm": (trace_json.get("config") or {}).get("confirm"),
+            "agreement": trace_json["summary"].get("agreement"),
+            "seconds": trace_json.get("seconds"),
         },
         "selection": {k: layers_json.get(k) for k in ("kind", "layers", "method", "scores", "n_facts", "params")},
         "unlearn": {
@@ -310,6 +314,22 @@ def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
     return "\n".join(out)
 
 
+def trace_method_lines(trace: dict) -> list[str]:
+    """How the trace was computed, and for method ``auto`` how well its screen agreed with exact tracing."""
+    method = trace.get("method", "exact")
+    if method == "exact":
+        return ["Exact causal tracing (ROME) of every token and layer.", ""]
+    if method == "attribution":
+        return ["Attribution-patching estimate of every token and layer (not exact tracing).", ""]
+    groups = ", ".join(g.replace("_", " ") for g in trace.get("confirm") or [])
+    lines = [f"Method `auto`: attribution patching screened every token and layer; exact tracing at the {groups} token(s), "
+             "whose exact values are what layer selection reads (rows marked » in the heatmaps). "
+             "Agreement of the screen with exact tracing there, Spearman correlation of the per-layer curves:", ""]
+    agreement = trace.get("agreement") or {}
+    lines += [_md_table(["kind", "AIE curve", "per fact (mean)", "curves"], [[k, _fmt(a.get("aie")), _fmt(a.get("per_fact")), a.get("n")] for k, a in agreement.items()]), ""]
+    return lines
+
+
 def method_sections(s: dict, config, images: dict) -> list[str]:
     """The report's benchmark-independent sections: facts, where they live, before/after trace, unlearning."""
     facts = s["facts"]
@@ -320,6 +340,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     out += [f"Average total effect of the corruption: **{_fmt(te['mean'])}** (95 % CI {_fmt(te.get('ci_low'))}–{_fmt(te.get('ci_high'))}); "
             f"p(answer) clean {_fmt(s['trace']['p_clean']['mean'])}, corrupted {_fmt(s['trace']['p_corrupt']['mean'])}.", ""]
     out += ["## Where the facts live", ""]
+    out += trace_method_lines(s["trace"])
     out += [f"![aie]({images['aie']})", ""]
     heatmaps = images.get("heatmaps") or []
     if heatmaps:

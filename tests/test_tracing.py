@@ -1,14 +1,15 @@
 """Causal tracing on the fixture target: facts, spans, the ROME filter, exactness, effects.
 
 The batched tracer is held to ROME's plain loop (``tracing.reference``) with the same noise:
-``max |ΔIE| <= 1e-5`` in fp32, with and without the prefix-cache suffix trick and with batches
-small enough to split. Tests run single-threaded (restored afterwards): on a 2-core machine
+``max |ΔIE| <= 1e-5`` in fp32, with and without the prefix-cache suffix trick, with and without
+entering the stack at the first restored layer, and with batches small enough to split. Tests run single-threaded (restored afterwards): on a 2-core machine
 shared with other test runs, one BLAS thread is several times faster than two fighting.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -44,6 +45,8 @@ from tracing import (
     trace_prompt,
 )
 from tracing.bridge import suffix_cache_works
+from tracing.stack import stack_entry_works
+from tracing.tracer import FactTrace, fact_work
 from unlearn.data import load_semeval
 from unlearn.models import ModelOptions, load_model
 
@@ -264,6 +267,7 @@ def test_batched_equals_reference(target, kept, window):
     picks = [kept.kept[0], kept.kept[2]]  # subject at the end / at the start of the question
     with bridged(model, tok) as bridge:
         assert suffix_cache_works(bridge, model, torch.tensor(picks[0].input_ids))
+        assert stack_entry_works(bridge, model, torch.tensor(picks[0].input_ids))
         for i, tf in enumerate(picks):
             s, e = tf.subject_range
             noise = draw_noise(0, i, config.samples, e - s, int(bridge.cfg.d_model), 0.15)
@@ -272,6 +276,9 @@ def test_batched_equals_reference(target, kept, window):
                 trace_fact(bridge, model, tf, noise, config, suffix=True),
                 trace_fact(bridge, model, tf, noise, config, suffix=False),
                 trace_fact(bridge, model, tf, noise, config, suffix=True, batch_rows=7),  # 2 restorations per forward
+                trace_fact(bridge, model, tf, noise, config, suffix=True, skip_layers=True),
+                trace_fact(bridge, model, tf, noise, config, suffix=False, skip_layers=True),
+                trace_fact(bridge, model, tf, noise, config, suffix=True, skip_layers=True, batch_rows=7),
             ]
             for run in runs:
                 assert run.p_clean == pytest.approx(ref.p_clean, abs=1e-6)
@@ -290,7 +297,7 @@ def exact16(target, facts):
 
 def test_trace_shapes_and_romes_invariants(exact16):
     result = exact16
-    assert result.suffix and len(result.traces) == 16 and result.n_layers == 6
+    assert result.suffix and result.skip_layers and len(result.traces) == 16 and result.n_layers == 6
     assert result.noise_std == pytest.approx(3 * result.embedding_std)
     for tr in result.traces:
         T, (s, e) = len(tr.tokens), tr.subject_range
@@ -341,6 +348,55 @@ def test_attribution_ranks_layers_like_exact_tracing(target, facts, exact16):
     x = np.concatenate([t.ie["hidden"].ravel() for t in exact16.traces])
     y = np.concatenate([t.ie["hidden"].ravel() for t in approx.traces])
     assert np.corrcoef(x, y)[0, 1] > 0.5
+
+
+def test_auto_is_exact_where_selection_reads_and_reports_agreement(target, facts, exact16, tmp_path):
+    """Method auto: the attribution screen everywhere, exact tracing at the confirm groups (the same
+    numbers exact tracing gives there, so the same layers), and the screen's agreement with it."""
+    model, tok = target
+    config = TraceConfig(samples=5, window=3, method="auto", confirm=("last_subject", "last"))
+    auto = trace_facts(model, tok, facts[:16], config, progress=False)
+    assert auto.suffix and auto.skip_layers and [t.fact for t in auto.traces] == [t.fact for t in exact16.traces]
+    for a, x in zip(auto.traces, exact16.traces):
+        groups = token_groups(len(a.tokens), a.subject_range)
+        rows = sorted({groups["last_subject"][0], groups["last"][0]})
+        assert a.method == "auto" and a.exact_positions == rows and a.p_corrupt == pytest.approx(x.p_corrupt, abs=1e-6)
+        for kind in config.kinds:
+            assert np.abs(a.ie[kind][rows] - x.ie[kind][rows]).max() <= 1e-5, kind
+            others = [t for t in range(a.subject_range[0], len(a.tokens)) if t not in rows]
+            if others:  # elsewhere it is the estimate, not the exact value
+                assert np.abs(a.ie[kind][others] - x.ie[kind][others]).max() > 1e-4, kind
+            assert a.screen[kind].shape == (len(rows), 6)
+        again = FactTrace.from_dict(json.loads(json.dumps(a.to_dict())))
+        assert again.exact_positions == rows and all(np.array_equal(again.screen[k], a.screen[k]) for k in config.kinds)
+    summary, exact = aggregate(auto.traces), aggregate(exact16.traces)
+    select = SelectionConfig(k=2)
+    assert select_layers(summary, select).layers == select_layers(exact, select).layers
+    assert layer_profile(summary, "mlp", "last_subject") == pytest.approx(layer_profile(exact, "mlp", "last_subject"), abs=1e-5)
+    agree = summary["agreement"]
+    print("auto agreement:", agree)
+    assert set(agree) == {"hidden", "mlp", "attn"} and agree["hidden"]["n"] + agree["hidden"]["undefined"] == 32
+    assert agree["hidden"]["aie"] > 0.5 and -1 <= agree["mlp"]["per_fact"] <= 1
+    assert "agreement" not in exact
+    assert plot_fact(auto.traces[0], tmp_path / "auto.png").stat().st_size > 0
+
+
+def test_work_accounting_matches_what_the_tracer_runs(target, kept):
+    """The progress bar's units: what trace_fact reports as it goes adds up to fact_work, and
+    entering mid-stack and the suffix trick each cut it."""
+    model, tok = target
+    config = TraceConfig(samples=2, window=3)
+    tf = kept.kept[0]
+    units = {}
+    with bridged(model, tok) as bridge:
+        noise = draw_noise(0, 0, 2, tf.subject_range[1] - tf.subject_range[0], int(bridge.cfg.d_model), 0.15)
+        for suffix in (False, True):
+            for skip in (False, True):
+                done = []
+                trace_fact(bridge, model, tf, noise, config, suffix=suffix, skip_layers=skip, batch_rows=8, advance=done.append)
+                units[suffix, skip] = sum(done)
+                assert units[suffix, skip] == fact_work(tf, 6, config, suffix=suffix, skip_layers=skip) and len(done) > 2
+    assert units[True, True] < units[True, False] < units[False, False] and units[True, True] < units[False, True] < units[False, False]
 
 
 def test_embedding_std_is_the_subject_embeddings_std(target, kept):

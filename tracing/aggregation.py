@@ -88,7 +88,7 @@ def aggregate(traces: Sequence[FactTrace]) -> dict:
             for g, v in group_effects(tr, kind).items():
                 per_group[g].append(v)
         aie[kind] = {g: mean_ci(np.stack(v) if v else np.zeros((0,))) for g, v in per_group.items()}
-    return {
+    summary = {
         "n_facts": len(traces),
         "kinds": kinds,
         "groups": list(TOKEN_GROUPS),
@@ -98,6 +98,43 @@ def aggregate(traces: Sequence[FactTrace]) -> dict:
         "te": mean_ci([t.te for t in traces]),
         "aie": aie,
     }
+    screened = [t for t in traces if t.screen is not None]
+    if screened:
+        summary["agreement"] = agreement(screened)
+    return summary
+
+
+def agreement(traces: Sequence[FactTrace]) -> dict:
+    """How well method ``auto``'s attribution screen ranks layers like its exact tracing.
+
+    Per kind, over the exactly traced tokens of every fact: ``per_fact``, the mean Spearman
+    correlation of the two per-layer curves (one per fact and token; constant curves, which
+    have no ranking, are left out and counted in ``undefined``), and ``aie``, the Spearman
+    correlation of the two curves averaged over facts and tokens (the AIE curve selection reads).
+    """
+    out = {}
+    for kind in traces[0].screen:
+        per_fact, undefined, exact_rows, screen_rows = [], 0, [], []
+        for tr in traces:
+            exact = tr.ie[kind][tr.exact_positions]
+            screen = tr.screen[kind]
+            for a, b in zip(exact, screen):
+                rho = spearman(a, b) if len(a) >= 2 else float("nan")
+                if rho == rho:
+                    per_fact.append(rho)
+                else:
+                    undefined += 1
+            exact_rows.append(exact.mean(axis=0))
+            screen_rows.append(screen.mean(axis=0))
+        aie_exact, aie_screen = np.mean(exact_rows, axis=0), np.mean(screen_rows, axis=0)
+        rho_aie = spearman(aie_exact, aie_screen) if len(aie_exact) >= 2 else float("nan")
+        out[kind] = {
+            "per_fact": float(np.mean(per_fact)) if per_fact else None,
+            "aie": rho_aie if rho_aie == rho_aie else None,
+            "n": len(per_fact),
+            "undefined": undefined,
+        }
+    return out
 
 
 def layer_profile(summary: dict, kind: str = "mlp", group: str = "last_subject") -> list[float]:

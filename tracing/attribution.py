@@ -11,6 +11,11 @@ give every ``(kind, t, l)`` at once. For ``mlp`` / ``attn`` the estimate of a wi
 the sum of its layers' estimates (the first-order effects add). It is a screen: cheap, and it
 ranks layers similarly to exact tracing on the models we tried (see the README), but it is not
 exact (saturated softmax probabilities are where it errs most).
+
+:func:`auto_trace_fact` (``--method auto``) uses it as a screen: the estimate of every cell, and
+exact tracing at the tokens layer selection reads (``TraceConfig.confirm``, the last subject
+token by default), whose exact values replace the estimate there; the estimate at those tokens
+is kept beside them (``FactTrace.screen``) to report how well the two agree.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import torch
 
 from .bridge import EMBED_HOOK, hook_name
 from .facts import TokenizedFact
-from .tracer import FactTrace, TraceConfig, clean_run, restored_layers
+from typing import Callable, Sequence
+
+from .tracer import FactTrace, TraceConfig, clean_run, restored_layers, trace_fact
 
 
 def attribute_fact(bridge, tf: TokenizedFact, noise: torch.Tensor, config: TraceConfig) -> FactTrace:
@@ -63,3 +70,34 @@ def attribute_fact(bridge, tf: TokenizedFact, noise: torch.Tensor, config: Trace
         windows = [list(restored_layers(kind, l, n_layers, config.window)) for l in range(n_layers)]
         ie[kind] = np.stack([per_layer[:, w].sum(axis=1) for w in windows], axis=1)
     return FactTrace(tf.fact, list(tf.tokens), list(tf.input_ids), tuple(tf.subject_range), tf.answer_id, tf.answer_token, p_clean, p_corrupt, ie, "attribution", config.window)
+
+
+def auto_trace_fact(
+    bridge,
+    model,
+    tf: TokenizedFact,
+    noise: torch.Tensor,
+    config: TraceConfig,
+    positions: Sequence[int],
+    *,
+    suffix: bool = False,
+    skip_layers: bool = False,
+    batch_rows: int | None = None,
+    advance: Callable[[int], object] | None = None,
+) -> FactTrace:
+    """The attribution screen of every cell, exact tracing at token ``positions`` (method ``auto``).
+
+    The returned IE tables hold the exact values at ``positions`` and the estimate elsewhere;
+    ``exact_positions`` and ``screen`` (the estimate at those positions) say which is which.
+    """
+    screen = attribute_fact(bridge, tf, noise, config)
+    exact = trace_fact(bridge, model, tf, noise, config, suffix=suffix, skip_layers=skip_layers, batch_rows=batch_rows, positions=positions, advance=advance)
+    rows = sorted(set(positions))
+    ie = {}
+    for kind in config.kinds:
+        ie[kind] = screen.ie[kind].copy()
+        ie[kind][rows] = exact.ie[kind][rows]
+    return FactTrace(
+        tf.fact, list(tf.tokens), list(tf.input_ids), tuple(tf.subject_range), tf.answer_id, tf.answer_token, exact.p_clean, exact.p_corrupt, ie, "auto", config.window,
+        exact_positions=rows, screen={kind: screen.ie[kind][rows] for kind in config.kinds},
+    )

@@ -16,7 +16,10 @@ from .errors import AmnesiaError
 KINDS = ("hidden", "mlp", "attn")
 #: ROME's token groups of a prompt (see :func:`tracing.aggregation.token_groups`).
 TOKEN_GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
-METHODS = ("exact", "attribution")
+#: ``exact``: ROME's tracing of every (token, layer); ``attribution``: the first-order estimate of
+#: every cell from one backward pass; ``auto``: the estimate everywhere, exact tracing at the
+#: ``confirm`` token groups (the ones layer selection reads), with the agreement of the two.
+METHODS = ("exact", "attribution", "auto")
 MODES = ("window", "threshold")
 
 _RELATIVE = re.compile(r"^s(\d+(?:\.\d*)?|\.\d+)$")
@@ -74,6 +77,8 @@ class TraceConfig:
     memory_mb: int | None = None  # activation budget per forward; None = 1024 on CPU, half the free GPU memory
     max_tokens: int = 128  # longer prompts are skipped ("too long")
     suffix: bool = True  # run only the positions after the restored token when the model's KV cache allows
+    skip_layers: bool = True  # run only the layers from the first restored one on, when the model allows entering mid-stack
+    confirm: tuple[str, ...] = ("last_subject",)  # method auto: token groups traced exactly
     float32: bool = True  # trace a 16-bit model in float32 (cast for the trace, cast back exactly afterwards)
 
     def check(self) -> "TraceConfig":
@@ -86,6 +91,9 @@ class TraceConfig:
             raise AmnesiaError(f"window {self.window}: expected a positive integer")
         if self.method not in METHODS:
             raise AmnesiaError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
+        confirm = tuple(self.confirm)
+        if not confirm or any(g not in TOKEN_GROUPS for g in confirm):
+            raise AmnesiaError(f"confirm {','.join(confirm) or '(none)'}: expected token groups among {', '.join(TOKEN_GROUPS)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise AmnesiaError(f"batch_size {self.batch_size}: expected a positive integer (or automatic)")
         if self.memory_mb is not None and self.memory_mb < 1:
@@ -98,6 +106,7 @@ class TraceConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["kinds"] = list(self.kinds)
+        d["confirm"] = list(self.confirm)
         return d
 
 

@@ -68,7 +68,8 @@ def plot_fact(trace: FactTrace, path: str | os.PathLike, *, model: str = "", dpi
     kinds = list(trace.ie)
     T, L = trace.ie[kinds[0]].shape
     s, e = trace.subject_range
-    labels = [_label(t) + ("*" if s <= i < e else "") for i, t in enumerate(trace.tokens)]
+    exact = set(trace.exact_positions) if trace.exact_positions is not None else None
+    labels = [("» " if exact is not None and i in exact else "") + _label(t) + ("*" if s <= i < e else "") for i, t in enumerate(trace.tokens)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.3 * len(kinds) + 0.8, 0.28 * T + 1.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         restored = trace.ie[kind] + trace.p_corrupt
@@ -89,7 +90,8 @@ def plot_fact(trace: FactTrace, path: str | os.PathLike, *, model: str = "", dpi
         cb = fig.colorbar(h, ax=ax)
         cb.ax.tick_params(labelsize=7)
         cb.ax.set_title(f"p({trace.answer_token.strip() or repr(trace.answer_token)})", fontsize=8)
-    fig.suptitle(f"{trace.fact.prompt}  →  {trace.fact.answer.strip()}   (p={trace.p_clean:.2f}, p*={trace.p_corrupt:.2f})", fontsize=9)
+    how = {"attribution": "\nattribution-patching estimate", "auto": "\nrows marked » traced exactly, the others the attribution-patching estimate"}.get(trace.method, "")
+    fig.suptitle(f"{trace.fact.prompt}  →  {trace.fact.answer.strip()}   (p={trace.p_clean:.2f}, p*={trace.p_corrupt:.2f}){how}", fontsize=9)
     return _save(fig, path, dpi)
 
 

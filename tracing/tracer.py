@@ -28,9 +28,10 @@ What makes it fast, all exact:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from .config import KINDS, METHODS, TraceConfig  # noqa: F401 - TraceConfig is p
 from .errors import AmnesiaError
 from .facts import Fact, FactSet, Skipped, TokenizedFact, greedy_next_tokens, prepare_facts, tokenize_fact
 from .noise import draw_noise, embedding_std, parse_noise
+from .stack import LayerArguments, StackRows, layer_arguments, recording_block_inputs, run_stack, stack_entry_works
 
 TRACE_SCHEMA = 1
 DEFAULT_MEMORY_MB = 1024
@@ -61,6 +63,8 @@ class FactTrace:
     ie: dict[str, np.ndarray]
     method: str = "exact"
     window: int = 10
+    exact_positions: list[int] | None = None  # method auto: the tokens traced exactly (None: all of them)
+    screen: dict[str, np.ndarray] | None = None  # method auto: the attribution estimate at exact_positions, {kind: [n, L]}
 
     @property
     def te(self) -> float:
@@ -89,6 +93,8 @@ class FactTrace:
             "method": self.method,
             "window": self.window,
             "ie": {k: v.tolist() for k, v in self.ie.items()},
+            **({"exact_positions": list(self.exact_positions)} if self.exact_positions is not None else {}),
+            **({"screen": {k: v.tolist() for k, v in self.screen.items()}} if self.screen is not None else {}),
         }
 
     @classmethod
@@ -98,6 +104,8 @@ class FactTrace:
             fact, list(d["tokens"]), list(d.get("input_ids", [])), tuple(d["subject_range"]), int(d.get("answer_id", -1)),
             d.get("answer_token", ""), float(d["p_clean"]), float(d["p_corrupt"]),
             {k: np.asarray(v, dtype=np.float64) for k, v in d["ie"].items()}, d.get("method", "exact"), int(d.get("window", 10)),
+            list(d["exact_positions"]) if "exact_positions" in d else None,
+            {k: np.asarray(v, dtype=np.float64).reshape(-1, len(d["ie"][k][0])) for k, v in d["screen"].items()} if "screen" in d else None,
         )
 
 
@@ -113,6 +121,7 @@ class TraceResult:
     noise_std: float = float("nan")
     embedding_std: float | None = None
     suffix: bool = False
+    skip_layers: bool = False
     seconds: float = 0.0
     n_passed: int | None = None  # facts that passed the filter (>= traced when capped by max_facts)
 
@@ -128,6 +137,7 @@ class TraceResult:
             "noise_std": self.noise_std,
             "embedding_std": self.embedding_std,
             "suffix": self.suffix,
+            "skip_layers": self.skip_layers,
             "seconds": round(self.seconds, 3),
             "counts": self.counts(),
             "summary": summary,
@@ -190,6 +200,40 @@ def _forward_kwargs(bridge, model) -> dict:
     return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
 
 
+def site_patches(restorations: Sequence[Restoration], clean: dict[str, torch.Tensor], samples: int, start: int, device, skip=None) -> list:
+    """``(hook name, fn)`` pairs writing each restoration's clean activations into its rows.
+
+    Rows are restoration-major (``r * samples + j``), positions relative to the run's first token
+    ``start``; ``skip(r, kind, layer)`` drops sites handled otherwise (put into the residual a
+    row enters the stack with).
+    """
+    per_hook: dict[str, tuple[list[int], list[int], list[torch.Tensor]]] = {}
+    for r, rest in enumerate(restorations):
+        if rest.position < start:
+            raise ValueError(f"restoration at {rest.position} is before the run's first token {start}")
+        for kind, layer in rest.sites:
+            if skip is not None and skip(r, kind, layer):
+                continue
+            rows, positions, values = per_hook.setdefault(hook_name(kind, layer), ([], [], []))
+            rows.extend(range(r * samples, (r + 1) * samples))
+            positions.extend([rest.position - start] * samples)
+            values.append(clean[kind][layer, rest.position].expand(samples, -1))
+
+    def make_patch(rows, positions, values):
+        row_idx = torch.tensor(rows, device=device)
+        pos_idx = torch.tensor(positions, device=device)
+        value = torch.cat(values)
+
+        def patch(act, hook):
+            act = act.clone()
+            act[row_idx, pos_idx] = value.to(act.dtype)
+            return act
+
+        return patch
+
+    return [(name, make_patch(*spec)) for name, spec in per_hook.items()]
+
+
 @torch.no_grad()
 def patched_probs(
     bridge,
@@ -228,35 +272,66 @@ def patched_probs(
         act[:, a - start : e - start] += noise_rows.to(act.dtype)
         return act
 
-    per_hook: dict[str, tuple[list[int], list[int], list[torch.Tensor]]] = {}
-    for r, rest in enumerate(restorations):
-        if rest.position < start:
-            raise ValueError(f"restoration at {rest.position} is before the run's first token {start}")
-        for kind, layer in rest.sites:
-            rows, positions, values = per_hook.setdefault(hook_name(kind, layer), ([], [], []))
-            rows.extend(range(r * samples, (r + 1) * samples))
-            positions.extend([rest.position - start] * samples)
-            values.append(clean[kind][layer, rest.position].expand(samples, -1))
-
-    def make_patch(rows, positions, values):
-        row_idx = torch.tensor(rows, device=device)
-        pos_idx = torch.tensor(positions, device=device)
-        value = torch.cat(values)
-
-        def patch(act, hook):
-            act = act.clone()
-            act[row_idx, pos_idx] = value.to(act.dtype)
-            return act
-
-        return patch
-
-    hooks = [(EMBED_HOOK, add_noise)] + [(name, make_patch(*spec)) for name, spec in per_hook.items()]
+    hooks = [(EMBED_HOOK, add_noise)] + site_patches(restorations, clean, samples, start, device)
     kwargs = dict(forward_kwargs or {})
     kwargs.update(cache_kwargs or {})
     with bridge.hooks(fwd_hooks=hooks):
         logits = bridge(ids, return_type="logits", **kwargs)
     probs = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id]
     return probs.view(n, samples).mean(dim=1)
+
+
+def entry_layer(restoration: Restoration) -> int:
+    """The first block a restoration's rows must run: its first restored site's layer, or for a
+    ``hidden`` site at ``l`` block ``l + 1`` (the clean state enters with the residual stream)."""
+    return min(layer + 1 if kind == "hidden" else layer for kind, layer in restoration.sites)
+
+
+@torch.no_grad()
+def stacked_probs(
+    bridge,
+    model,
+    restorations: Sequence[Restoration],
+    *,
+    clean: dict[str, torch.Tensor],
+    states: torch.Tensor,
+    answer_id: int,
+    arguments: LayerArguments,
+    start: int = 0,
+    prefix=None,
+) -> torch.Tensor:
+    """:func:`patched_probs` entering the stack mid-way: each restoration runs only its layers.
+
+    ``restorations`` must be ordered by :func:`entry_layer`; ``states`` are the corrupted runs'
+    block inputs ``[L + 1, samples, T, d]`` (:func:`base_runs`), so the rows of restoration ``r``
+    enter at its entry layer with noise draw ``j``'s residual stream there (tokens ``start..``;
+    a ``hidden`` site just below the entry is written into it), and the other sites are patched
+    by hooks as in :func:`patched_probs`. ``arguments`` are :func:`tracing.stack.layer_arguments`
+    of the tokens ``start..T-1``; ``prefix`` is the corrupted runs' KV cache (row ``1 + j`` is
+    draw ``j``), used when ``start > 0``.
+    """
+    samples = states.shape[1]
+    entries = [entry_layer(r) for r in restorations]
+    row_sample = torch.arange(len(restorations) * samples) % samples
+
+    def entered(r: int, kind: str, layer: int) -> bool:
+        return kind == "hidden" and layer + 1 == entries[r]
+
+    def entering(layer: int, rows: list[int]) -> torch.Tensor:
+        x = states[layer, row_sample[rows].to(states.device), start:].clone()
+        for i, row in enumerate(rows):
+            rest = restorations[row // samples]
+            for kind, site in rest.sites:
+                if entered(row // samples, kind, site):
+                    x[i, rest.position - start] = clean[kind][site, rest.position]
+        return x
+
+    device = states.device
+    rows = StackRows([e for e in entries for _ in range(samples)], entering, 1 + row_sample)
+    hooks = site_patches(restorations, clean, samples, start, device, skip=entered)
+    logits = run_stack(bridge, model, rows, arguments, prefix, start, hooks=hooks)
+    probs = torch.softmax(logits.float(), dim=-1)[:, answer_id]
+    return probs.view(len(restorations), samples).mean(dim=1)
 
 
 @torch.no_grad()
@@ -278,12 +353,14 @@ def clean_run(bridge, input_ids: torch.Tensor, kinds: Sequence[str], answer_id: 
 
 
 @torch.no_grad()
-def base_runs(bridge, model, input_ids: torch.Tensor, noise: torch.Tensor, subject_range: tuple[int, int], answer_id: int, kinds: Sequence[str], *, with_cache: bool, forward_kwargs: dict | None = None):
+def base_runs(bridge, model, input_ids: torch.Tensor, noise: torch.Tensor, subject_range: tuple[int, int], answer_id: int, kinds: Sequence[str], *, with_cache: bool, with_states: bool = False, forward_kwargs: dict | None = None):
     """The clean run and the corrupted runs in one forward pass of ``1 + samples`` rows.
 
-    Returns ``(p, clean, p_star, cache)``: ``P(answer)`` of row 0 (clean), its activations
+    Returns ``(p, clean, p_star, cache, states)``: ``P(answer)`` of row 0 (clean), its activations
     ``{kind: [L, T, d]}``, the mean ``P(answer)`` of rows ``1..samples`` (noise on the subject's
-    embeddings) and, with ``with_cache``, the KV cache of all rows (row ``1 + j`` is noise draw ``j``).
+    embeddings), with ``with_cache`` the KV cache of all rows (row ``1 + j`` is noise draw ``j``)
+    and with ``with_states`` the corrupted rows' residual stream entering every block and leaving
+    the last, ``[L + 1, samples, T, d]`` (else ``None``).
     """
     n_layers = int(bridge.cfg.n_layers)
     s, e = subject_range
@@ -304,13 +381,15 @@ def base_runs(bridge, model, input_ids: torch.Tensor, noise: torch.Tensor, subje
     if with_cache:
         cache = new_cache(model)
         kwargs.update({cache_keyword(model): cache, "use_cache": True})
-    with bridge.hooks(fwd_hooks=[(EMBED_HOOK, add_noise)] + [(n, grab) for n in names.values()]):
+    recording = recording_block_inputs(bridge) if with_states else contextlib.nullcontext([])
+    with bridge.hooks(fwd_hooks=[(EMBED_HOOK, add_noise)] + [(n, grab) for n in names.values()]), recording as inputs:
         logits = bridge(input_ids.unsqueeze(0).expand(1 + noise.shape[0], -1), return_type="logits", **kwargs)
     probs = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id]
     acts: dict[str, list[torch.Tensor]] = {}
     for (k, l), n in names.items():  # hooks see the canonical name of an alias
         acts.setdefault(k, []).append(store[bridge.hook_dict[n].name])
-    return probs[0].item(), {k: torch.stack(v) for k, v in acts.items()}, probs[1:].mean().item(), cache
+    states = torch.stack(inputs)[:, 1:] if with_states else None
+    return probs[0].item(), {k: torch.stack(v) for k, v in acts.items()}, probs[1:].mean().item(), cache, states
 
 
 # --------------------------------------------------------------------------- batching
@@ -363,6 +442,36 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 # --------------------------------------------------------------------------- one fact
 
 
+def restorations_for(tf: TokenizedFact, n_layers: int, config: TraceConfig, positions: Sequence[int] | None = None) -> dict[Restoration, list[tuple[str, int, int]]]:
+    """The distinct restorations :func:`trace_fact` runs for ``tf`` and the IE cells each fills.
+
+    Positions before the first subject token see no noise, so restoring them changes nothing
+    (their IE is exactly 0) and they are not run; ``positions`` restricts the rest.
+    """
+    s = tf.subject_range[0]
+    wanted = range(s, len(tf.input_ids)) if positions is None else sorted(t for t in set(positions) if t >= s)
+    return restoration_cells(config.kinds, wanted, n_layers, config.window)
+
+
+def restoration_work(restorations: Iterable[Restoration], n_tokens: int, n_layers: int, samples: int, *, suffix: bool, skip_layers: bool) -> int:
+    """Token·layer evaluations of running ``restorations`` (rows × tokens × layers), as
+    :func:`trace_fact` runs them: tokens from the restored one on with ``suffix``, layers from
+    :func:`entry_layer` on with ``skip_layers``."""
+    total = 0
+    for rest in restorations:
+        tokens = n_tokens - rest.position if suffix else n_tokens
+        layers = n_layers - entry_layer(rest) if skip_layers else n_layers
+        total += samples * tokens * layers
+    return total
+
+
+def fact_work(tf: TokenizedFact, n_layers: int, config: TraceConfig, *, suffix: bool, skip_layers: bool, positions: Sequence[int] | None = None) -> int:
+    """Token·layer evaluations of tracing ``tf`` exactly: the base runs and every restoration."""
+    T = len(tf.input_ids)
+    base = (1 + config.samples) * T * n_layers
+    return base + restoration_work(restorations_for(tf, n_layers, config, positions), T, n_layers, config.samples, suffix=suffix, skip_layers=skip_layers)
+
+
 @torch.no_grad()
 def trace_fact(
     bridge,
@@ -372,48 +481,85 @@ def trace_fact(
     config: TraceConfig,
     *,
     suffix: bool = False,
+    skip_layers: bool = False,
     batch_rows: int | None = None,
+    positions: Sequence[int] | None = None,
+    advance: Callable[[int], object] | None = None,
 ) -> FactTrace:
-    """Trace one fact exactly (batched); ``noise`` is ``[samples, n_subject_tokens, d_model]``."""
+    """Trace one fact exactly (batched); ``noise`` is ``[samples, n_subject_tokens, d_model]``.
+
+    ``suffix``: run only the tokens from the restored one on (the model's KV cache must allow it,
+    :func:`tracing.bridge.suffix_cache_works`); ``skip_layers``: run only the layers from the
+    first restored one on (:func:`tracing.stack.stack_entry_works`); ``positions``: restore only
+    these tokens (the IE elsewhere is left 0); ``advance(units)`` is called with the token·layer
+    evaluations of each finished forward (:func:`fact_work` in total), for progress bars.
+    """
     device = next(bridge.parameters()).device
     n_layers = int(bridge.cfg.n_layers)
     ids = torch.tensor(tf.input_ids, device=device)
     T = len(tf.input_ids)
-    s, e = tf.subject_range
     samples = noise.shape[0]
     fkw = _forward_kwargs(bridge, model)
     if batch_rows is None:
         batch_rows = auto_batch_rows(_bridge_dims(bridge), T, memory_budget_bytes(device, config.memory_mb))
     per_chunk = max(1, batch_rows // samples)
+    advance = advance or (lambda units: None)
 
-    p_clean, clean, p_corrupt, cache = base_runs(bridge, model, ids, noise, tf.subject_range, tf.answer_id, config.kinds, with_cache=suffix, forward_kwargs=fkw)
+    p_clean, clean, p_corrupt, cache, states = base_runs(bridge, model, ids, noise, tf.subject_range, tf.answer_id, config.kinds, with_cache=suffix, with_states=skip_layers, forward_kwargs=fkw)
+    advance((1 + samples) * T * n_layers)
 
-    # Positions before the subject see no noise: restoring them changes nothing (IE = 0).
-    positions = list(range(s, T))
     probs = {k: np.full((T, n_layers), p_corrupt, dtype=np.float64) for k in config.kinds}
-    cells = restoration_cells(config.kinds, positions, n_layers, config.window)
+    cells = restorations_for(tf, n_layers, config, positions)
     work = list(cells)
-    groups = [[r for r in work if r.position == t] for t in positions] if suffix else [work]
+    groups = [[r for r in work if r.position == t] for t in sorted({r.position for r in work})] if suffix else [work]
     key = cache_keyword(model) if suffix else None
     for group in groups:
+        start = group[0].position if suffix else 0
+        if skip_layers:
+            group = sorted(group, key=entry_layer)  # rows join the batch as the depth grows
+            first_row = torch.tensor([1], device=device)  # one corrupted row sets the suffix's positions and mask
+            arguments = layer_arguments(bridge, model, ids[start:], prefix_cache(cache, start, first_row) if start > 0 else None, fkw)
         for chunk in _chunks(group, per_chunk):
-            start = chunk[0].position if suffix else 0
-            cache_kwargs = None
-            if suffix and start > 0:
-                rows = 1 + torch.arange(len(chunk) * samples, device=device) % samples  # cache row 0 is the clean run
-                cache_kwargs = {key: prefix_cache(cache, start, rows), "use_cache": True}
-            p = patched_probs(
-                bridge, ids, chunk, clean=clean, noise=noise, subject_range=tf.subject_range,
-                answer_id=tf.answer_id, start=start, cache_kwargs=cache_kwargs, forward_kwargs=fkw,
-            )
+            if skip_layers:
+                p = stacked_probs(bridge, model, chunk, clean=clean, states=states, answer_id=tf.answer_id, arguments=arguments, start=start, prefix=cache)
+            else:
+                cache_kwargs = None
+                if suffix and start > 0:
+                    rows = 1 + torch.arange(len(chunk) * samples, device=device) % samples  # cache row 0 is the clean run
+                    cache_kwargs = {key: prefix_cache(cache, start, rows), "use_cache": True}
+                p = patched_probs(
+                    bridge, ids, chunk, clean=clean, noise=noise, subject_range=tf.subject_range,
+                    answer_id=tf.answer_id, start=start, cache_kwargs=cache_kwargs, forward_kwargs=fkw,
+                )
             for rest, value in zip(chunk, p.tolist()):
                 for kind, t, layer in cells[rest]:
                     probs[kind][t, layer] = value
+            advance(restoration_work(chunk, T, n_layers, samples, suffix=suffix, skip_layers=skip_layers))
     ie = {k: probs[k] - p_corrupt for k in config.kinds}
     return FactTrace(tf.fact, list(tf.tokens), list(tf.input_ids), tuple(tf.subject_range), tf.answer_id, tf.answer_token, p_clean, p_corrupt, ie, "exact", config.window)
 
 
 # --------------------------------------------------------------------------- many facts
+
+
+ATTRIBUTION_PASSES = 3  # a forward and a backward of the noisy rows: about three forwards' work
+
+
+def _fact_plan(tf: TokenizedFact, n_layers: int, config: TraceConfig, suffix: bool, skip_layers: bool) -> tuple[list[int] | None, int, int]:
+    """``(positions traced exactly, token·layer evaluations, restorations)`` of one fact."""
+    from .aggregation import token_groups
+
+    T = len(tf.input_ids)
+    screen = ATTRIBUTION_PASSES * config.samples * T * n_layers + T * n_layers  # noisy rows forward + backward, the clean run
+    if config.method == "attribution":
+        return [], screen, 0
+    positions = None
+    if config.method == "auto":
+        groups = token_groups(T, tf.subject_range)
+        positions = sorted({t for g in config.confirm for t in groups[g]})
+    units = fact_work(tf, n_layers, config, suffix=suffix, skip_layers=skip_layers, positions=positions)
+    restorations = len(restorations_for(tf, n_layers, config, positions))
+    return positions, units + (screen if config.method == "auto" else 0), restorations
 
 
 def trace_facts(
@@ -444,20 +590,32 @@ def trace_facts(
     with bridged(model, tokenizer, dtype=torch.float32 if config.float32 else None) as bridge:
         emb_std = embedding_std_value if embedding_std_value is not None else (embedding_std(bridge, prepared.kept) if level.relative else None)
         noise_std = level.std(emb_std)
-        suffix = bool(config.suffix and config.method == "exact" and suffix_cache_works(bridge, model, torch.tensor(prepared.kept[0].input_ids, device=next(model.parameters()).device)))
-        d_model = int(bridge.cfg.d_model)
+        first = torch.tensor(prepared.kept[0].input_ids, device=next(model.parameters()).device)
+        exact = config.method in ("exact", "auto")
+        suffix = bool(config.suffix and exact and suffix_cache_works(bridge, model, first))
+        skip_layers = bool(config.skip_layers and exact and stack_entry_works(bridge, model, first))
+        d_model, n_layers = int(bridge.cfg.d_model), int(bridge.cfg.n_layers)
+        plan = [_fact_plan(tf, n_layers, config, suffix, skip_layers) for tf in prepared.kept]
         traces = []
-        for index, tf in enumerate(tqdm(prepared.kept, desc=f"trace ({config.method})", disable=not progress, unit="fact")):
-            s, e = tf.subject_range
-            noise = draw_noise(config.seed, index, config.samples, e - s, d_model, noise_std)
-            if config.method == "attribution":
-                from .attribution import attribute_fact
+        bar = tqdm(total=sum(units for _, units, _ in plan), desc=f"trace ({config.method})", disable=not progress, unit="tok·layer", unit_scale=True, dynamic_ncols=True)
+        with bar:
+            for index, (tf, (positions, units, restorations)) in enumerate(zip(prepared.kept, plan)):
+                bar.set_postfix_str(f"fact {index + 1}/{len(plan)}, {restorations} restorations")
+                s, e = tf.subject_range
+                noise = draw_noise(config.seed, index, config.samples, e - s, d_model, noise_std)
+                done = bar.n
+                if config.method == "attribution":
+                    from .attribution import attribute_fact
 
-                traces.append(attribute_fact(bridge, tf, noise, config))
-            else:
-                traces.append(trace_fact(bridge, model, tf, noise, config, suffix=suffix, batch_rows=config.batch_size))
-        n_layers = int(bridge.cfg.n_layers)
-    return TraceResult(traces, list(prepared.skipped), config, model_name(model), n_layers, noise_std, emb_std, suffix, time.time() - start_time)
+                    traces.append(attribute_fact(bridge, tf, noise, config))
+                elif config.method == "auto":
+                    from .attribution import auto_trace_fact
+
+                    traces.append(auto_trace_fact(bridge, model, tf, noise, config, positions, suffix=suffix, skip_layers=skip_layers, batch_rows=config.batch_size, advance=bar.update))
+                else:
+                    traces.append(trace_fact(bridge, model, tf, noise, config, suffix=suffix, skip_layers=skip_layers, batch_rows=config.batch_size, advance=bar.update))
+                bar.update(max(0, done + units - bar.n))  # the screen's share
+    return TraceResult(traces, list(prepared.skipped), config, model_name(model), n_layers, noise_std, emb_std, suffix, skip_layers, time.time() - start_time)
 
 
 def trace_prompt(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
 from pipelines.config import FactSource, TraceStageConfig
-from tracing.config import SelectionConfig, TraceConfig
+from tracing.config import METHODS, SelectionConfig, TraceConfig
 from tracing.io import check_output_dir, check_output_path
 
 NAME = "trace"
@@ -42,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-facts", type=int, default=None, help="trace at most this many kept facts (the first in data order); default all")
     g.add_argument("--max-tokens", type=int, default=t.max_tokens, help="skip prompts longer than this many tokens")
     g = p.add_argument_group("tracing")
-    g.add_argument("--method", default=t.method, choices=("exact", "attribution"), help="exact causal tracing, or the attribution-patching estimate (one backward per fact)")
+    g.add_argument("--method", default=t.method, choices=METHODS,
+                   help="exact: ROME's causal tracing of every token and layer; attribution: the attribution-patching estimate of every cell (one backward per fact); "
+                        "auto: the estimate everywhere and exact tracing at the --confirm tokens (the group layer selection reads), with how well the two agree")
+    g.add_argument("--confirm", default=",".join(t.confirm), help="with --method auto: comma-separated token groups traced exactly (--select-group is always added)")
     g.add_argument("--kinds", default=",".join(t.kinds), help="comma-separated sites to restore: hidden (residual stream), mlp, attn")
     g.add_argument("--samples", type=int, default=t.samples, help="noise draws per fact")
     g.add_argument("--noise", default=str(t.noise), help="noise std: sN = N × the std of the subject-token embeddings over the facts, or a number")
@@ -51,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-mb", type=int, default=None, help="activation memory per forward pass used to size batches; default 1024 on CPU, half the free GPU memory")
     g.add_argument("--seed", type=int, default=t.seed, help="noise seed; same seed, same trace")
     g.add_argument("--no-suffix", action="store_true", help="run full sequences for every restoration instead of reusing the corrupted prefix (slower, for checking)")
+    g.add_argument("--no-skip-layers", action="store_true", help="run every layer for every restoration instead of entering the stack at the first restored layer (slower, for checking)")
     g.add_argument("--keep-dtype", action="store_true", help="trace a 16-bit model in its own dtype instead of float32 (the cast is undone exactly afterwards either way)")
     g = p.add_argument_group("layer selection")
     g.add_argument("--select-mode", default=s.mode, choices=("window", "threshold"), help="best contiguous window of --select-k layers, or every layer above --select-fraction of the maximum")
@@ -70,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TraceStageConfig:
     trace = TraceConfig(
         kinds=_kinds(args.kinds), samples=args.samples, noise=noise, window=args.window, seed=args.seed, method=args.method,
         batch_size=args.batch_size, memory_mb=args.memory_mb, max_tokens=args.max_tokens, suffix=not args.no_suffix,
-        float32=not args.keep_dtype,
+        skip_layers=not args.no_skip_layers, confirm=_kinds(args.confirm), float32=not args.keep_dtype,
     )
     select = SelectionConfig(mode=args.select_mode, k=args.select_k, fraction=args.select_fraction, kind=args.select_kind, group=args.select_group,
                              depth_fraction=args.select_depth_fraction, evidence=args.select_evidence)

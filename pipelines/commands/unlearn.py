@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-dir", default=None, help="with --layers auto: where the trace is written (default: OUT.trace beside the output)")
     g.add_argument("--trace-max-facts", type=int, default=None, help="with --layers auto: trace at most this many facts (default: all the forget set's)")
     g.add_argument("--trace-samples", type=int, default=TraceConfig().samples, help="with --layers auto: noise draws per fact")
+    g.add_argument("--trace-method", default="auto", choices=("auto", "exact", "attribution"),
+                   help="with --layers auto: auto screens every cell with attribution patching and traces the last subject token exactly (the layers selection reads, so the same selection as exact at a fraction of the cost); exact traces every token")
     g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window; default: 3/8 of the model's layers, only those whose AIE is distinguishable from 0")
 
     g = p.add_argument_group("optimization")
@@ -186,7 +188,7 @@ def _trace_first(args: argparse.Namespace) -> str:
     model, tok = load_model(args.model, model_options(args))
     kind = args.kind if args.kind in ("mlp", "attn") else "mlp"  # trace only the kind that will train
     stage = TraceStageConfig(
-        trace=TraceConfig(kinds=(kind,), samples=args.trace_samples),
+        trace=TraceConfig(kinds=(kind,), samples=args.trace_samples, method=args.trace_method),
         select=SelectionConfig(k=args.trace_k, kind=kind),
         facts=FactSource(max_facts=args.trace_max_facts),
     )
