@@ -26,7 +26,8 @@ def small_config(world: Path, target: Path, out: Path, **extra) -> dict:
         "data": str(world),
         "model": str(target),
         "loading": {"device": "cpu"},
-        "trace": {"kinds": ["mlp"], "samples": 2, "window": 2, "max_facts": 8, "select_k": 2, "select_evidence": False, "heatmaps": 1},
+        # the demo's tracing (32 facts, 5 samples): fewer facts select a window from noise, and the quality bars below assume a traced one
+        "trace": {"kinds": ["mlp"], "samples": 5, "window": 2, "max_facts": 32, "select_k": 2, "select_evidence": False, "heatmaps": 1},
         "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "epochs": 12, "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
                     "eval_steps": 15, "patience": 4},  # the demo's recipe
         "evaluate": {"splits": "train", "mmlu": "off", "max_new_tokens": 48},
