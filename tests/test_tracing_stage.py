@@ -96,11 +96,18 @@ def test_cli_trace_end_to_end(fixture_target, fixture_world, tmp_path, capsys):
     assert main(args + ["--overwrite", "--method", "attribution"]) == 0
     assert json.loads((out / "trace.json").read_text())["method"] == "attribution"
     capsys.readouterr()
+    assert main(args + ["--overwrite", "--method", "auto"]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "trace.json").read_text())
+    assert doc["method"] == "auto" and doc["skip_layers"] is True and doc["config"]["confirm"] == ["last_subject"]
+    assert set(doc["summary"]["agreement"]) == {"hidden", "mlp"} and all("exact_positions" in f and "screen" in f for f in doc["facts"])
+    assert "auto: the attribution screen ranks mlp layers like exact tracing at last_subject: Spearman" in printed and "entering mid-stack on" in printed
 
     for extra, message in (
         (["--noise", "loud"], "noise 'loud'"),
         (["--kinds", "hidden", "--select-kind", "attn"], "selection kind 'attn' is not among the traced kinds hidden"),
         (["--samples", "0"], "samples 0"),
+        (["--method", "auto", "--confirm", "middle"], "confirm middle"),
     ):
         assert main(args[:6] + [str(tmp_path / "x")] + args[7:] + extra) == 2
         err = capsys.readouterr().err.strip()

@@ -243,6 +243,17 @@ def prefix_cache(cache, keep: int, rows: torch.Tensor):
     return out
 
 
+def check_rows(model, input_ids: torch.Tensor, atol: float | None, fp32_atol: float, half_atol: float) -> tuple[torch.Tensor | None, float]:
+    """The two different rows a numerical check runs (``input_ids`` and its reverse, to catch
+    mixed-up rows too; ``None`` for fewer than 2 tokens) and its tolerance for the model's dtype."""
+    if atol is None:
+        atol = fp32_atol if next(model.parameters()).dtype == torch.float32 else half_atol
+    if input_ids.shape[-1] < 2:
+        return None, atol
+    row = input_ids.reshape(1, -1)
+    return torch.cat([row, row.flip(-1)]), atol
+
+
 @torch.no_grad()
 def suffix_cache_works(bridge, model, input_ids: torch.Tensor, *, atol: float | None = None) -> bool:
     """Whether running a suffix on a prefix's KV cache reproduces the full forward here.
@@ -253,13 +264,10 @@ def suffix_cache_works(bridge, model, input_ids: torch.Tensor, *, atol: float | 
     floats, whose kernels round differently with and without a cache; an ignored or misplaced
     cache is off by far more) before relying on it. Any exception means no.
     """
-    if atol is None:
-        atol = 1e-5 if next(model.parameters()).dtype == torch.float32 else 1e-2
-    if input_ids.shape[-1] < 2:
+    ids, atol = check_rows(model, input_ids, atol, 1e-5, 1e-2)
+    if ids is None:
         return False
     try:
-        row = input_ids.reshape(1, -1)
-        ids = torch.cat([row, row.flip(-1)])  # two different rows, to check row selection too
         full = torch.softmax(bridge(ids, return_type="logits")[:, -1].float(), dim=-1)
         cache = new_cache(model)
         if cache is None:

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .bridge import cache_keyword, new_cache, prefix_cache
+from .bridge import cache_keyword, check_rows, new_cache, prefix_cache
 
 
 class _Stop(Exception):
@@ -181,13 +181,10 @@ def stack_entry_works(bridge, model, input_ids: torch.Tensor, *, atol: float | N
     16-bit floats; a wrong cache row or layer argument is off by far more, even on a random
     model whose probabilities are all ~1/vocabulary). Any exception means no.
     """
-    if atol is None:
-        atol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 5e-2
-    if input_ids.shape[-1] < 2:
+    ids, atol = check_rows(model, input_ids, atol, 1e-4, 5e-2)
+    if ids is None:
         return False
     try:
-        row = input_ids.reshape(1, -1)
-        ids = torch.cat([row, row.flip(-1)])
         cache = new_cache(model)
         if cache is None:
             return False

@@ -19,8 +19,15 @@ What makes it fast, all exact:
   (causal attention), which are the corrupted run's; so only tokens ``t..T-1`` are run, on top of
   the corrupted run's KV cache for ``0..t-1``. Used when :func:`tracing.bridge.suffix_cache_works`
   confirms it for the model, else full sequences are run;
+* **layer skipping**: nor can it change the layers below its first restored site, which are the
+  corrupted run's too; so its rows enter the stack there, from the corrupted run's residual
+  stream (:func:`stacked_probs` over :mod:`tracing.stack`; ``hidden`` at ``l`` enters at block
+  ``l + 1`` with the clean state written in). Used when :func:`tracing.stack.stack_entry_works`
+  confirms it for the model, else every restoration runs every layer;
 * positions before the first subject token see no noise, so restoring them restores what is
   already there: their IE is exactly 0 and they are not run.
+
+:func:`fact_work` counts what all this runs, in token·layer evaluations (the progress bar's unit).
 
 :func:`tracing.reference.trace_fact_reference` is the plain one-restoration-per-forward version
 (ROME's own loop); the tests hold the two to ``max |ΔIE| <= 1e-5`` in fp32.

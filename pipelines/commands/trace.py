@@ -103,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"facts: {counts['candidates']} candidates, {counts['kept']} kept, {counts['traced']} traced; skipped: {skipped}")
     print(f"average total effect {te['mean']:.3f} [95% CI {te['ci_low']:.3f}, {te['ci_high']:.3f}]; noise std {outcome.result.noise_std:.4g}")
     print(f"selected {sel.kind} layers {sel.layers} ({sel.method}, {config.select.group}) of {sel.n_layers}")
+    print(f"traced in {outcome.result.seconds:.1f} s ({config.trace.method}; suffix trick {'on' if outcome.result.suffix else 'off'}, "
+          f"entering mid-stack {'on' if outcome.result.skip_layers else 'off'})")
+    for kind, a in (outcome.summary.get("agreement") or {}).items():
+        aie = "–" if a["aie"] is None else f"{a['aie']:.3f}"
+        per_fact = "–" if a["per_fact"] is None else f"{a['per_fact']:.3f}"
+        print(f"auto: the attribution screen ranks {kind} layers like exact tracing at {', '.join(config.trace.confirm)}: Spearman {aie} (AIE curve), {per_fact} (mean per fact)")
     for name, path in outcome.paths.items():
         print(f"wrote {path}")
     return 0
