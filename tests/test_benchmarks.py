@@ -118,3 +118,22 @@ def test_gpu_scripts_refuse_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "unknown option --pyversion" in bad.stderr
     empty = run(str(BENCH / "gpu_check.sh"), "--wheels", str(tmp_path), "--out", str(tmp_path / "out"))
     assert empty.returncode == 2 and f"{tmp_path} holds no .whl files (make them with benchmarks/gpu_wheels.sh)" in empty.stderr
+
+
+def test_trace_speed_real_shape_tiny(olmo_tokenizer_dir, tmp_path, capsys):
+    """``trace_speed.py --shape real`` end to end at a tiny size: every side agrees with ROME's loop,
+    the work counts order as they must, and the JSON line carries what the README quotes."""
+    import trace_speed
+
+    out = tmp_path / "trace.json"
+    assert trace_speed.main(["--shape", "real", "--layers", "3", "--hidden", "64", "--facts", "1", "--samples", "2", "--threads", "0", "--json-out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["shape"] == "llama-3x64" and figures["suffix"] and figures["skip_layers"]
+    assert figures["max_abs_diff"] <= 1e-5 and figures["max_abs_diff"] <= 1e-3 * figures["max_abs_ie"] and figures["auto_max_abs_diff"] <= 1e-5
+    assert figures["work_ratio"] > figures["work_ratio_no_skip"] > 1 and figures["bound_ratio"] > 1 and figures["ratio"] > 0
+    assert set(figures["auto_agreement"]) == {"hidden", "mlp", "attn"}
+    for method in ("exact", "auto"):
+        rows = figures["projection"][method]
+        assert rows["OLMo-7B-0724-Instruct"]["token_layers"] > rows["OLMo-1B-0724"]["token_layers"] > 0
+    assert figures["projection"]["auto"]["OLMo-1B-0724"]["cpu_s"] < figures["projection"]["exact"]["OLMo-1B-0724"]["cpu_s"]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("{")
