@@ -51,9 +51,11 @@ class LayerArguments:
 
     def call(self, block, hidden: torch.Tensor, cache):
         """Run ``block`` on ``hidden`` with these arguments and ``cache``; returns its hidden output."""
-        args = tuple(cache if _is_cache(a) else a for a in self.args[1:])
         kwargs = {k: (cache if _is_cache(v) else v) for k, v in self.kwargs.items()}
-        out = block(hidden, *args, **kwargs)
+        if not self.args:  # the model passed its hidden states by keyword
+            out = block(**{**kwargs, "hidden_states": hidden})
+        else:
+            out = block(hidden, *(cache if _is_cache(a) else a for a in self.args[1:]), **kwargs)
         return out[0] if isinstance(out, tuple) else out
 
 
