@@ -91,7 +91,7 @@ def plot_fact(trace: FactTrace, path: str | os.PathLike, *, model: str = "", dpi
         cb.ax.tick_params(labelsize=7)
         cb.ax.set_title(f"p({trace.answer_token.strip() or repr(trace.answer_token)})", fontsize=8)
     how = {"attribution": "\nattribution-patching estimate", "auto": "\nrows marked » traced exactly, the others the attribution-patching estimate"}.get(trace.method, "")
-    fig.suptitle(f"{trace.fact.prompt}  →  {trace.fact.answer.strip()}   (p={trace.p_clean:.2f}, p*={trace.p_corrupt:.2f}){how}", fontsize=9)
+    fig.suptitle(f"{trace.fact.prompt}  →  {trace.fact.answer.strip()}   (p={trace.p_clean:.2f}, p*={trace.p_corrupt:.2f}){how}", fontsize=9, y=1.06 if how else 0.98)
     return _save(fig, path, dpi)
 
 
