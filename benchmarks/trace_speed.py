@@ -48,9 +48,9 @@ from tracing import TraceConfig, bridged, draw_noise, embedding_std, facts_from_
 from tracing.bridge import suffix_cache_works  # noqa: E402
 from tracing.facts import Fact, greedy_next_tokens, tokenize_fact  # noqa: E402
 from tracing.stack import stack_entry_works  # noqa: E402
-from tracing.aggregation import agreement, token_groups  # noqa: E402
+from tracing.aggregation import agreement  # noqa: E402
 from tracing.attribution import auto_trace_fact  # noqa: E402
-from tracing.tracer import fact_work  # noqa: E402
+from tracing.tracer import confirm_positions, fact_work, screen_work  # noqa: E402
 
 SMOLLM = CONFIGS / "smollm-135m.json"
 #: ROME known-facts-style prompts (subject, relation prompt): 9-14 tokens with the OLMo tokenizer.
@@ -111,10 +111,10 @@ def projection(flops_per_s: float, tokens: int, config: TraceConfig, method: str
     for name, path in PROJECTED.items():
         cfg = olmo_config(path)
         L, per = cfg.num_hidden_layers, layer_flops(cfg)
-        positions = None if method == "exact" else [fact.subject_range[1] - 1]
+        positions = None if method == "exact" else confirm_positions(fact, config.confirm)
         work = fact_work(fact, L, config, suffix=True, skip_layers=True, positions=positions)
         if method == "auto":
-            work += 3 * config.samples * tokens * L + tokens * L  # the attribution screen: noisy forward + backward, clean run
+            work += screen_work(tokens, L, config.samples)
         flops = work * per
         out[name] = {"layers": L, "token_layers": work, "cpu_s": round(flops / flops_per_s, 1), "gpu_floor_s": round(flops / (GPU_FP32_TFLOPS * 1e12), 2)}
     return out
@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             return out, time.perf_counter() - start
 
         def auto(tf, n):
-            groups = token_groups(len(tf.input_ids), tf.subject_range)
-            return auto_trace_fact(bridge, model, tf, n, config, sorted({t for g in config.confirm for t in groups[g]}), suffix=suffix, skip_layers=skip)
+            return auto_trace_fact(bridge, model, tf, n, config, confirm_positions(tf, config.confirm), suffix=suffix, skip_layers=skip)
 
         runs = {
             "ours": lambda tf, n: trace_fact(bridge, model, tf, n, config, suffix=suffix, skip_layers=skip),

@@ -552,18 +552,25 @@ def trace_fact(
 ATTRIBUTION_PASSES = 3  # a forward and a backward of the noisy rows: about three forwards' work
 
 
-def _fact_plan(tf: TokenizedFact, n_layers: int, config: TraceConfig, suffix: bool, skip_layers: bool) -> tuple[list[int] | None, int, int]:
-    """``(positions traced exactly, token·layer evaluations, restorations)`` of one fact."""
+def screen_work(n_tokens: int, n_layers: int, samples: int) -> int:
+    """Token·layer evaluations of the attribution screen: the noisy rows' forward and backward, the clean run."""
+    return ATTRIBUTION_PASSES * samples * n_tokens * n_layers + n_tokens * n_layers
+
+
+def confirm_positions(tf: TokenizedFact, groups: Sequence[str]) -> list[int]:
+    """The token positions of ``groups`` (:func:`tracing.aggregation.token_groups`): what method auto traces exactly."""
     from .aggregation import token_groups
 
-    T = len(tf.input_ids)
-    screen = ATTRIBUTION_PASSES * config.samples * T * n_layers + T * n_layers  # noisy rows forward + backward, the clean run
+    by_group = token_groups(len(tf.input_ids), tf.subject_range)
+    return sorted({t for g in groups for t in by_group[g]})
+
+
+def _fact_plan(tf: TokenizedFact, n_layers: int, config: TraceConfig, suffix: bool, skip_layers: bool) -> tuple[list[int] | None, int, int]:
+    """``(positions traced exactly, token·layer evaluations, restorations)`` of one fact."""
+    screen = screen_work(len(tf.input_ids), n_layers, config.samples)
     if config.method == "attribution":
         return [], screen, 0
-    positions = None
-    if config.method == "auto":
-        groups = token_groups(T, tf.subject_range)
-        positions = sorted({t for g in config.confirm for t in groups[g]})
+    positions = confirm_positions(tf, config.confirm) if config.method == "auto" else None
     units = fact_work(tf, n_layers, config, suffix=suffix, skip_layers=skip_layers, positions=positions)
     restorations = len(restorations_for(tf, n_layers, config, positions))
     return positions, units + (screen if config.method == "auto" else 0), restorations
