@@ -189,8 +189,28 @@ class TraceSection:
         self.stage_config().check()
 
 
+class RunMethods:
+    """What every run config (:class:`RunConfig`, :class:`pipelines.tofu.TofuRunConfig`) does with
+    its ``name``, ``out``, ``unlearn`` sections."""
+
+    def check_name(self) -> None:
+        if not self.name or "/" in self.name:
+            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
+
+    @property
+    def traced_layers(self) -> bool:
+        """True when unlearning uses the tracing stage's selection (``unlearn.layers: auto``)."""
+        return self.unlearn.layers == "auto"
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def to_dict(self) -> dict:
+        return to_mapping(self)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(RunMethods):
     """Everything ``amnesia run`` does, validated."""
 
     name: str = "run"
@@ -219,19 +239,7 @@ class RunConfig:
             raise AmnesiaError("'target' needs data to train on")
         if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
             raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
-        if not self.name or "/" in self.name:
-            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
-
-    @property
-    def traced_layers(self) -> bool:
-        """True when unlearning uses the tracing stage's selection (``unlearn.layers: auto``)."""
-        return self.unlearn.layers == "auto"
-
-    def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / self.name
-
-    def to_dict(self) -> dict:
-        return to_mapping(self)
+        self.check_name()
 
 
 def _unlearn_checked(section) -> UnlearnConfig:

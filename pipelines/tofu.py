@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from pipelines.config import TargetConfig, TraceSection, config_from_mapping, dump_config
+from pipelines.config import RunMethods, TargetConfig, TraceSection, config_from_mapping, dump_config
 from pipelines.run import RESOLVED, Pipeline, RunOutcome, _free, check_models, check_run_dir
 from pipelines.stages import path_fingerprint
-from pipelines.typed import to_mapping
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json, write_text
 from unlearn.config import ModelOptions, UnlearnConfig
@@ -71,7 +70,7 @@ class TofuSection:
 
 
 @dataclass(frozen=True)
-class TofuRunConfig:
+class TofuRunConfig(RunMethods):
     """Everything a TOFU run does, validated (``benchmark: tofu``)."""
 
     name: str = "tofu"
@@ -101,18 +100,7 @@ class TofuRunConfig:
             raise AmnesiaError("'model' needs 'retain_model' (the model fine-tuned on the retain set only, e.g. open-unlearning/tofu_Llama-3.2-1B-Instruct_retain99): forget quality compares with it")
         if self.target is not None and self.retain_model is not None:
             raise AmnesiaError("'target' trains the retain model too; leave out 'retain_model' (or give 'model' and 'retain_model')")
-        if not self.name or "/" in self.name:
-            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
-
-    @property
-    def traced_layers(self) -> bool:
-        return self.unlearn.layers == "auto"
-
-    def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / self.name
-
-    def to_dict(self) -> dict:
-        return to_mapping(self)
+        self.check_name()
 
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
