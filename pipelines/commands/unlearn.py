@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
-from tracing.config import SelectionConfig, TraceConfig
+from tracing.config import METHODS as TRACE_METHODS, SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
 from unlearn.config import METHODS, UnlearnConfig
 
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-dir", default=None, help="with --layers auto: where the trace is written (default: OUT.trace beside the output)")
     g.add_argument("--trace-max-facts", type=int, default=None, help="with --layers auto: trace at most this many facts (default: all the forget set's)")
     g.add_argument("--trace-samples", type=int, default=TraceConfig().samples, help="with --layers auto: noise draws per fact")
-    g.add_argument("--trace-method", default="auto", choices=("auto", "exact", "attribution"),
+    g.add_argument("--trace-method", default="auto", choices=TRACE_METHODS,
                    help="with --layers auto: auto screens every cell with attribution patching and traces the last subject token exactly (the layers selection reads, so the same selection as exact at a fraction of the cost); exact traces every token")
     g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window; default: 3/8 of the model's layers, only those whose AIE is distinguishable from 0")
 
