@@ -129,8 +129,9 @@ class TraceStageConfig:
     heatmaps: int = 4
 
     def __post_init__(self):
-        if self.select.group not in self.trace.confirm:  # method auto traces exactly what selection reads
-            object.__setattr__(self, "trace", dataclasses.replace(self.trace, confirm=(*self.trace.confirm, self.select.group)))
+        missing = tuple(g for g in self.select.groups if g not in self.trace.confirm)
+        if missing:  # method auto traces exactly what selection reads
+            object.__setattr__(self, "trace", dataclasses.replace(self.trace, confirm=(*self.trace.confirm, *missing)))
 
     def check(self) -> "TraceStageConfig":
         self.trace.check()
@@ -171,7 +172,7 @@ class TraceSection:
     select_k: int | None = None
     select_fraction: float = 0.5
     select_kind: Literal["mlp", "attn", "hidden"] = "mlp"
-    select_group: str = "last_subject"
+    select_group: str = "auto"
     select_depth_fraction: float = 0.375
     select_evidence: bool = True
     heatmaps: int = 4

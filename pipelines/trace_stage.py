@@ -137,7 +137,7 @@ def run_trace(
     summary = aggregate(result.traces)
     summary["counts"] = result.counts()
     selection = select_layers(summary, config.select, model=result.model, method_note=config.trace.method)
-    if selection.params.get("warning"):
+    if selection.params.get("warning") and check_prediction:  # a re-trace's selection is not used: the effect is meant to be gone
         say(f"warning: layer selection: {selection.params['warning']}")
 
     with atomic_path(out_dir, directory=True, overwrite=True) as tmp:  # the folder appears complete or not at all

@@ -194,6 +194,32 @@ def test_select_layers_window_and_threshold(tmp_path):
     assert (back.kind, back.layers, back.model, back.params["k"]) == ("mlp", [2, 3], "m", 2)
 
 
+def test_select_group_auto_reads_the_subject_group_with_evidence():
+    """group auto: each subject group selects on its own; the one with the largest AIE among those with a layer
+    distinguishable from 0 wins (the demos: the first subject token), and layers.json says which and why."""
+    first = [0.30, 0.25, 0.02, 0.01, 0.0, 0.0]
+    last = [0.00, 0.01, 0.03, 0.04, 0.02, 0.0]
+    summary = {"n_facts": 8, "n_layers": 6, "aie": {"mlp": {
+        "first_subject": {"mean": first, "ci_low": [v - 0.1 for v in first], "ci_high": [v + 0.1 for v in first], "n": 8},
+        "last_subject": {"mean": last, "ci_low": [v - 0.05 for v in last], "ci_high": [v + 0.05 for v in last], "n": 8},
+    }}}
+    sel = select_layers(summary, SelectionConfig(k=2))
+    assert sel.layers == [0, 1] and sel.params["group"] == "first_subject" and sel.params["group_requested"] == "auto"
+    assert sel.params["groups"]["last_subject"]["distinguishable"] == [] and sel.params["groups"]["first_subject"]["distinguishable"] == [0, 1]
+    assert sel.scores == first and "warning" not in sel.params
+    # a pinned group is read as before, with its warning when it has no evidence
+    pinned = select_layers(summary, SelectionConfig(k=2, group="last_subject"))
+    assert pinned.layers == [2, 3] and pinned.params["group"] == "last_subject" and "last subject token is distinguishable" in pinned.params["warning"]
+    # no group has evidence: the last subject token (ROME's), with the warning naming both groups
+    for g in ("first_subject", "last_subject"):
+        summary["aie"]["mlp"][g]["ci_low"] = [-1.0] * 6
+    none = select_layers(summary, SelectionConfig(k=2))
+    assert none.params["group"] == "last_subject" and "first subject or last subject tokens" in none.params["warning"]
+    # a larger AIE without evidence does not beat a smaller one with it
+    summary["aie"]["mlp"]["last_subject"]["ci_low"] = [v - 0.005 for v in last]
+    assert select_layers(summary, SelectionConfig(k=2)).params["group"] == "last_subject"
+
+
 # --------------------------------------------------------------------------- subject spans
 
 
@@ -370,7 +396,7 @@ def test_auto_is_exact_where_selection_reads_and_reports_agreement(target, facts
         again = FactTrace.from_dict(json.loads(json.dumps(a.to_dict())))
         assert again.exact_positions == rows and all(np.array_equal(again.screen[k], a.screen[k]) for k in config.kinds)
     summary, exact = aggregate(auto.traces), aggregate(exact16.traces)
-    select = SelectionConfig(k=2)
+    select = SelectionConfig(k=2, group="last_subject")  # a group traced exactly here (TraceStageConfig confirms every group selection reads)
     assert select_layers(summary, select).layers == select_layers(exact, select).layers
     assert layer_profile(summary, "mlp", "last_subject") == pytest.approx(layer_profile(exact, "mlp", "last_subject"), abs=1e-5)
     agree = summary["agreement"]

@@ -57,8 +57,9 @@ def test_run_trace_writes_every_output(fixture_target, fixture_world, tmp_path):
     sel = load_layers(root / "layers.json")
     assert sel == out.selection
     assert sel.kind == "mlp" and len(sel.layers) == 2 and sel.layers[1] == sel.layers[0] + 1 and 0 <= sel.layers[0] <= 4
-    assert sel.n_layers == 6 and sel.n_facts == 4 and sel.model == str(fixture_target) and sel.scores == stats["mean"]
-    assert sel.params["tracing"] == "exact" and sel.params["group"] == "last_subject"
+    assert sel.n_layers == 6 and sel.n_facts == 4 and sel.model == str(fixture_target)
+    assert sel.params["tracing"] == "exact" and sel.params["group"] in ("first_subject", "last_subject") and sel.params["group_requested"] == "auto"
+    assert sel.scores == summary["aie"]["mlp"][sel.params["group"]]["mean"]
 
     heatmaps = sorted((root / "heatmaps").iterdir())
     assert len(heatmaps) == 2 and all(_png(p) for p in heatmaps)
@@ -99,9 +100,9 @@ def test_cli_trace_end_to_end(fixture_target, fixture_world, tmp_path, capsys):
     assert main(args + ["--overwrite", "--method", "auto"]) == 0
     printed = capsys.readouterr().out
     doc = json.loads((out / "trace.json").read_text())
-    assert doc["method"] == "auto" and doc["skip_layers"] is True and doc["config"]["confirm"] == ["last_subject"]
+    assert doc["method"] == "auto" and doc["skip_layers"] is True and doc["config"]["confirm"] == ["last_subject", "first_subject"]
     assert set(doc["summary"]["agreement"]) == {"hidden", "mlp"} and all("exact_positions" in f and "screen" in f for f in doc["facts"])
-    assert "auto: the attribution screen ranks mlp layers like exact tracing at last_subject: Spearman" in printed and "entering mid-stack on" in printed
+    assert "auto: the attribution screen ranks mlp layers like exact tracing at last_subject, first_subject: Spearman" in printed and "entering mid-stack on" in printed
 
     for extra, message in (
         (["--noise", "loud"], "noise 'loud'"),

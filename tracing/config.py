@@ -21,6 +21,8 @@ TOKEN_GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subseq
 #: ``confirm`` token groups (the ones layer selection reads), with the agreement of the two.
 METHODS = ("exact", "attribution", "auto")
 MODES = ("window", "threshold")
+#: Selection's ``group: auto`` candidates: the subject tokens where ROME locates the recall of a fact.
+SUBJECT_GROUPS = ("first_subject", "last_subject")
 
 _RELATIVE = re.compile(r"^s(\d+(?:\.\d*)?|\.\d+)$")
 
@@ -118,9 +120,14 @@ class SelectionConfig:
     k: int | None = None
     fraction: float = 0.5
     kind: str = "mlp"
-    group: str = "last_subject"
+    group: str = "auto"
     depth_fraction: float = 0.375
     evidence: bool = True
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The token groups selection reads: ``group``, or every subject group for ``auto``."""
+        return SUBJECT_GROUPS if self.group == "auto" else (self.group,)
 
     def k_for(self, n_layers: int) -> int:
         """The window size for a model of ``n_layers``: ``k``, or ``depth_fraction`` of the layers."""
@@ -139,6 +146,6 @@ class SelectionConfig:
             raise AmnesiaError(f"selection fraction {self.fraction}: expected a number in (0, 1]")
         if self.kind not in KINDS:
             raise AmnesiaError(f"selection kind {self.kind!r}: expected one of {', '.join(KINDS)}")
-        if self.group not in TOKEN_GROUPS:
-            raise AmnesiaError(f"selection group {self.group!r}: expected one of {', '.join(TOKEN_GROUPS)}")
+        if self.group != "auto" and self.group not in TOKEN_GROUPS:
+            raise AmnesiaError(f"selection group {self.group!r}: expected auto or one of {', '.join(TOKEN_GROUPS)}")
         return self

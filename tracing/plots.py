@@ -62,6 +62,16 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
     return path
 
 
+def layer_axis(ax, n_layers: int) -> None:
+    """Integer layer ticks that stay readable at any depth: about 10 labels, a minor tick on every layer."""
+    from matplotlib.ticker import MaxNLocator, MultipleLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=min(n_layers, 10), integer=True))
+    if n_layers > 10:
+        ax.xaxis.set_minor_locator(MultipleLocator(1))
+    ax.set_xlim(-0.5, n_layers - 0.5)
+
+
 def plot_fact(trace: FactTrace, path: str | os.PathLike, *, model: str = "", dpi: int = 110) -> Path:
     """Heatmaps of one fact's restored probabilities, one panel per traced kind."""
     plt = _pyplot()
@@ -101,7 +111,8 @@ def plot_aie(summary: dict, path: str | os.PathLike, *, title: str = "", dpi: in
     kinds = list(summary["aie"])
     L = int(summary["n_layers"])
     x = np.arange(L)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False, sharey=True)
+    width = 4.2 + 0.06 * max(0, L - 12)  # deeper models get wider panels
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds), 3.4), squeeze=False, sharey=True)
     for ax, kind in zip(axes[0], kinds):
         for group in TOKEN_GROUPS:
             stats = summary["aie"][kind][group]
@@ -113,9 +124,12 @@ def plot_aie(summary: dict, path: str | os.PathLike, *, title: str = "", dpi: in
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title({"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}.get(kind, kind), fontsize=10)
         ax.set_xlabel("layer" if kind == "hidden" else "center of restored window", fontsize=9)
-        ax.set_xticks(x)
+        layer_axis(ax, L)
     axes[0][0].set_ylabel("average indirect effect", fontsize=9)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    rows = -(-len(labels) // 3)
+    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=min(len(labels), 3), bbox_to_anchor=(0.5, 0.07), frameon=False)
+    fig.subplots_adjust(bottom=0.2 + 0.03 * rows)
     te = summary["te"]
     fig.suptitle(title or f"AIE over {summary['n_facts']} facts; average total effect {te['mean']:.3f} [{te['ci_low']:.3f}, {te['ci_high']:.3f}]", fontsize=10)
     return _save(fig, path, dpi)

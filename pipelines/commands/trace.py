@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
 from pipelines.config import FactSource, TraceStageConfig
-from tracing.config import METHODS, SelectionConfig, TraceConfig
+from tracing.config import METHODS, TOKEN_GROUPS, SelectionConfig, TraceConfig
 from tracing.io import check_output_dir, check_output_path
 
 NAME = "trace"
@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--select-evidence", action=argparse.BooleanOptionalAction, default=s.evidence, help="keep only the window's layers whose AIE 95%% interval is above 0 (all of them, with a warning, when none is)")
     g.add_argument("--select-fraction", type=float, default=s.fraction, help="threshold mode: keep layers with AIE >= this fraction of the largest")
     g.add_argument("--select-kind", default=s.kind, choices=("mlp", "attn", "hidden"), help="which traced kind's AIE selects layers")
-    g.add_argument("--select-group", default=s.group, choices=("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last"), help="which token group's AIE selects layers")
+    g.add_argument("--select-group", default=s.group, choices=("auto", *TOKEN_GROUPS),
+                   help="which token group's AIE selects layers; auto = each subject token group (first, last) selects on its own and the one with the largest AIE among those with evidence wins")
     p.add_argument("--heatmaps", type=int, default=TraceStageConfig().heatmaps, help="write heatmaps for this many facts")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_options(p)
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     skipped = ", ".join(f"{v} {k}" for k, v in counts.items() if k not in ("candidates", "kept", "traced") and v) or "none"
     print(f"facts: {counts['candidates']} candidates, {counts['kept']} kept, {counts['traced']} traced; skipped: {skipped}")
     print(f"average total effect {te['mean']:.3f} [95% CI {te['ci_low']:.3f}, {te['ci_high']:.3f}]; noise std {outcome.result.noise_std:.4g}")
-    print(f"selected {sel.kind} layers {sel.layers} ({sel.method}, {config.select.group}) of {sel.n_layers}")
+    print(f"selected {sel.kind} layers {sel.layers} ({sel.method}, {sel.params['group'].replace('_', ' ')} token) of {sel.n_layers}")
     print(f"traced in {outcome.result.seconds:.1f} s ({config.trace.method}; suffix trick {'on' if outcome.result.suffix else 'off'}, "
           f"entering mid-stack {'on' if outcome.result.skip_layers else 'off'})")
     for kind, a in (outcome.summary.get("agreement") or {}).items():
