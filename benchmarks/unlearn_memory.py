@@ -129,7 +129,8 @@ def run_side(args) -> dict:
             real = sum(int(batch[f"{h}_attention_mask"].sum()) for h in ("forget", "retain") if f"{h}_attention_mask" in batch)
             f, r = batch["forget_input_ids"], batch.get("retain_input_ids")
             padded = f.size(0) * max(f.size(1), r.size(1) if r is not None else 0) + (r.size(0) * max(f.size(1), r.size(1)) if r is not None else 0)
-            batches.append({"tokens": real, "padded": padded})
+            if "epoch" in batch:  # a training batch (the forget rows watched before and after training are collated too)
+                batches.append({"tokens": real, "padded": padded})
             return batch
 
     def select_all(model, layers, kind):
@@ -194,6 +195,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
         layers=args.layers,
         kind=args.kind,
         max_steps=warmup + args.steps,
+        lr=1.5e-5,  # the paper's: a step's memory and time do not depend on the rate (no step-size probe to measure)
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         max_length=args.max_length,

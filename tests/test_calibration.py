@@ -10,7 +10,7 @@ import torch
 
 from tracing.errors import AmnesiaError
 from unlearn.api import label_prompt_flags, train_unlearning
-from unlearn.calibration import quantile, reference_documents, reference_level, resolve_forget_target
+from unlearn.calibration import levels_for, quantile, reference_documents, reference_level, resolve_forget_target
 from unlearn.data import load_semeval
 from unlearn.dataset import encode_split
 from unlearn.eval.nll import document_nll
@@ -67,7 +67,9 @@ def test_reference_level_is_the_median_document_nll(fixture_target, data):
     nll = document_nll(model, tok, docs)
     assert target.level == pytest.approx(statistics.median(nll))
     assert target.documents == len(docs) and target.reference_q10 <= target.level <= target.reference_q90
-    assert target.measure(model) == pytest.approx(target.level)  # re-measured on the current model
+    assert quantile(target.measure(model), 0.5) == pytest.approx(target.level)  # re-measured on the current model
+    assert target.distribution == sorted(nll) and target.measure(model) == pytest.approx(sorted(nll))  # the whole distribution (spread targets)
+    assert levels_for([0.0, 0.5, 1.0], target.distribution) == pytest.approx([min(nll), target.level, max(nll)])
     # auto takes the data's validation non-members; none, a number and no references need no model work
     auto = resolve_forget_target(model, tok, "auto", data=data)
     assert auto.level == pytest.approx(target.level) and auto.source.endswith("mia_data/validation/nonmember.jsonl")

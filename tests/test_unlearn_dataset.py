@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tracing.errors import AmnesiaError
-from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows
+from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, spread_quantiles
 from unlearn.models import load_tokenizer
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -110,7 +110,11 @@ def test_sequential_schedule_passes_chunk_by_chunk(tok):
 def test_collator_pads_each_half(tok):
     ds = PairedDataset(_enc(tok, 3, "forget row"), _enc(tok, 2, "r"), seed=0)
     batch = PairedCollator(tok.pad_token_id)([ds[0], ds[1], ds[2]])
-    assert set(batch) == {"epoch", "forget_input_ids", "forget_attention_mask", "forget_labels", "retain_input_ids", "retain_attention_mask", "retain_labels"}
+    assert set(batch) == {"epoch", "forget_quantile", "forget_input_ids", "forget_attention_mask", "forget_labels", "retain_input_ids", "retain_attention_mask", "retain_labels"}
+    # each forget row's target quantile (spread targets): a seeded, even spread over (0, 1), fixed per row
+    assert sorted(batch["forget_quantile"].tolist()) == pytest.approx([1 / 6, 3 / 6, 5 / 6])
+    assert [ds[k]["forget_quantile"] for k in range(3)] == [ds.forget_quantile(ds.rows(k)[0]) for k in range(3)]
+    assert sorted(spread_quantiles(40, 7)) == pytest.approx([(i + 0.5) / 40 for i in range(40)]) and spread_quantiles(40, 7) != spread_quantiles(40, 8)
     for half in ("forget", "retain"):
         ids, mask, labels = batch[f"{half}_input_ids"], batch[f"{half}_attention_mask"], batch[f"{half}_labels"]
         assert ids.shape == mask.shape == labels.shape and ids.shape[0] == 3
@@ -173,4 +177,4 @@ def test_group_by_length_bad_settings(tok):
     from unlearn.trainer import UnlearnConfig
 
     with pytest.raises(AmnesiaError, match="group_by_length: works with the joint schedule only, not 'sequential'"):
-        UnlearnConfig(group_by_length=True, schedule="sequential").check()
+        UnlearnConfig(group_by_length=True, schedule="sequential", epochs=2).check()

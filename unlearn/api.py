@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -33,6 +34,7 @@ from tracing.io import atomic_path, check_output_dir, check_output_path, write_j
 from .calibration import resolve_forget_target
 from .eval.validation import ValidationSet, validation_set
 from .selection import CheckpointSelector
+from .step_size import FIRST_RATE, ArrivalWatch, StepPlan, outcome, plan_steps, probe_sample, row_nll
 from .data import ROW_TYPE_RE, SemEvalData, load_semeval
 from .dataset import PairedCollator, PairedDataset, encode_split
 from .models import ModelOptions, load_model, model_id, resolve_device
@@ -89,9 +91,9 @@ def _training_arguments(config: UnlearnConfig, output_dir: str, device: torch.de
         output_dir=output_dir,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs,
+        num_train_epochs=1.0 if config.epochs == "auto" else config.epochs,  # epochs/lr auto: set by the step plan before training
         max_steps=config.max_steps,
-        learning_rate=config.lr,
+        learning_rate=FIRST_RATE if config.lr == "auto" else config.lr,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
@@ -234,6 +236,7 @@ def train_unlearning(
         progress=progress,
         forget_level=target.level,
         measure_forget_level=target.measure,
+        forget_distribution=target.distribution,
     )
     if trainer.is_fsdp_enabled and target.level is not None and config.forget_update_steps:
         raise AmnesiaError("forget_update_steps under FSDP is not supported (the level is measured on the whole model in each process); "
@@ -243,9 +246,18 @@ def train_unlearning(
             raise AmnesiaError("eval_steps under FSDP is not supported (generation needs the whole model on each process); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
         trainer.selector = CheckpointSelector(trainer, validation, eval_steps=config.eval_steps, select_by=config.select_by, patience=config.patience)
         trainer.add_callback(trainer.selector)
+    if trainer.is_fsdp_enabled and "auto" in (config.lr, config.epochs):
+        raise AmnesiaError("lr auto / epochs auto under FSDP is not supported (the probe needs the whole model in one process); "
+                           "run once with configs/accelerate/multi_gpu.yaml or on one GPU and pass the rate and epochs it chose (unlearn.json step_size)")
     if config.lora and trainer.is_fsdp_enabled:
         raise AmnesiaError("--lora with FSDP is not supported (the adapters cannot be merged from shards); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
 
+    probe_f, probe_r, rows = probe_rows(tokenizer, forget_enc, retain_enc, data, config, encode)
+    watch_before = row_nll(trainer.model, probe_f, trainer.data_collator, config.batch_size)
+    spe = steps_per_epoch(len(forget_enc), config, args.world_size)
+    if target.level is not None:
+        trainer.arrival = ArrivalWatch(trainer, probe_f, watch_before, every=max(1, spe // 3), hold_factor=config.hold_factor)
+        trainer.add_callback(trainer.arrival)
     resumed_from = None
     if resume:
         if checkpoint_dir is None:
@@ -261,6 +273,15 @@ def train_unlearning(
         trainer.load_unlearn_state(ckpt)
         resumed_from = str(ckpt)
         logger.info("resuming from %s", ckpt)
+    plan = trainer.step_plan
+    if plan is None:
+        plan = _broadcast(trainer, lambda: plan_steps(trainer, probe_f, probe_r, level=target.level, steps_per_epoch=spe, rows=rows))
+        trainer.step_plan = plan
+    apply_plan(trainer.args, plan, config)
+    if plan.lr_source == "auto" or plan.epochs_source == "auto":
+        logger.info("step size: %s", describe_plan(plan))
+    if plan.note:
+        logger.warning("step size: %s", plan.note)
     try:
         output = trainer.train(resume_from_checkpoint=resumed_from)
     finally:
@@ -269,6 +290,11 @@ def train_unlearning(
 
     if trainer.selector is not None and trainer.stop_reason is None:
         trainer.selector.restore_best()
+    best = (trainer.selector.report().get("best") or {}) if trainer.selector is not None else {}
+    result = outcome(watch_before, row_nll(trainer.model, probe_f, trainer.data_collator, config.batch_size),
+                     target.level, trainer.forget_level, validation_auc=best.get("mia_auc"), lr=plan.lr)
+    if result["note"]:
+        logger.warning("forgetting: %s", result["note"])
     state = trainer.state
     report = {
         "method": method,
@@ -281,6 +307,9 @@ def train_unlearning(
         "parameters": selection.to_dict(),
         "prompt_format": config.prompt_format,
         "forget_target": {**target.to_dict(), "levels": trainer.forget_levels},
+        "step_size": plan.to_dict(),
+        "outcome": {**result, "rows": rows},
+        "arrival": trainer.arrival.state_dict() if trainer.arrival is not None else None,
         "data_sizes": {
             "forget_rows": forget_enc.rows,
             "forget_examples": len(forget_enc),
@@ -311,6 +340,64 @@ def train_unlearning(
         "versions": _versions(config.lora),
     }
     return UnlearnRun(trainer, report)
+
+
+def steps_per_epoch(n_forget: int, config: UnlearnConfig, world_size: int = 1) -> int:
+    """Optimizer steps of one pass over ``n_forget`` forget examples."""
+    return max(1, math.ceil(n_forget / (config.batch_size * config.grad_accum * max(1, world_size))))
+
+
+def probe_rows(tokenizer, forget_enc, retain_enc, data: SemEvalData | None, config: UnlearnConfig, encode: dict):
+    """The rows the step-size probe trains on and measures: ``(forget, retain, description)``.
+
+    The data's validation rows (``forget_validation`` / ``retain_validation``), as many as one
+    optimizer step holds; without them a seeded sample of the rows being unlearned (in-memory
+    datasets), said in the description. Never a test file.
+    """
+    n = config.batch_size * config.grad_accum
+    if data is not None and "forget_validation" in data.splits:
+        f = encode_split(tokenizer, data.get("forget", "validation"), name="forget validation",
+                         label_prompt=label_prompt_flags(data.get("forget", "validation"), config.forget_tokens), label_eos=config.forget_eos, **encode)
+        r = None
+        if retain_enc is not None and "retain_validation" in data.splits:
+            r = encode_split(tokenizer, data.get("retain", "validation"), name="retain validation",
+                             label_prompt=label_prompt_flags(data.get("retain", "validation"), config.forget_tokens), **encode)
+        elif retain_enc is not None:
+            r = retain_enc
+        f, r = probe_sample(f, n, config.seed), (probe_sample(r, n, config.seed) if r is not None else None)
+        where = "forget_validation" + (" + retain_validation" if r is not None and "retain_validation" in data.splits else " + retain rows" if r is not None else "")
+        return f, r, f"{len(f)} forget + {len(r) if r is not None else 0} retain rows of {where}"
+    f = probe_sample(forget_enc, n, config.seed)
+    r = probe_sample(retain_enc, n, config.seed) if retain_enc is not None else None
+    return f, r, f"{len(f)} forget + {len(r) if r is not None else 0} retain rows sampled from the rows being unlearned (no validation rows given)"
+
+
+def apply_plan(args, plan: StepPlan, config: UnlearnConfig) -> None:
+    """Put the plan's rate and budget into the Trainer's arguments (before ``train``)."""
+    args.learning_rate = plan.lr
+    if config.max_steps <= 0:
+        args.num_train_epochs = plan.epochs
+        args.max_steps = -1
+
+
+def describe_plan(plan: StepPlan) -> str:
+    """One line: the rate, where it came from, the budget."""
+    tried = ", ".join(f"{p.lr:.2g}→{p.share:.2f}" for p in plan.probes)
+    reach = f"; arrives in ~{plan.reach_epochs:.1f} epochs" if plan.reach_epochs else ""
+    return (f"lr {plan.lr:.3g} ({plan.lr_source}{'; probes lr→share of the way: ' + tried if plan.probes else ''}{reach}), "
+            f"{plan.epochs:g} epochs = {plan.max_steps} steps ({plan.epochs_source}); probe rows: {plan.rows}")
+
+
+def _broadcast(trainer, make):
+    """``make()`` on the main process, the same object on every process (a rate must not differ between processes)."""
+    acc = trainer.accelerator
+    if acc.num_processes <= 1:
+        return make()
+    from accelerate.utils import broadcast_object_list
+
+    box = [make() if acc.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 #: What ``unlearn.json``'s ``log_history`` keeps of every logging step (the report's training curves).

@@ -7,6 +7,7 @@ constants) and :class:`ModelOptions` (how a model is loaded). :mod:`unlearn.trai
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,21 +25,28 @@ RESUME_FREE = ("logging_steps", "save_steps", "save_total_limit", "report_to", "
 class UnlearnConfig:
     """Every hyperparameter of the unlearning stage.
 
-    The optimization defaults are the paper's for OLMo-1B/7B: MLPs of layers 0-5, lr 1.5e-5,
-    per-device batch 12 × accumulation 10, 8 epochs, bf16 (``bf16`` is off here so the defaults
-    also run on CPU; turn it on for GPUs). The forget term is ours, calibrated to never-seen text
-    (:mod:`unlearn.calibration`): ``forget_target="auto"``, ``forget_mode="pull"``,
-    ``forget_tokens="all"``, ``forget_eos=False``, re-measured every step, with a constant
-    learning rate (the target is the brake). ``unlearn.semeval.paper_config`` is the paper's
-    recipe unchanged (``forget_target="none"``, answers only, EOS included, linear decay).
+    The batch defaults are the paper's for OLMo-1B/7B: MLPs of layers 0-5, per-device batch 12 ×
+    accumulation 10 (``bf16`` is off here so the defaults also run on CPU; turn it on for GPUs).
+    The forget term is ours, calibrated to never-seen text (:mod:`unlearn.calibration`):
+    ``forget_target="auto"``, ``forget_mode="pull"``, ``forget_tokens="all"``,
+    ``forget_eos=False``, re-measured every step, with a constant learning rate (the target is
+    the brake). The step size and the budget are measured, not given: ``lr="auto"`` probes the
+    model on the validation rows for the rate that brings the forget rows to the level in
+    ``reach_epochs`` epochs, ``epochs="auto"`` trains ``budget_factor`` times that
+    (:mod:`unlearn.step_size`). ``unlearn.semeval.paper_config`` is the paper's recipe unchanged
+    (lr 1.5e-5, 8 epochs, ``forget_target="none"``, answers only, EOS included, linear decay).
     """
 
     method: Literal["sha256", "ga", "gd", "kl", "npo"] = "sha256"
     layers: str | list[int] = "0-5"
     kind: Literal["auto", "mlp", "attn", "all"] = "auto"
-    epochs: float = 8.0
+    epochs: float | str = "auto"
     max_steps: int = -1
-    lr: float = 1.5e-5
+    lr: float | str = "auto"
+    reach_epochs: float = 3.0
+    budget_factor: float = 3.0
+    probe_steps: int = 3
+    hold_factor: float = 0.3
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
@@ -66,6 +74,7 @@ class UnlearnConfig:
     forget_target: str | float = "auto"
     forget_reference: str | None = None
     forget_quantile: float = 0.5
+    forget_spread: bool = True
     forget_mode: Literal["pull", "stop"] = "pull"
     forget_update_steps: int = 1
     forget_tokens: Literal["all", "documents", "output"] = "all"
@@ -85,6 +94,16 @@ class UnlearnConfig:
     keep_checkpoints: bool = False
     report_to: list[str] = field(default_factory=lambda: ["none"])
 
+    def __post_init__(self):
+        # "1e-3" from a command line or a YAML 1.1 reader is a number, not a string
+        for name in ("lr", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                try:
+                    setattr(self, name, float(value))
+                except ValueError:
+                    pass  # check() names it
+
     def check(self) -> None:
         """Raise :class:`AmnesiaError` for an impossible value (named like the CLI option)."""
         if self.method not in METHODS:
@@ -95,6 +114,20 @@ class UnlearnConfig:
             raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected raw or chat")
         if self.schedule not in ("joint", "sequential"):
             raise AmnesiaError(f"schedule {self.schedule!r}: expected joint or sequential")
+        for name, what in (("lr", "learning rate"), ("epochs", "number of passes over the forget set")):
+            value = getattr(self, name)
+            if value != "auto" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+                raise AmnesiaError(f"{name} {value!r}: expected auto or a positive, finite {what}")
+        for name in ("reach_epochs", "budget_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise AmnesiaError(f"{name} {value!r}: expected a positive number")
+        if not (isinstance(self.hold_factor, (int, float)) and 0 < self.hold_factor <= 1):
+            raise AmnesiaError(f"hold_factor {self.hold_factor!r}: expected a number in (0, 1] (1 = the same rate after the forget rows arrive)")
+        if not isinstance(self.probe_steps, int) or isinstance(self.probe_steps, bool) or self.probe_steps < 1:
+            raise AmnesiaError(f"probe_steps {self.probe_steps!r}: expected a positive integer")
+        if self.schedule == "sequential" and self.epochs == "auto":
+            raise AmnesiaError("epochs auto: the sequential schedule needs a whole number of passes per chunk (set epochs)")
         if self.schedule == "sequential" and (self.epochs != int(self.epochs) or self.epochs < 1):
             raise AmnesiaError(f"epochs {self.epochs}: the sequential schedule needs a whole number of passes per chunk")
         if self.alpha_variant not in ("paper", "code"):
@@ -113,10 +146,6 @@ class UnlearnConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise AmnesiaError(f"{name} {value!r}: expected a positive integer")
-        if not self.lr > 0:
-            raise AmnesiaError(f"lr {self.lr}: expected a positive number")
-        if self.max_steps <= 0 and not self.epochs > 0:
-            raise AmnesiaError(f"epochs {self.epochs}: expected a positive number (or max_steps > 0)")
         if self.save_steps < 0 or self.save_total_limit < 1:
             raise AmnesiaError(f"save_steps {self.save_steps} / save_total_limit {self.save_total_limit}: expected save_steps >= 0 and save_total_limit >= 1")
         if self.bf16 and self.fp16:
@@ -190,7 +219,9 @@ class UnlearnConfig:
         values = dict(values)
         for key, value in values.items():
             hint = hints[key]
-            if hint is float or hint == (float | None):
+            if hint == (float | str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[key] = float(value)
+            elif hint is float or hint == (float | None):
                 if isinstance(value, int) and not isinstance(value, bool):
                     values[key] = float(value)
                 elif not (isinstance(value, float) or (value is None and hint != float)):

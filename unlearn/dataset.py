@@ -152,6 +152,18 @@ def _permutation(seed: int, stream: int, cycle: int, n: int) -> tuple[int, ...]:
 SCHEDULES = ("joint", "sequential")
 
 
+@lru_cache(maxsize=8)
+def spread_quantiles(n: int, seed: int) -> tuple[float, ...]:
+    """``n`` quantiles ``(i + 0.5) / n`` in a seeded order: row ``r`` aims at the ``r``-th of them.
+
+    Spread evenly, the forget rows' targets have the distribution of the reference NLLs
+    themselves, so the forgotten rows end distributed like never-seen text (calibrated forgetting,
+    :mod:`unlearn.calibration`); the order is random so no kind of row gets all the low ones.
+    """
+    order = _permutation(seed, 4, 0, n)
+    return tuple((order[r] + 0.5) / n for r in range(n))
+
+
 class PairedDataset(torch.utils.data.Dataset):
     """Item ``key`` = a forget row and ``retain_ratio`` retain rows; ``key = epoch·n_forget + position``.
 
@@ -256,9 +268,15 @@ class PairedDataset(torch.utils.data.Dataset):
         self._windows[(epoch, window)] = grouped
         return grouped
 
+    def forget_quantile(self, row: int) -> float:
+        """The quantile of never-seen text forget row ``row`` aims at when targets are spread
+        (:func:`spread_quantiles`: a seeded, even spread over (0, 1), fixed for the run)."""
+        return spread_quantiles(len(self.forget), self.seed)[row]
+
     def __getitem__(self, key: int) -> dict:
         f, rs = self.rows(key)
-        item = {"epoch": int(key) // len(self.forget), "forget_input_ids": self.forget.input_ids[f], "forget_labels": self.forget.labels[f]}
+        item = {"epoch": int(key) // len(self.forget), "forget_input_ids": self.forget.input_ids[f], "forget_labels": self.forget.labels[f],
+                "forget_quantile": self.forget_quantile(f)}
         if self.retain is not None:
             item["retain_input_ids"] = [self.retain.input_ids[r] for r in rs]
             item["retain_labels"] = [self.retain.labels[r] for r in rs]
@@ -300,6 +318,8 @@ class PairedCollator:
         batch = {}
         if "epoch" in items[0]:
             batch["epoch"] = torch.tensor([it["epoch"] for it in items], dtype=torch.long)
+        if "forget_quantile" in items[0]:
+            batch["forget_quantile"] = torch.tensor([it["forget_quantile"] for it in items], dtype=torch.float32)
         for half in ("forget", "retain"):
             if f"{half}_input_ids" not in items[0]:
                 continue

@@ -56,8 +56,8 @@ def ce_loss(nll_sum: torch.Tensor, counts: torch.Tensor, rows: torch.Tensor | No
     return nll_sum.sum() / counts.sum().clamp(min=1)
 
 
-def forget_signs(row_nll: torch.Tensor, rows: torch.Tensor, level: float | None, mode: str = "stop") -> torch.Tensor:
-    """Per-row sign of the forget term under a calibrated target ``level`` (a per-token NLL).
+def forget_signs(row_nll: torch.Tensor, rows: torch.Tensor, level: float | torch.Tensor | None, mode: str = "stop") -> torch.Tensor:
+    """Per-row sign of the forget term under a calibrated target ``level`` (a per-token NLL, or one per row).
 
     ``row_nll`` is each forget row's mean NLL over its forget tokens, ``rows`` the rows that have
     any. Without a level every row is pushed (``+1``: its NLL goes up). With one, a row whose NLL

@@ -35,6 +35,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from tracing.errors import AmnesiaError
 from tracing.io import write_json
 
+from .calibration import levels_for, quantile
 from .config import METHODS, NEEDS_RETAIN, REFERENCE_ON, RESUME_FREE, UnlearnConfig  # noqa: F401 - part of this module's API
 from .losses import (
     AlphaSchedule,
@@ -105,10 +106,10 @@ class _ForgetLevelTracker(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         t = self.trainer
         if self.every and state.global_step % self.every == 0 and t.stop_reason is None:
-            level = float(self.measure(t.accelerator.unwrap_model(t.model)))
-            if math.isfinite(level):  # a non-finite level keeps the last one (a diverging step is the guard's to stop)
-                t.forget_level = level
-                t.forget_levels.append([state.global_step, level])
+            distribution = self.measure(t.accelerator.unwrap_model(t.model))
+            if distribution:  # none finite keeps the last one (a diverging step is the guard's to stop)
+                t.set_forget_distribution(distribution)
+                t.forget_levels.append([state.global_step, t.forget_level])
 
 
 class _NonFiniteGradGuard(TrainerCallback):
@@ -149,12 +150,15 @@ class UnlearnTrainer(Trainer):
     """
 
     def __init__(self, *args, unlearn_config: UnlearnConfig, reference_model=None, progress: bool = True,
-                 forget_level: float | None = None, measure_forget_level=None, **kwargs):
+                 forget_level: float | None = None, measure_forget_level=None, forget_distribution: list[float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.unlearn_config = unlearn_config
         self.forget_level = forget_level
+        self.forget_distribution = list(forget_distribution) if forget_distribution else None  # sorted reference NLLs (spread targets)
         self.forget_levels: list[list[float]] = [[0, forget_level]] if forget_level is not None else []
         self.selector = None  # a CheckpointSelector when validation runs during training (unlearn.selection)
+        self.step_plan = None  # the rate and budget (unlearn.step_size.StepPlan), set before training, kept in checkpoints
+        self.arrival = None  # the ArrivalWatch (unlearn.step_size) when the forget rows are watched
         self.method = unlearn_config.method
         self.reference_model = reference_model
         self.alpha_schedule = AlphaSchedule(unlearn_config.alpha_params())
@@ -163,7 +167,7 @@ class UnlearnTrainer(Trainer):
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._skip_backward = False
         tok = kwargs.get("processing_class")
-        self._pad_id = int(getattr(tok, "pad_token_id", None) or 0)
+        self.pad_id = int(getattr(tok, "pad_token_id", None) or 0)
         # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         if hasattr(self, "loss_is_scaled_for_ga"):
@@ -198,6 +202,21 @@ class UnlearnTrainer(Trainer):
             self.stop_reason = reason
             logger.warning("stopping: %s", reason)
 
+    def set_forget_distribution(self, distribution: list[float]) -> None:
+        """A new measurement of the reference NLLs: the distribution spread targets read, and the level (its ``forget_quantile``)."""
+        self.forget_distribution = sorted(distribution)
+        self.forget_level = quantile(self.forget_distribution, self.unlearn_config.forget_quantile)
+
+    def row_levels(self, inputs, rows: int, device) -> torch.Tensor | float | None:
+        """The forget level of each row of a micro-batch: its own quantile of the reference NLLs with spread
+        targets (``forget_spread`` and a measured distribution), else the one level."""
+        if self.forget_level is None:
+            return None
+        q = inputs.get("forget_quantile")
+        if not self.unlearn_config.forget_spread or not self.forget_distribution or q is None:
+            return self.forget_level
+        return torch.tensor(levels_for(q.tolist(), self.forget_distribution), device=device, dtype=torch.float32)
+
     def _reference_logits(self, model, input_ids, attention_mask) -> torch.Tensor:
         with torch.no_grad(), self.accelerator.autocast():
             if self.reference_model is not None:
@@ -220,9 +239,9 @@ class UnlearnTrainer(Trainer):
             stats["alpha_max"] = max(stats.get("alpha_max", -math.inf), values["alpha"])
 
     # -- the loss
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def loss_terms(self, model, inputs, epoch: int, alpha_schedule: AlphaSchedule):
+        """``(loss, values, outputs)`` of one micro-batch: the method's loss and the numbers it logs."""
         cfg = self.unlearn_config
-        epoch = int(inputs["epoch"].max().item()) if "epoch" in inputs else int(self.state.epoch or 0)
         f_ids, f_mask, f_labels = inputs["forget_input_ids"], inputs["forget_attention_mask"], inputs["forget_labels"]
         needs_retain = NEEDS_RETAIN[self.method]
         if needs_retain and "retain_input_ids" not in inputs:
@@ -230,7 +249,7 @@ class UnlearnTrainer(Trainer):
         if needs_retain:
             # One forward over forget + retain rows: DDP/FSDP expect one forward per backward.
             r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
-            ids, mask = _stack(f_ids, r_ids, self._pad_id), _stack(f_mask, r_mask, 0)
+            ids, mask = _stack(f_ids, r_ids, self.pad_id), _stack(f_mask, r_mask, 0)
             out = model(input_ids=ids, attention_mask=mask)
             n = f_ids.size(0)
             f_logits, r_logits = out.logits[:n, : f_ids.size(1)], out.logits[n:, : r_ids.size(1)]
@@ -239,7 +258,7 @@ class UnlearnTrainer(Trainer):
             f_logits = out.logits
         f_nll, f_cnt = sequence_nll(f_logits, f_labels)
         rows = f_cnt > 0
-        signs = forget_signs(f_nll / f_cnt.clamp(min=1), rows, self.forget_level, cfg.forget_mode)
+        signs = forget_signs(f_nll / f_cnt.clamp(min=1), rows, self.row_levels(inputs, f_ids.size(0), f_nll.device), cfg.forget_mode)
         ce_f = signed_ce(f_nll, f_cnt, signs)
         values = {"ce_forget": ce_loss(f_nll, f_cnt).item()}
         if self.forget_level is not None:
@@ -256,7 +275,7 @@ class UnlearnTrainer(Trainer):
         elif self.method == "gd":
             loss = gd_loss(ce_f, ce_r)
         elif self.method == "sha256":
-            alpha = self.alpha_schedule.alpha(epoch, values["ce_retain"])
+            alpha = alpha_schedule.alpha(epoch, values["ce_retain"])
             values["alpha"] = alpha
             loss = sha256_loss(ce_f, ce_r, alpha)
         elif self.method == "kl":
@@ -272,8 +291,17 @@ class UnlearnTrainer(Trainer):
             loss = npo + ce_r
         else:  # pragma: no cover - check() rejects it
             raise AmnesiaError(f"method {self.method!r}: unknown")
-
         values["loss"] = loss.item()
+        return loss, values, out
+
+    def probe_loss(self, model, inputs) -> torch.Tensor:
+        """The method's loss on a micro-batch, leaving no trace in the run (the step-size probe's; :mod:`unlearn.step_size`)."""
+        loss, _, _ = self.loss_terms(model, inputs, 0, AlphaSchedule(self.unlearn_config.alpha_params()))
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        epoch = int(inputs["epoch"].max().item()) if "epoch" in inputs else int(self.state.epoch or 0)
+        loss, values, out = self.loss_terms(model, inputs, epoch, self.alpha_schedule)
         if self._any_process(not math.isfinite(values["loss"])):
             self.stop(f"non-finite loss at step {self.state.global_step + 1} (epoch {epoch}); kept the weights of step {self.state.global_step}")
             self._skip_backward = True
@@ -311,10 +339,15 @@ class UnlearnTrainer(Trainer):
             "epoch_stats": {str(k): dict(v) for k, v in self.epoch_stats.items()},
             "forget_level": self.forget_level,
             "forget_levels": self.forget_levels,
+            "forget_distribution": self.forget_distribution,
             "config": self.unlearn_config.to_dict(),
         }
         if self.selector is not None:
             state["selection"] = self.selector.state_dict()
+        if self.step_plan is not None:
+            state["step_plan"] = self.step_plan.to_dict()
+        if self.arrival is not None:
+            state["arrival"] = self.arrival.state_dict()
         return state
 
     def load_unlearn_state(self, checkpoint: str | Path) -> None:
@@ -337,8 +370,15 @@ class UnlearnTrainer(Trainer):
         if "forget_level" in state:
             self.forget_level = state["forget_level"]
             self.forget_levels = [list(x) for x in state.get("forget_levels", [])]
+            self.forget_distribution = state.get("forget_distribution")
         if self.selector is not None and "selection" in state:
             self.selector.load(Path(checkpoint), state["selection"])
+        if "step_plan" in state:
+            from .step_size import StepPlan
+
+            self.step_plan = StepPlan.from_dict(state["step_plan"])
+        if self.arrival is not None and "arrival" in state:
+            self.arrival.load_state_dict(state["arrival"])
         self.epoch_stats = {}
         for k, v in state.get("epoch_stats", {}).items():
             stats = defaultdict(float)

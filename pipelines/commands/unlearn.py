@@ -6,9 +6,10 @@ first). Each optimizer step sees a forget micro-batch and a retain micro-batch (
 only); one epoch is one pass over the forget set. Methods: sha256 (the paper: -CE_forget +
 alpha*CE_retain with the adaptive alpha), ga, gd, kl, npo (the shared task's baselines).
 Writes a standard model folder (safetensors, config, tokenizer) with unlearn.json, atomically.
-Defaults are the paper's for OLMo-1B/7B (lr 1.5e-5, batch 12 x accumulation 10, 8 epochs; add
---bf16 on GPUs). Training keeps float32 weights unless --dtype says otherwise; the output is
-saved in the input model's dtype. Multi-GPU: accelerate launch --config_file
+Batch defaults are the paper's for OLMo-1B/7B (batch 12 x accumulation 10; add --bf16 on GPUs);
+the learning rate and the epochs are measured (--lr auto, --epochs auto: a short probe on the
+validation rows; the paper's fixed rate was 1.5e-5 for 8 epochs). Training keeps float32
+weights unless --dtype says otherwise; the output is saved in the input model's dtype. Multi-GPU: accelerate launch --config_file
 configs/accelerate/multi_gpu.yaml -m pipelines.cli unlearn ...
 """
 
@@ -26,6 +27,16 @@ from unlearn.config import METHODS, UnlearnConfig
 
 NAME = "unlearn"
 HELP = "unlearn the forget set by training only the selected layers"
+
+
+def auto_or_number(text: str) -> str | float:
+    """``auto`` or a number (argparse type of ``--lr`` and ``--epochs``)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,9 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-k", type=int, default=SelectionConfig().k, help="with --layers auto: layers in the selected window; default: 3/8 of the model's layers, only those whose AIE is distinguishable from 0")
 
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget set")
+    g.add_argument("--epochs", type=auto_or_number, default=d.epochs, help="passes over the forget set; auto = --budget-factor × the epochs the step size needs to reach the never-seen level (validation and --patience stop earlier)")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimizer steps (overrides --epochs when > 0)")
-    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW)")
+    g.add_argument("--lr", type=auto_or_number, default=d.lr, help="learning rate (AdamW); auto = probe the model on the validation rows for the rate that brings the forget rows to the never-seen level in --reach-epochs epochs (docs/step-size.md)")
+    g.add_argument("--reach-epochs", type=float, default=d.reach_epochs, help="--lr auto: epochs in which the chosen rate should bring the forget rows to the never-seen level")
+    g.add_argument("--budget-factor", type=float, default=d.budget_factor, help="--epochs auto: train this many times as long as reaching the level takes")
+    g.add_argument("--probe-steps", type=int, default=d.probe_steps, help="--lr auto: optimizer steps of each probe")
+    g.add_argument("--hold-factor", type=float, default=d.hold_factor, help="once the watched validation forget rows are at their never-seen level, multiply the rate by this (1 = keep it)")
     g.add_argument("--lr-scheduler", default=d.lr_scheduler, help="transformers scheduler name: linear, constant, cosine, ...")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="learning-rate warmup steps")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
@@ -85,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--forget-target", default=d.forget_target, help="per-token NLL at which a forget row stops being pushed: auto = the --forget-quantile of never-seen reference documents' NLL under the model (DATA/mia_data/validation/nonmember.jsonl or --forget-reference; uncalibrated with a warning when there are none), none = push without limit, or a number")
     g.add_argument("--forget-reference", default=d.forget_reference, help="never-seen reference documents for --forget-target auto: a .jsonl with a 'document' per line, or a folder holding nonmember.jsonl; default DATA/mia_data/validation/nonmember.jsonl (never the test MIA files)")
     g.add_argument("--forget-quantile", type=float, default=d.forget_quantile, help="quantile of the reference NLLs used as the level (0.5 = median: a forget document held there ranks like a never-seen one, AUC 0.5)")
+    g.add_argument("--forget-spread", action=argparse.BooleanOptionalAction, default=d.forget_spread,
+                   help="each forget row aims at its own quantile of the reference NLLs, spread evenly over (0, 1), so the forgotten rows end distributed like never-seen text instead of piled at one level (which membership inference against another sample of never-seen text sees); --no-forget-spread: every row at --forget-quantile")
     g.add_argument("--forget-mode", default=d.forget_mode, choices=("pull", "stop"), help="pull = rows past the level are pulled back to it (two-sided); stop = they only stop being pushed")
     g.add_argument("--forget-update-steps", type=int, default=d.forget_update_steps, help="measure the level again every N optimizer steps on the current model (what an auditor compares with); 0 = once, before training")
     g.add_argument("--forget-tokens", default=d.forget_tokens, choices=("all", "documents", "output"), help="tokens of a forget row the forget term covers: all = prompt and output of every row (the whole text, as membership inference reads a document); documents = the whole text of sentence-completion rows, the answer of question rows; output = the answer only (the paper)")
@@ -116,6 +133,10 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         epochs=args.epochs,
         max_steps=args.max_steps,
         lr=args.lr,
+        reach_epochs=args.reach_epochs,
+        budget_factor=args.budget_factor,
+        probe_steps=args.probe_steps,
+        hold_factor=args.hold_factor,
         lr_scheduler=args.lr_scheduler,
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
@@ -142,6 +163,7 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         forget_target=args.forget_target,
         forget_reference=args.forget_reference,
         forget_quantile=args.forget_quantile,
+        forget_spread=args.forget_spread,
         forget_mode=args.forget_mode,
         forget_update_steps=args.forget_update_steps,
         forget_tokens=args.forget_tokens,
@@ -223,7 +245,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unlearn.api import default_checkpoint_dir, run_unlearning
+    from unlearn.api import default_checkpoint_dir, describe_plan, run_unlearning
+    from unlearn.step_size import StepPlan
 
     log = logging.getLogger("unlearn")
     if not log.handlers:
@@ -265,5 +288,11 @@ def run(args: argparse.Namespace) -> int:
         cells = ", ".join(f"{k} {b[k]:.3f}" for k in ("final", "task", "mia_auc", "forget_knowledge", "retain_knowledge") if isinstance(b.get(k), (int, float)))
         print(f"kept step {validation['best_step']} of {manifest['steps']} (best {validation['select_by']} on validation: {cells})"
               + ("; stopped early" if validation.get("stopped_early") else ""))
+    plan = manifest.get("step_size") or {}
+    if plan:
+        print(f"step size: {describe_plan(StepPlan.from_dict(plan))}")
+    result = manifest.get("outcome") or {}
+    if result.get("note"):
+        print(f"note: {result['note']}")
     print(f"steps {manifest['steps']}, {manifest['wall_time_s']:.1f} s; wrote {args.out}")
     return 0
