@@ -23,7 +23,7 @@ DEMO_CONFIG: dict = {
     "loading": {"device": "auto"},
     "trace": {"samples": 5, "window": 2, "method": "auto", "max_facts": 32, "heatmaps": 4},
     "unlearn": {
-        "method": "sha256", "layers": "auto", "kind": "mlp", "lr": 1.0e-3, "epochs": 12, "batch_size": 8,
+        "method": "sha256", "layers": "auto", "kind": "mlp", "batch_size": 8,
         "grad_accum": 1, "max_length": 128, "logging_steps": 5, "seed": 0, "eval_steps": 15, "patience": 4,
     },
     "evaluate": {"splits": "train", "mmlu": "auto", "mmlu_limit": 5},

@@ -28,8 +28,8 @@ def small_config(world: Path, target: Path, out: Path, **extra) -> dict:
         "loading": {"device": "cpu"},
         # the demo's tracing (32 facts, 5 samples): fewer facts select a window from noise, and the quality bars below assume a traced one
         "trace": {"kinds": ["mlp"], "samples": 5, "window": 2, "max_facts": 32, "select_k": 2, "select_evidence": False, "heatmaps": 1},
-        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "epochs": 12, "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
-                    "eval_steps": 15, "patience": 4},  # the demo's recipe
+        "unlearn": {"layers": "auto", "kind": "mlp", "batch_size": 8, "grad_accum": 1, "max_length": 128, "logging_steps": 4, "seed": 0,
+                    "eval_steps": 15, "patience": 4},  # the demo's recipe: lr and epochs auto
         "evaluate": {"splits": "train", "mmlu": "off", "max_new_tokens": 48},
         **extra,
     }
@@ -74,7 +74,12 @@ def test_run_end_to_end(fixture_run):
     assert html.count("data:image/png;base64,") >= 5 and "<table>" in html  # aie, 2 heatmaps, comparison, training
     for png in ("figures/trace_compare.png", "figures/training_curves.png", "trace/aie.png"):
         assert (run_dir / png).stat().st_size > 1000
-    assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == pytest.approx(1e-3)
+    assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["unlearn"]["lr"] == "auto"
+    # the step size was measured, and the report and the summary say what it was and whether the rows arrived
+    plan = summary["unlearn"]["step_size"]
+    assert plan["lr_source"] == "auto" and plan["epochs_source"] == "auto" and 1e-5 < plan["lr"] < 1e-1 and len(plan["probes"]) >= 2
+    assert "**Step size.** Learning rate" in md and "| probe lr |" in md and f"auto → {plan['lr']:.3g}" in md
+    assert summary["unlearn"]["outcome"]["verdict"] in ("reached", "overshot")
 
 
 def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target):
@@ -99,7 +104,7 @@ def test_config_errors_and_overrides(tmp_path, fixture_world, fixture_target):
     assert cfg.traced_layers
     with pytest.raises(AmnesiaError, match=r"c.yaml: trace: unknown key 'select_kk' \(did you mean 'select_k'\?\); valid keys: kinds, samples"):
         load_config(path, ["trace.select_kk=4"])
-    with pytest.raises(AmnesiaError, match=r"c.yaml: unlearn.epochs: expected a number, got 'many'"):
+    with pytest.raises(AmnesiaError, match=r"c.yaml: unlearn: epochs 'many': expected auto or a positive, finite number of passes over the forget set"):
         load_config(path, ["unlearn.epochs=many"])
     with pytest.raises(AmnesiaError, match=r"c.yaml: trace.samples: expected an integer, got 2.5"):
         load_config(path, ["trace.samples=2.5"])
