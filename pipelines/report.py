@@ -74,6 +74,8 @@ def _save(fig, path: Path) -> Path:
 
 def plot_trace_comparison(before: dict, after: dict, path: Path, *, kind: str, group: str, layers: list[int]) -> Path:
     """AIE per layer at ``group`` for ``kind``: target vs unlearned, selected layers shaded."""
+    from tracing.plots import layer_axis
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for summary, label, colour in ((before, "target", "tab:blue"), (after, "unlearned", "tab:red")):
@@ -85,6 +87,7 @@ def plot_trace_comparison(before: dict, after: dict, path: Path, *, kind: str, g
             ax.fill_between(x, ci["ci_low"], ci["ci_high"], color=colour, alpha=0.15)
     for l in layers:
         ax.axvspan(l - 0.5, l + 0.5, color="grey", alpha=0.12, lw=0)
+    layer_axis(ax, len(x))
     ax.set_xlabel("layer")
     ax.set_ylabel(f"AIE ({kind}, {group.replace('_', ' ')})")
     ax.set_title("Causal effect before and after unlearning (shaded: unlearned layers)")
@@ -189,6 +192,8 @@ def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, tr
             "per_epoch": unlearn_json.get("per_epoch"),
             "wall_time_s": unlearn_json.get("wall_time_s"),
             "forget_target": unlearn_json.get("forget_target"),
+            "step_size": unlearn_json.get("step_size"),
+            "outcome": unlearn_json.get("outcome"),
             "validation": _validation_summary(unlearn_json.get("validation")),
             "prompt_format": unlearn_json.get("prompt_format"),
         },
@@ -272,6 +277,20 @@ def explain(summary: dict) -> list[str]:
     target = u.get("forget_target") or {}
     if target.get("level") is None and str(target.get("source", "")).startswith("auto"):
         notes.append(f"Forgetting was not calibrated: {target['source']}.")
+    notes += unlearning_notes(u)
+    return notes
+
+
+def unlearning_notes(u: dict) -> list[str]:
+    """Did forgetting arrive, and what the step-size probe had to say (every benchmark's report)."""
+    notes = []
+    result = u.get("outcome") or {}
+    if result.get("note"):
+        text = result["note"]
+        notes.append(f"Forgetting: {text[0].upper()}{text[1:]}.")
+    plan = u.get("step_size") or {}
+    if plan.get("note"):
+        notes.append(f"Step size: {plan['note']}.")
     return notes
 
 
@@ -279,11 +298,20 @@ def _headline_rows(summary: dict) -> list[list[str]]:
     return [[name, _fmt(_get(summary["scores_before"], keys)), _fmt(_get(summary["scores_after"], keys))] for name, keys in HEADLINE]
 
 
+def lr_epochs_cell(plan: dict | None, unlearn) -> str:
+    """``auto → 3.2e-04 / auto → 9 (81 steps)``: what was asked for and what ran."""
+    if not plan:
+        return f"{unlearn.lr} / {unlearn.epochs}"
+    lr = f"auto → {plan['lr']:.3g}" if plan["lr_source"] == "auto" else f"{plan['lr']:.3g}"
+    epochs = f"auto → {plan['epochs']:g}" if plan["epochs_source"] == "auto" else f"{plan['epochs']:g}"
+    return f"{lr} / {epochs} ({plan['max_steps']} steps)"
+
+
 def config_rows(s: dict, config) -> list[list[str]]:
     """The configuration table rows every benchmark's report starts with."""
     return [
         ["model", s["model"]], ["data", s["data"]], ["unlearning method", s["unlearn"]["method"]],
-        ["lr / epochs", f"{config.unlearn.lr:g} / {config.unlearn.epochs:g}"],
+        ["lr / epochs", lr_epochs_cell(s["unlearn"].get("step_size"), config.unlearn)],
         ["trace", f"samples {config.trace.samples}, noise {config.trace.noise}, window {config.trace.window}, method {config.trace.method}"],
         ["selection", f"{config.trace.select_mode}, k {config.trace.select_k}, kind {config.trace.select_kind}"],
     ]
@@ -330,6 +358,36 @@ def trace_method_lines(trace: dict) -> list[str]:
     return lines
 
 
+def group_phrase(params: dict) -> str:
+    """``first subject token (auto: the subject group with the strongest evidence; …)`` for the report."""
+    group = str(params.get("group", "last_subject")).replace("_", " ") + " token"
+    groups = params.get("groups")
+    if params.get("group_requested") != "auto" or not groups:
+        return group
+    cells = "; ".join(f"{g.replace('_', ' ')}: window {c.get('layers')}, AIE sum {_fmt(c.get('aie_sum'))}, "
+                      f"{len(c.get('distinguishable') or [])} layer(s) distinguishable from 0" for g, c in groups.items())
+    return f"{group} (group auto: the subject token group with the largest AIE among those with evidence — {cells})"
+
+
+def step_size_lines(u: dict) -> list[str]:
+    """The report's paragraph on the learning rate and the budget (:mod:`unlearn.step_size`)."""
+    plan = u.get("step_size") or {}
+    if not plan:
+        return []
+    if plan.get("lr_source") == "manual" and plan.get("epochs_source") == "manual":
+        return [f"**Step size.** Learning rate {plan['lr']:.3g} and {plan['epochs']:g} epochs, as configured.", ""]
+    probes = plan.get("probes") or []
+    out = [f"**Step size.** Learning rate **{plan['lr']:.3g}** ({plan['lr_source']}), {plan['epochs']:g} epochs = {plan['max_steps']} steps "
+           f"({plan['epochs_source']}). Each probe trained {plan.get('rows')} from the initial weights for a few steps and measured "
+           f"the median row's share of the way to the never-seen level ({_fmt(plan.get('level'))} nats/token); the displacement at which "
+           f"a probe arrives ({_fmt(plan.get('arrive_displacement'))}) sets the rate"
+           + (f", which arrives in about {plan['reach_epochs']:.1f} epochs" if plan.get("reach_epochs") else "") + " (docs/step-size.md).", ""]
+    if probes:
+        out += [_md_table(["probe lr", "share of the way", "forget NLL after", "retain NLL after"],
+                          [[f"{q['lr']:.3g}", _fmt(q["share"]), _fmt(q["forget_nll"]), _fmt(q.get("retain_nll"))] for q in probes]), ""]
+    return out
+
+
 def method_sections(s: dict, config, images: dict) -> list[str]:
     """The report's benchmark-independent sections: facts, where they live, before/after trace, unlearning."""
     facts = s["facts"]
@@ -354,7 +412,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     scores = sel.get("scores") or []
     top = sorted(range(len(scores)), key=lambda i: -scores[i])[:3]
     out += [f"**Selected layers: {sel['layers']}** ({sel['kind']}, method `{sel['method']}`, over {sel['n_facts']} facts). "
-            f"The window maximises the summed AIE of the {sel['kind'].upper()} output at the last subject token; "
+            f"The window maximises the summed AIE of the {sel['kind'].upper()} output at the {group_phrase(sel.get('params') or {})}; "
             f"the strongest single layers are {top}.", ""]
     if config.unlearn.layers != "auto":
         out += [f"Unlearning used the configured layers {s['unlearn']['layers']} instead of the traced selection.", ""]
@@ -366,6 +424,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     u = s["unlearn"]
     out += ["## Unlearning", "", f"Method `{u['method']}` on layers {u['layers']} ({u['kind']}), {u['steps']} steps"
             + (f", stopped: {u['stopped']}" if u.get("stopped") else "") + ".", ""]
+    out += step_size_lines(u)
     if "training" in images:
         out += [f"![training curves]({images['training']})", ""]
     if u.get("per_epoch"):

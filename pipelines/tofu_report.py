@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipelines.report import FIGURES, _fmt, _md_table, _plt, _read, _save, config_rows, method_figures, method_sections, method_summary, wall_time_lines, write_documents
+from pipelines.report import (FIGURES, _fmt, _md_table, _plt, _read, _save, config_rows, method_figures, method_sections, method_summary, unlearning_notes,
+                              wall_time_lines, write_documents)
 from pipelines.stages import StageResult
 from unlearn.eval.tofu_core import compare_to_retain
 
@@ -69,6 +70,9 @@ def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *
     return summary
 
 
+#: |privleak| above this is far from the retain model's membership level (the issue's acceptance bound).
+PRIVLEAK_FAR = 25.0
+
 #: A model that forgets by losing its utility is not a better forgetter: the best unlearned model
 #: is the one with the highest forget quality among those that keep this share of the target's utility.
 UTILITY_KEPT = 0.9
@@ -101,9 +105,13 @@ def tofu_notes(summary: dict) -> list[str]:
             side = ("the forget rows still look like members" if r["privleak"] < -5 else
                     "the forget rows now look *less* familiar than never-seen ones (over-unlearning)" if r["privleak"] > 5 else
                     "membership looks like the retain model's")
+            advice = ("" if abs(r["privleak"]) <= PRIVLEAK_FAR else
+                      " — far past never-seen: lower unlearn.lr (or leave it auto with a larger unlearn.reach_epochs)" if r["privleak"] > 0 else
+                      " — far from forgotten: raise unlearn.epochs or the rate")
             notes.append(f"{r['model']}: forget quality {r['forget_quality']:.3g}"
                          + (" (above 0.05: the KS test cannot tell it from the retain model)" if r["forget_quality"] > 0.05 else "")
-                         + f", model utility {r['model_utility']:.3f} (target {target['model_utility']:.3f}), privleak {r['privleak']:.1f}: {side}.")
+                         + f", model utility {r['model_utility']:.3f} (target {target['model_utility']:.3f}), privleak {r['privleak']:.1f}: {side}{advice}.")
+    notes += unlearning_notes(summary["unlearn"])
     request = summary.get("request") or {}
     if request.get("reference") is None:
         notes.append("No never-seen reference authors beyond the test holdout (forget10): forgetting was not calibrated and the checkpoint "

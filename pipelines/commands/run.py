@@ -39,9 +39,19 @@ def print_tofu_headline(summary: dict, run_dir) -> None:
     print(f"{'':26}{'forget quality':>16}{'model utility':>15}{'privleak':>10}")
     for r in summary["tofu"]["rows"]:
         print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{_fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
+    print_step_size(summary)
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+
+
+def print_step_size(summary: dict) -> None:
+    from pipelines.report import lr_epochs_cell
+
+    plan = (summary.get("unlearn") or {}).get("step_size")
+    if plan:
+        reach = f"; the forget rows arrive at the never-seen level in ~{plan['reach_epochs']:.1f} epochs" if plan.get("reach_epochs") else ""
+        print(f"\nstep size (lr / epochs): {lr_epochs_cell(plan, None)}{reach}")
 
 
 def print_headline(summary: dict, run_dir) -> None:
@@ -54,6 +64,7 @@ def print_headline(summary: dict, run_dir) -> None:
     print(f"{'':24}{'before':>10}{'after':>10}")
     for name, keys in HEADLINE:
         print(f"{name:24}{_fmt(_get(summary['scores_before'], keys)):>10}{_fmt(_get(summary['scores_after'], keys)):>10}")
+    print_step_size(summary)
     validation = (summary.get("unlearn") or {}).get("validation")
     if validation and validation.get("best_step") is not None:
         print(f"\nkept step {validation['best_step']} of {summary['unlearn']['steps']} (best {validation['select_by']} on the validation part)"
