@@ -112,7 +112,7 @@ def test_config_errors_and_overrides(tmp_path, fixture_world, fixture_target):
         load_config(path, ["modle=x"])
     with pytest.raises(AmnesiaError, match="give exactly one of 'data'"):
         config_from_mapping({"model": "m"})
-    with pytest.raises(AmnesiaError, match=r"unlearn: lr -1.0: expected a positive number"):
+    with pytest.raises(AmnesiaError, match=r"c.yaml: unlearn: lr -1.0: expected auto or a positive, finite learning rate"):
         load_config(path, ["unlearn.lr=-1"])
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(path), "trace.bogus=1"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown key 'bogus'" in r.stderr

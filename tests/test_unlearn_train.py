@@ -402,7 +402,8 @@ def test_group_by_length_trains_on_length_sorted_micro_batches(fixture_target, d
         class Recording(PairedCollator):
             def __call__(self, items):
                 batch = super().__call__(items)
-                shapes.append((batch["forget_input_ids"].shape, batch["retain_input_ids"].shape))
+                if "retain_input_ids" in batch:  # a training batch (forget rows are also collated alone to measure them)
+                    shapes.append((batch["forget_input_ids"].shape, batch["retain_input_ids"].shape))
                 return batch
 
         monkeypatch.setattr(api_module, "PairedCollator", Recording)
