@@ -106,7 +106,9 @@ def tofu_notes(summary: dict) -> list[str]:
                     "the forget rows now look *less* familiar than never-seen ones (over-unlearning)" if r["privleak"] > 5 else
                     "membership looks like the retain model's")
             advice = ("" if abs(r["privleak"]) <= PRIVLEAK_FAR else
-                      " — far past never-seen: lower unlearn.lr (or leave it auto with a larger unlearn.reach_epochs)" if r["privleak"] > 0 else
+                      (" — far past never-seen" + (f" (the loss attack: {r['privleak_loss']:+.1f})" if isinstance(r.get("privleak_loss"), (int, float)) else "")
+                       + ": unlearning moved the forget answers further than the retain model's level; lower the total step "
+                       "(unlearn.budget_factor, or a smaller unlearn.lr)") if r["privleak"] > 0 else
                       " — far from forgotten: raise unlearn.epochs or the rate")
             notes.append(f"{r['model']}: forget quality {r['forget_quality']:.3g}"
                          + (" (above 0.05: the KS test cannot tell it from the retain model)" if r["forget_quality"] > 0.05 else "")

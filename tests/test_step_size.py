@@ -75,6 +75,8 @@ def test_outcome_verdicts_and_their_notes():
     assert "nothing was forgotten" in moved_nothing["note"] and "too small" in moved_nothing["note"] and "1.5e-05" in moved_nothing["note"]
     short = outcome([0.03] * 4, [1.64] * 4, 3.14, 3.14)
     assert short["verdict"] == "short" and "52 %" in short["note"]
+    hidden = outcome([0.03] * 4, [3.0] * 4, 3.14, 3.2, validation_auc=1.0)  # the mean moved, the ranking did not (npo on the demo)
+    assert hidden["verdict"] == "short" and "validation MIA AUC 1.00" in hidden["note"]
     over = outcome([0.03] * 4, [6.0] * 4, 3.0, 3.1, validation_auc=0.1)
     assert over["verdict"] == "overshot" and "past never-seen" in over["note"] and "AUC 0.10" in over["note"]
     ok = outcome([0.03] * 4, [3.0] * 4, 3.14, 3.2, validation_auc=0.55)
@@ -165,3 +167,22 @@ def test_auto_needs_a_level(fixture_world, fixture_target):
     with pytest.raises(AmnesiaError, match="set unlearn.lr and unlearn.epochs"):
         train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), UnlearnConfig(**FAST, forget_target="none"),
                          progress=False, data=data)
+
+
+def test_the_report_and_tofu_notes_say_when_forgetting_did_not_arrive():
+    from pipelines.report import unlearning_notes
+    from pipelines.tofu_report import tofu_notes
+
+    u = {"outcome": outcome([0.03] * 4, [0.0301] * 4, 3.14, 3.14, lr=1.5e-5),
+         "step_size": {"note": "no probe reached the never-seen level, up to lr 1 (median share of the way 0.00)"}}
+    notes = unlearning_notes(u)
+    assert notes[0].startswith("Forgetting: Forget NLL moved 0.0 % of the way") and "nothing was forgotten" in notes[0]
+    assert notes[1].startswith("Step size: no probe reached")
+    row = lambda model, privleak, fq=0.9: {"model": model, "forget_quality": fq, "log10_forget_quality": 0.0, "model_utility": 0.5, "privleak": privleak}
+    summary = {"tofu": {"rows": [row("target", -100, 1e-7), row("unlearned (sha256)", 52.0), row("retain model", 0.0, 1.0)]},
+               "request": {"reference": "x"}, "unlearn": {"outcome": {"verdict": "reached", "note": None}}}
+    [over] = [n for n in tofu_notes(summary) if n.startswith("unlearned")]
+    assert "over-unlearning" in over and "far past never-seen: " in over and "unlearn.budget_factor" in over
+    summary["tofu"]["rows"][1]["privleak"] = 3.6
+    [fine] = [n for n in tofu_notes(summary) if n.startswith("unlearned")]
+    assert "far past" not in fine and "membership looks like the retain model's" in fine

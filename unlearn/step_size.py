@@ -402,8 +402,10 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
 
     ``moved`` is the share of the way from the rows' mean NLL before to the level (as measured at
     the end) covered by their mean NLL after, in NLL (what membership inference ranks). The
-    verdict is ``not_moved`` (< 10 %), ``short`` (< 70 %), ``overshot`` (the validation MIA AUC
-    below 0.3: forget documents now less likely than never-seen ones) or ``reached``; ``note``
+    verdict is ``not_moved`` (< 10 %), ``short`` (< 70 %, or the validation MIA AUC above 0.7:
+    most forget documents still more likely than never-seen ones, whatever the mean did),
+    ``overshot`` (the validation MIA AUC below 0.3: forget documents now less likely than
+    never-seen ones) or ``reached``; ``note``
     is one line saying so and what to change (``None`` when it reached the level).
     """
     mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
@@ -426,9 +428,10 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
         out["verdict"] = "not_moved"
         out["note"] = (f"forget NLL moved {100 * max(moved, 0):.1f} % of the way to the never-seen level ({where}): nothing was forgotten — "
                        f"the step size is too small for this model ({rate}); leave lr auto or raise it, or raise epochs")
-    elif moved < SHORT:
+    elif moved < SHORT or (validation_auc is not None and validation_auc > 1 - OVERSHOT_AUC):
         out["verdict"] = "short"
-        out["note"] = (f"forget NLL moved {100 * moved:.0f} % of the way to the never-seen level ({where}): the forget rows are still "
+        auc = f"validation MIA AUC {validation_auc:.2f}; " if validation_auc is not None else ""
+        out["note"] = (f"forget NLL moved {100 * moved:.0f} % of the way to the never-seen level ({auc}{where}): the forget rows are still "
                        f"more likely than never-seen text — raise epochs (or budget_factor), or the rate ({rate})")
     else:
         out["verdict"] = "reached"
