@@ -46,6 +46,11 @@ def _get(d: dict, keys: tuple[str, ...]):
     return d
 
 
+def _sig(v) -> str:
+    """Three significant digits (learning rates, displacements), ``–`` for none."""
+    return f"{v:.3g}" if isinstance(v, (int, float)) else "–"
+
+
 def _fmt(v, signed=False) -> str:
     if v is None:
         return "–"
@@ -226,8 +231,10 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
         for label, c in {default: {"layers": unlearned.record["layers"], "method": config.unlearn.method, "scores": after, "model": unlearned}, **controls}.items():
             s = _read(c["scores"].path / "scores.json")
             u = _read(c["model"].path / "unlearn.json")
+            plan = u.get("step_size") or {}
             rows.append({"label": label, "method": c.get("method"), "layers": c["layers"],
                          "kept_step": (u.get("validation") or {}).get("best_step"), "steps": u.get("steps"),
+                         "lr": plan.get("lr"), "arrive_displacement": plan.get("arrive_displacement"),
                          **{name: _get(s, keys) for name, keys in HEADLINE}})
         scored = [r for r in rows if isinstance(r.get("aggregate"), (int, float)) and r["aggregate"] >= 0]
         best = max(scored, key=lambda r: r["aggregate"])["label"] if scored else None
@@ -334,9 +341,12 @@ def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
         c = s["controls"]
         intro = ("The shared task's baselines on the same layers, budget, calibrated forget target and checkpoint-selection rule as the default."
                  if c["mode"] == "methods" else "The same unlearning with other layers: does the traced choice beat them?")
+        intro += (" Each run measures its own step size (lr auto); *displacement to forget* is how far its weights must move for the"
+                  " probed forget rows to reach never-seen text (docs/step-size.md) — the smaller, the more directly those weights hold the facts.")
         out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
-                _md_table(["run", "layers", "kept step", *[n for n, _ in HEADLINE]],
-                          [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
+                _md_table(["run", "layers", "lr", "displacement to forget", "kept step", *[n for n, _ in HEADLINE]],
+                          [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], _sig(r.get("lr")), _sig(r.get("arrive_displacement")),
+                            f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
                             *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)

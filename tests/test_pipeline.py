@@ -168,6 +168,8 @@ def test_control_methods_writes_one_table_with_the_best_marked(tmp_path, fixture
     assert controls["best"] == best["label"] and [r["best"] for r in rows].count(True) == 1
     md = (outcome.run_dir / "report.md").read_text()
     assert "## Controls (methods)" in md and f"**{best['label']}**" in md
+    assert all(r["lr"] == 1e-3 and r["arrive_displacement"] is None for r in rows)  # a given rate: nothing probed
+    assert "| lr | displacement to forget |" in md and "| 0.001 | – |" in md
     for r in rows:
         unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
         assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1

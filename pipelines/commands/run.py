@@ -73,7 +73,9 @@ def print_headline(summary: dict, run_dir) -> None:
     if controls:
         print(f"\ncontrols ({controls['mode']}), ranked by {controls['rank_by']}:")
         for row in sorted(controls["rows"], key=lambda r: -(r["aggregate"] if isinstance(r.get("aggregate"), (int, float)) else -1)):
-            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {_fmt(row.get('aggregate')):>7}  task {_fmt(row.get('task aggregate')):>7}  MIA {_fmt(row.get('MIA score')):>7}")
+            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {_fmt(row.get('aggregate')):>7}  task {_fmt(row.get('task aggregate')):>7}  MIA {_fmt(row.get('MIA score')):>7}"
+                  + (f"  lr {row['lr']:.3g}" if isinstance(row.get("lr"), (int, float)) else "")
+                  + (f"  displacement to forget {row['arrive_displacement']:.3g}" if isinstance(row.get("arrive_displacement"), (int, float)) else ""))
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
