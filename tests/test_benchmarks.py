@@ -137,3 +137,28 @@ def test_trace_speed_real_shape_tiny(olmo_tokenizer_dir, tmp_path, capsys):
         assert rows["OLMo-7B-0724-Instruct"]["token_layers"] > rows["OLMo-1B-0724"]["token_layers"] > 0
     assert figures["projection"]["auto"]["OLMo-1B-0724"]["cpu_s"] < figures["projection"]["exact"]["OLMo-1B-0724"]["cpu_s"]
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("{")
+
+
+def test_real_model_request_is_a_small_semeval_request(semeval_dir, tmp_path):
+    """benchmarks/real_model.py's request (the SmolLM2 check): the public data's layout, disjoint people, never-seen non-members."""
+    import re
+
+    import real_model
+
+    from unlearn.data import load_semeval
+
+    out = real_model.make_request(tmp_path / "request", semeval_dir)
+    data = load_semeval(out)
+    people = {}
+    for split, n in real_model.PEOPLE.items():
+        kind, part = split.split("_")
+        ids = list(data.get(kind, part)["id"])
+        people[split] = {re.sub(r"(sc|qa)\d$", "", i) for i in ids}
+        assert len(people[split]) == n and len(ids) == 6 * n, split
+    assert sum(len(p) for p in people.values()) == len(set().union(*people.values()))  # nobody in two splits
+    docs = {name: [json.loads(l) for l in (out / "mia_data" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("member", "nonmember", "validation/member", "validation/nonmember")}
+    assert len(docs["member"]) == 8 and len(docs["nonmember"]) == 16 and len(docs["validation/member"]) == 3 and len(docs["validation/nonmember"]) == 8
+    never = {re.sub(r"(sc|qa)\d$", "", d["id"]) for name in ("nonmember", "validation/nonmember") for d in docs[name]}
+    assert len(never) == 24 and not never & set().union(*people.values())
+    assert real_model.make_request(tmp_path / "request", semeval_dir) == out  # built once, reused
