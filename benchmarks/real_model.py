@@ -1,7 +1,7 @@
 """The default recipe on a real pretrained model: SmolLM2-135M-Instruct fine-tuned on a small SemEval request.
 
     python ../shared/tools/make_smollm2.py runs/bench/smollm2          # once (pip install gguf first; ~1 min)
-    python benchmarks/real_model.py --smollm2 runs/bench/smollm2       # request, target (~40 min once), 3 methods × 3 seeds
+    python benchmarks/real_model.py --smollm2 runs/bench/smollm2       # request, target (~1 h once on 2 cores), 3 methods × 3 seeds
     python benchmarks/real_model.py --smollm2 runs/bench/smollm2 --methods sha256 --seeds 0
 
 The tiny demo targets are 6-layer models trained from scratch; a recipe tuned on them says little
@@ -22,7 +22,7 @@ about a pretrained model. This script builds one, offline:
    and the target's scores are computed once and reused.
 
 Prints one row per run and, per method, the mean and the spread (min–max) over seeds of the
-official keys, then one JSON line. CPU-heavy: about 15–25 minutes per run on 2 cores; not a test.
+official keys, then one JSON line. CPU-heavy: 35–55 minutes per run on the 2-core sandbox beside other jobs (the trace, 9 minutes, once); not a test.
 """
 
 from __future__ import annotations
