@@ -85,8 +85,8 @@ def select_layers(summary: dict, config: SelectionConfig = SelectionConfig(), *,
     else:
         group = "last_subject" if "last_subject" in candidates else next(iter(candidates))
     layers, scores, record = candidates[group]
-    if not layers:  # threshold mode with no positive AIE anywhere
-        above_fraction(scores, config.fraction)
+    if not layers:  # threshold mode with no positive AIE in any group: its error names the largest AIE
+        above_fraction(scores, config.fraction)  # raises
     params = asdict(config)
     params["group"] = group
     if config.group == "auto":
