@@ -275,7 +275,7 @@ def train_unlearning(
         logger.info("resuming from %s", ckpt)
     plan = trainer.step_plan
     if plan is None:
-        plan = _broadcast(trainer, lambda: plan_steps(trainer, probe_f, probe_r, level=target.level, steps_per_epoch=spe, rows=rows))
+        plan = _broadcast(trainer, lambda: plan_steps(trainer, probe_f, probe_r, level=target.level, steps_per_epoch=spe, rows=rows, forget_before=watch_before))
         trainer.step_plan = plan
     apply_plan(trainer.args, plan, config)
     if plan.lr_source == "auto" or plan.epochs_source == "auto":

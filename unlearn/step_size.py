@@ -233,7 +233,7 @@ def arrival_rate(probes: list[Probe]) -> float | None:
 class _Prober:
     """Runs probes on one trainer: snapshot of the trainable weights, a fresh AdamW per probe."""
 
-    def __init__(self, trainer, forget: Encoded, retain: Encoded | None, steps: int):
+    def __init__(self, trainer, forget: Encoded, retain: Encoded | None, steps: int, before: list[float] | None = None):
         self.trainer, self.forget, self.retain, self.steps = trainer, forget, retain, steps
         self.model = trainer.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -245,7 +245,7 @@ class _Prober:
         self.forget_levels = probe_levels(trainer, len(forget))
         self.retain_levels = probe_levels(trainer, len(retain)) if retain is not None else None
         self.measure_batch = max(cfg.batch_size, 1)
-        self.before = self.nll(forget)
+        self.before = before if before is not None else self.nll(forget)
         self.retain_before = self.nll(retain) if retain is not None else None
 
     def nll(self, encoded: Encoded | None) -> list[float] | None:
@@ -291,12 +291,15 @@ class _Prober:
             self.restore()
 
 
-def plan_steps(trainer, forget: Encoded, retain: Encoded | None, *, level: float | None, steps_per_epoch: int, rows: str = "") -> StepPlan:
+def plan_steps(trainer, forget: Encoded, retain: Encoded | None, *, level: float | None, steps_per_epoch: int, rows: str = "",
+               forget_before: list[float] | None = None) -> StepPlan:
     """The rate and the budget of ``trainer``'s run (see the module docstring).
 
     ``forget`` / ``retain`` are the probe rows (already sampled); ``level`` the calibrated
     forget level at the start; ``steps_per_epoch`` the optimizer steps of one pass over the
-    forget rows. With a numeric ``lr`` and ``epochs`` (or ``max_steps``) nothing is probed.
+    forget rows; ``forget_before`` the probe rows' NLL at the initial weights when the caller
+    measured it already (the watch rows are the probe rows). With a numeric ``lr`` and
+    ``epochs`` (or ``max_steps``) nothing is probed.
     """
     cfg = trainer.unlearn_config
     lr_auto, epochs_auto = cfg.lr == "auto", cfg.epochs == "auto" and cfg.max_steps <= 0
@@ -309,7 +312,7 @@ def plan_steps(trainer, forget: Encoded, retain: Encoded | None, *, level: float
     if level is None:
         raise AmnesiaError("lr auto / epochs auto aim the forget rows at the calibrated never-seen level, and this run has none "
                            "(forget_target none, or no reference documents): set unlearn.lr and unlearn.epochs (the paper: lr 1.5e-5, 8 epochs)")
-    prober = _Prober(trainer, forget, retain, cfg.probe_steps)
+    prober = _Prober(trainer, forget, retain, cfg.probe_steps, forget_before)
     probes: list[Probe] = []
     try:
         levels = prober.forget_levels if isinstance(prober.forget_levels, list) else [level] * len(prober.before)
