@@ -154,7 +154,7 @@ def _train_and_measure(args, api, cfg, tok, forget, retain, batches: list, cuda:
     import torch
     from transformers import TrainerCallback
 
-    from unlearn.trainer import UnlearnConfig
+    from unlearn.config import UnlearnConfig
 
     if cuda:
         torch.cuda.init()

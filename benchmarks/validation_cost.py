@@ -38,7 +38,7 @@ def run_side(model_path: Path, data_path: Path, eval_steps: int, epochs: float) 
     from unlearn.api import split_rows
     from unlearn.data import load_semeval
     from unlearn.models import ModelOptions, load_model
-    from unlearn.trainer import UnlearnConfig
+    from unlearn.config import UnlearnConfig
 
     data = load_semeval(data_path)
     model, tok = load_model(model_path, ModelOptions(device="cpu", dtype="float32"), for_training=True)

@@ -149,8 +149,6 @@ class TraceStageConfig:
 CONTROLS = ("none", "random", "fixed", "sweep", "methods")
 #: What ``benchmark:`` in a run config may name: SemEval-2025 Task 4 (RunConfig) or TOFU (pipelines.tofu.TofuRunConfig).
 BENCHMARKS = ("semeval", "tofu")
-#: The methods ``control: methods`` unlearns beside the configured one (the shared task's baselines).
-BASELINE_METHODS = ("ga", "gd", "kl", "npo")
 
 
 @dataclass(frozen=True)

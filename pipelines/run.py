@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.config import BASELINE_METHODS, RunConfig, dump_config
+from pipelines.config import RunConfig, dump_config
 from pipelines.stages import RunDir, StageResult, path_fingerprint
 from pipelines.target import make_target
 from pipelines.trace_stage import run_trace
@@ -36,6 +36,7 @@ from tracing.errors import AmnesiaError
 from tracing.facts import Fact
 from tracing.io import is_inside, write_text
 from unlearn.data import load_semeval
+from unlearn.methods import method_names
 from unlearn.models import load_model
 
 
@@ -207,10 +208,11 @@ def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> d
 
 def control_runs(config: RunConfig, traced: list[int], n_layers: int) -> list[tuple[str, list[int], str | None]]:
     """``(label, layers, method)`` of every control unlearning: other layers with the configured
-    method, or (``methods``) the shared task's baselines on the same layers, budget, calibration
-    and checkpoint selection as the default."""
+    method, or (``methods``) every other registered method (:mod:`unlearn.methods`: the shared
+    task's baselines ga, gd, kl, npo and any plug-in) on the same layers, budget, calibration and
+    checkpoint selection as the default."""
     if config.control == "methods":
-        return [(m, list(traced), m) for m in BASELINE_METHODS if m != config.unlearn.method]
+        return [(m, list(traced), m) for m in method_names() if m != config.unlearn.method]
     return [(label, layers, None) for label, layers in control_layer_sets(config, traced, n_layers).items()]
 
 

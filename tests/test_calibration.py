@@ -14,9 +14,10 @@ from unlearn.calibration import levels_for, quantile, reference_documents, refer
 from unlearn.data import load_semeval
 from unlearn.dataset import encode_split
 from unlearn.eval.nll import document_nll
-from unlearn.losses import forget_signs, npo_loss, sequence_nll, signed_ce
+from unlearn.losses import forget_signs, sequence_nll, signed_ce
+from unlearn.methods.npo import npo_loss
 from unlearn.models import ModelOptions, load_model
-from unlearn.trainer import UnlearnConfig
+from unlearn.config import UnlearnConfig
 
 CPU = ModelOptions(device="cpu", dtype="float32")
 

@@ -31,7 +31,7 @@ def test_baseline_configs_cover_every_method():
 
 
 def test_paper_unlearning_config():
-    from unlearn.trainer import UnlearnConfig
+    from unlearn.config import UnlearnConfig
 
     cfg = UnlearnConfig.from_yaml(ROOT / "configs" / "unlearn_paper_olmo.yaml")
     assert cfg.layers == "0-5" and cfg.kind == "mlp" and cfg.lr == 1.5e-5 and cfg.epochs == 8

@@ -150,31 +150,6 @@ def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path, mmlu_dir):
     assert resolve_mmlu("off")[0] == "off"
 
 
-def test_control_methods_writes_one_table_with_the_best_marked(tmp_path, fixture_world, fixture_target):
-    extra = {
-        "control": "methods", "retrace": False,
-        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 2, "batch_size": 8, "grad_accum": 1, "max_length": 128, "seed": 0,
-                    "eval_steps": 1, "eval_rows": 4},
-        "evaluate": {"splits": "train", "mmlu": "builtin", "mmlu_subjects": ["anatomy"], "mmlu_limit": 2, "max_new_tokens": 16, "limit": 6},
-    }
-    config = config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", **extra))
-    outcome = run_pipeline(config, progress=False, log=lambda m: None)
-    controls = json.loads((outcome.run_dir / "summary.json").read_text())["controls"]
-    rows = controls["rows"]
-    assert [r["label"] for r in rows] == ["sha256 (default)", "ga", "gd", "kl", "npo"]
-    assert [r["method"] for r in rows] == ["sha256", "ga", "gd", "kl", "npo"]
-    assert all(r["layers"] == rows[0]["layers"] and r["kept_step"] in (1, 2) for r in rows)  # same layers, same selection rule
-    best = max(rows, key=lambda r: r["aggregate"])
-    assert controls["best"] == best["label"] and [r["best"] for r in rows].count(True) == 1
-    md = (outcome.run_dir / "report.md").read_text()
-    assert "## Controls (methods)" in md and f"**{best['label']}**" in md
-    assert all(r["lr"] == 1e-3 and r["arrive_displacement"] is None for r in rows)  # a given rate: nothing probed
-    assert "| lr | displacement to forget |" in md and "| 0.001 | – |" in md
-    for r in rows:
-        unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
-        assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1
-
-
 def test_notes_say_why_mmlu_is_missing_or_low():
     from pipelines.report import explain
 

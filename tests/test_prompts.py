@@ -15,7 +15,7 @@ from unlearn.data import load_semeval
 from unlearn.eval import EvalConfig, run_evaluation
 from unlearn.models import ModelOptions, load_model, load_tokenizer
 from unlearn.prompts import format_mismatch, render_prompt, render_prompts, trained_format
-from unlearn.trainer import UnlearnConfig
+from unlearn.config import UnlearnConfig
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 CPU = ModelOptions(device="cpu", dtype="float32")
@@ -83,7 +83,7 @@ def test_run_config_sets_the_format_for_every_stage():
 
 def test_tracing_reads_the_chat_wrapped_prompt(chat_target, fixture_world, tmp_path):
     from pipelines.trace_stage import run_trace
-    from tracing.tracer import TraceConfig
+    from tracing.config import TraceConfig
 
     model, tok = load_model(chat_target, CPU)
     stage = TraceStageConfig(trace=TraceConfig(kinds=("mlp",), samples=1, window=1), facts=FactSource(max_facts=1, prompt_format="chat"), heatmaps=0)

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from pipelines.cli import main
 from tracing.errors import AmnesiaError
 from unlearn.models import ModelOptions
-from unlearn.trainer import UnlearnConfig, list_checkpoints
+from unlearn.config import UnlearnConfig
+from unlearn.trainer import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 # 96 forget rows / 4 = 24 steps an epoch; 12 steps, a checkpoint every 3: the kill after the

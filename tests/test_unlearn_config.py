@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tracing.errors import AmnesiaError
-from unlearn.trainer import UnlearnConfig
+from unlearn.config import UnlearnConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_from_dict_and_yaml_errors(tmp_path):
         UnlearnConfig.from_dict({"batch_size": 1.5})
     bad = tmp_path / "bad.yaml"
     bad.write_text("unlearn:\n  method: ascent\n")
-    with pytest.raises(AmnesiaError, match=f"^{bad}: method 'ascent': expected one of sha256, ga, gd, kl, npo$"):
+    with pytest.raises(AmnesiaError, match=f"^{bad}: method 'ascent': unknown; expected one of sha256, ga, gd, kl, npo$"):
         UnlearnConfig.from_yaml(bad)
     with pytest.raises(AmnesiaError, match="config file does not exist"):
         UnlearnConfig.from_yaml(tmp_path / "none.yaml")

@@ -174,7 +174,7 @@ def test_group_by_length_bad_settings(tok):
         PairedDataset(enc, None, schedule="sequential", group_size=4, batch_size=2)
     with pytest.raises(AmnesiaError, match="group_size 5: expected a multiple of batch_size 2"):
         PairedDataset(enc, None, group_size=5, batch_size=2)
-    from unlearn.trainer import UnlearnConfig
+    from unlearn.config import UnlearnConfig
 
     with pytest.raises(AmnesiaError, match="group_by_length: works with the joint schedule only, not 'sequential'"):
         UnlearnConfig(group_by_length=True, schedule="sequential", epochs=2).check()

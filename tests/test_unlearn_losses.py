@@ -8,20 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearn.losses import (
-    AlphaParams,
-    AlphaSchedule,
-    ce_loss,
-    ga_loss,
-    gd_loss,
-    kl_divergence,
-    kl_loss,
-    npo_loss,
-    sequence_nll,
-    sha256_alpha,
-    sha256_loss,
-)
-from unlearn.trainer import UnlearnConfig
+from unlearn.config import UnlearnConfig
+from unlearn.losses import ce_loss, sequence_nll
+from unlearn.methods import Batch, get_method
+from unlearn.methods.kl import kl_divergence
+from unlearn.methods.npo import npo_loss
+from unlearn.methods.sha256 import AlphaParams, AlphaSchedule, sha256_alpha
 
 PAPER, CODE = AlphaParams.paper(), AlphaParams.code()
 
@@ -108,11 +100,25 @@ def test_sequence_nll_matches_shifted_cross_entropy():
 
 
 def test_simple_losses():
-    f, r = torch.tensor(2.0), torch.tensor(0.5)
-    assert ga_loss(f).item() == -2.0
-    assert gd_loss(f, r).item() == -1.5
-    assert sha256_loss(f, r, 1.2).item() == pytest.approx(-2.0 + 0.6)
-    assert kl_loss(f, torch.tensor(0.25)).item() == -1.75
+    """Each built-in method's loss from the trainer's shared terms (CE_f 2.0, CE_r 0.5)."""
+    logits, ref = torch.randn(1, 4, 7), torch.randn(1, 4, 7)
+    labels = torch.tensor([[-100, 1, 2, 3]])
+    batch = Batch(epoch=0, forget_logits=logits, forget_labels=labels, forget_nll=torch.tensor([6.0]), forget_tokens=torch.tensor([3]),
+                  signs=torch.tensor([1.0]), ce_forget=torch.tensor(2.0), retain_logits=logits, retain_labels=labels, ce_retain=torch.tensor(0.5),
+                  reference_logits=lambda which: ref)
+
+    def loss(name):
+        value, logs = get_method(name)(UnlearnConfig(method=name)).loss(batch)
+        return value.item(), logs
+
+    assert loss("ga") == (-2.0, {})
+    assert loss("gd") == (-1.5, {})
+    assert loss("sha256")[0] == pytest.approx(-2.0 + 1.2 * 0.5) and loss("sha256")[1] == {"alpha": 1.2}  # epoch 0: α_min
+    kl = kl_divergence(logits, ref, labels).item()
+    assert loss("kl")[0] == pytest.approx(-2.0 + kl) and loss("kl")[1]["kl_retain"] == pytest.approx(kl)
+    ref_nll, _ = sequence_nll(ref, labels)
+    npo = npo_loss(torch.tensor([6.0]), ref_nll, 0.1, torch.tensor([1.0]), torch.tensor([3])).item()
+    assert loss("npo")[0] == pytest.approx(npo + 0.5) and loss("npo")[1]["npo"] == pytest.approx(npo)
 
 
 def test_kl_divergence():

@@ -18,7 +18,8 @@ from unlearn.dataset import encode_split
 from unlearn.losses import sequence_nll
 from unlearn.models import ModelOptions, load_model
 from unlearn.params import selected_modules
-from unlearn.trainer import STATE_FILE, UnlearnConfig, latest_checkpoint, list_checkpoints
+from unlearn.config import UnlearnConfig
+from unlearn.trainer import STATE_FILE, latest_checkpoint, list_checkpoints
 
 CPU = ModelOptions(device="cpu", dtype="float32")
 # Small, fast settings for the 6-layer fixture (the paper's lr 1.5e-5 is for OLMo-1B/7B).
@@ -251,16 +252,18 @@ class Snapshot(TrainerCallback):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_weights(fixture_target, data, monkeypatch):
-    import unlearn.trainer as trainer_module
+    from unlearn.methods import get_method
 
     calls = {"n": 0}
-    real = trainer_module.ga_loss
+    ga = get_method("ga")
+    real = ga.loss
 
-    def nan_on_third(ce):
+    def nan_on_third(self, batch):
         calls["n"] += 1
-        return real(ce) * (float("nan") if calls["n"] == 3 else 1.0)
+        loss, logs = real(self, batch)
+        return loss * (float("nan") if calls["n"] == 3 else 1.0), logs
 
-    monkeypatch.setattr(trainer_module, "ga_loss", nan_on_third)
+    monkeypatch.setattr(ga, "loss", nan_on_third)
     model, tok = load(fixture_target)
     snap = Snapshot(model, 2)
     run = train_unlearning(model, tok, data.get("forget", "train"), None, UnlearnConfig(**{**FAST, "method": "ga", "max_steps": 6}), progress=False, device="cpu", callbacks=[snap])
@@ -318,7 +321,7 @@ def test_clear_errors(fixture_world, fixture_target, data, tmp_path):
     assert err(data=tmp_path / "missing") == f"{tmp_path / 'missing'}: data folder does not exist"
     assert err(config=UnlearnConfig(**{**FAST, "layers": "0-9"})) == "layers '0-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
     assert err(config=UnlearnConfig(**{**FAST, "kind": "ffn"})) == "kind 'ffn': expected one of auto, mlp, attn, all"
-    assert err(config=UnlearnConfig(**{**FAST, "method": "sgd"})) == "method 'sgd': expected one of sha256, ga, gd, kl, npo"
+    assert err(config=UnlearnConfig(**{**FAST, "method": "sgd"})) == "method 'sgd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo"
     assert err(data=(data.get("forget", "train"), None)) == "method sha256: needs retain rows (retain_train), but none were given"
     assert err(model_path=tmp_path / "nomodel") == f"{tmp_path / 'nomodel'}: model path does not exist"
     (tmp_path / "taken").mkdir()

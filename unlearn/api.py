@@ -39,7 +39,9 @@ from .data import ROW_TYPE_RE, SemEvalData, load_semeval
 from .dataset import PairedCollator, PairedDataset, encode_split
 from .models import ModelOptions, load_model, model_id, resolve_device
 from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
-from .trainer import NEEDS_RETAIN, REFERENCE_ON, UnlearnConfig, UnlearnTrainer, latest_checkpoint, list_checkpoints
+from .config import UnlearnConfig
+from .methods import get_method
+from .trainer import UnlearnTrainer, latest_checkpoint, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def _training_arguments(config: UnlearnConfig, output_dir: str, device: torch.de
 
 
 def _reference_copy(model, config: UnlearnConfig):
-    """A frozen copy of the initial model (kl/npo), in bf16/fp16 when training runs in it."""
+    """A frozen copy of the initial model (methods with a ``reference``: kl, npo), in bf16/fp16 when training runs in it."""
     ref = copy.deepcopy(model)
     ref.eval()
     for p in ref.parameters():
@@ -172,7 +174,8 @@ def train_unlearning(
     set_seed(config.seed)
     dev = resolve_device(device)
     method = config.method
-    if NEEDS_RETAIN[method] and (retain is None or len(retain) == 0):
+    needs_retain = get_method(method).needs_retain
+    if needs_retain and (retain is None or len(retain) == 0):
         raise AmnesiaError(f"method {method}: needs retain rows (retain_train), but none were given")
 
     spec = parse_layers(config.layers, num_layers(model))  # a bad layer spec fails before any work
@@ -188,14 +191,14 @@ def train_unlearning(
     encode = dict(max_length=config.max_length, prompt_format=config.prompt_format, add_eos=tokenizer.eos_token is not None)
     forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=label_prompt_flags(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
     # The retain term covers the same tokens as the forget term: the text kept is measured like the text forgotten.
-    retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=label_prompt_flags(retain, config.forget_tokens), **encode) if NEEDS_RETAIN[method] else None
+    retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=label_prompt_flags(retain, config.forget_tokens), **encode) if needs_retain else None
     target = resolve_forget_target(model, tokenizer, config.forget_target, q=config.forget_quantile, data=data,
                                    reference=config.forget_reference, documents=reference_documents, progress=progress)
     if config.forget_target == "auto" and target.level is None:
         logger.warning("forget target: %s", target.source)
     elif target.level is not None:
         logger.info("forget target: per-token NLL %.4g (%s)", target.level, target.source)
-    reference = _reference_copy(model, config) if method in REFERENCE_ON and not config.lora else None
+    reference = _reference_copy(model, config) if get_method(method).reference and not config.lora else None
     if config.lora:
         model, selection = apply_lora(model, spec.layers, kind, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     else:
@@ -299,7 +302,6 @@ def train_unlearning(
     report = {
         "method": method,
         "hyperparameters": config.to_dict(),
-        "alpha_params": dataclasses.asdict(config.alpha_params()) if method == "sha256" else None,
         "layers": spec.layers,
         "layers_source": spec.source,
         "layers_file": spec.selection.to_dict() if spec.selection is not None else None,
@@ -325,11 +327,11 @@ def train_unlearning(
         "epochs": state.epoch,
         "per_epoch": trainer.per_epoch_losses(),
         "log_history": [
-            {k: v for k, v in entry.items() if k in LOGGED_KEYS}
+            {k: v for k, v in entry.items() if k in LOGGED_KEYS + tuple(trainer.method.logs)}
             for entry in state.log_history
             if "ce_forget" in entry
         ],
-        "alpha": {"l_ref": trainer.alpha_schedule.l_ref, "alpha_min": config.alpha_params().alpha_min, "alpha_max": config.alpha_params().alpha_max} if method == "sha256" else None,
+        **trainer.method.record(),  # sha256: alpha_params and alpha (L_ref, the clip)
         "validation": trainer.selector.report() if trainer.selector is not None else None,
         "final_train_loss": output.training_loss,
         "stopped": trainer.stop_reason,
@@ -401,7 +403,7 @@ def _broadcast(trainer, make):
 
 
 #: What ``unlearn.json``'s ``log_history`` keeps of every logging step (the report's training curves).
-LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "learning_rate")
+LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "learning_rate")  # and the method's own (Method.logs)
 
 
 def label_prompt_flags(rows: datasets.Dataset, tokens: str) -> list[bool]:

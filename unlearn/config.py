@@ -1,8 +1,7 @@
 """The unlearning stage's settings, importable without torch (the CLI builds its ``--help`` from them).
 
-:class:`UnlearnConfig` (every hyperparameter), :class:`AlphaParams` (the sha256 α schedule's
-constants) and :class:`ModelOptions` (how a model is loaded). :mod:`unlearn.trainer`,
-:mod:`unlearn.losses` and :mod:`unlearn.models` re-export them.
+:class:`UnlearnConfig` (every hyperparameter; a method's own settings are its module's
+``Settings``, :mod:`unlearn.methods`) and :class:`ModelOptions` (how a model is loaded).
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from typing import Literal
 
 from tracing.errors import AmnesiaError
 
-METHODS = ("sha256", "ga", "gd", "kl", "npo")
-NEEDS_RETAIN = {"sha256": True, "ga": False, "gd": True, "kl": True, "npo": True}
-REFERENCE_ON = {"kl": "retain", "npo": "forget"}  # methods that need the frozen initial model
+from .methods import get_method
+from .methods.sha256 import AlphaParams  # noqa: F401 - the sha256 settings UnlearnConfig's alpha_* fields build
+
 # Config fields that may change between an interrupted run and its resume.
 RESUME_FREE = ("logging_steps", "save_steps", "save_total_limit", "report_to", "keep_checkpoints")
 
@@ -37,7 +36,7 @@ class UnlearnConfig:
     (lr 1.5e-5, 8 epochs, ``forget_target="none"``, answers only, EOS included, linear decay).
     """
 
-    method: Literal["sha256", "ga", "gd", "kl", "npo"] = "sha256"
+    method: str = "sha256"
     layers: str | list[int] = "0-5"
     kind: Literal["auto", "mlp", "attn", "all"] = "auto"
     epochs: float | str = "auto"
@@ -71,6 +70,7 @@ class UnlearnConfig:
     alpha_min: float = 1.2
     alpha_max: float | None = None
     npo_beta: float = 0.1
+    method_args: dict = field(default_factory=dict)
     forget_target: str | float = "auto"
     forget_reference: str | None = None
     forget_quantile: float = 0.5
@@ -106,8 +106,10 @@ class UnlearnConfig:
 
     def check(self) -> None:
         """Raise :class:`AmnesiaError` for an impossible value (named like the CLI option)."""
-        if self.method not in METHODS:
-            raise AmnesiaError(f"method {self.method!r}: expected one of {', '.join(METHODS)}")
+        method = get_method(self.method)  # one line naming the nearest method on a typo
+        if not isinstance(self.method_args, dict):
+            raise AmnesiaError(f"method_args {self.method_args!r}: expected a mapping of the method's settings")
+        method.settings_from(self)  # the method's own settings, checked now
         if self.kind not in ("auto", "mlp", "attn", "all"):
             raise AmnesiaError(f"kind {self.kind!r}: expected one of auto, mlp, attn, all")
         if self.prompt_format not in ("raw", "chat"):
@@ -254,28 +256,6 @@ class UnlearnConfig:
             return cls.from_dict(data)
         except AmnesiaError as exc:
             raise AmnesiaError(f"{path}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class AlphaParams:
-    """Constants of the α schedule. ``decimals``: round α (the authors' code rounds to 1)."""
-
-    a: float = 0.3
-    b: float = 6.0
-    c: float = 0.8
-    alpha_min: float = 1.2
-    alpha_max: float = 2.8
-    decimals: int | None = None
-
-    @classmethod
-    def paper(cls) -> "AlphaParams":
-        """The paper's schedule: clip to [1.2, 2.8], no rounding."""
-        return cls()
-
-    @classmethod
-    def code(cls) -> "AlphaParams":
-        """The authors' released code: clip to [1.2, 2.3] and round α to one decimal."""
-        return cls(alpha_max=2.3, decimals=1)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """The unlearning trainer: a small ``transformers.Trainer`` subclass and its configuration.
 
-:class:`UnlearnTrainer` reads paired forget/retain micro-batches (:mod:`unlearn.dataset`) and
-computes one of the losses of :mod:`unlearn.losses` in :meth:`~UnlearnTrainer.compute_loss`.
+:class:`UnlearnTrainer` reads paired forget/retain micro-batches (:mod:`unlearn.dataset`), does
+once what every method shares (one forward pass, the forget NLLs, the calibrated signs, the
+retain cross-entropy) and asks the configured method (:mod:`unlearn.methods`) for the loss.
 Everything else is the ecosystem's Trainer: AdamW over the trainable parameters only, gradient
 accumulation and clipping, bf16/fp16 autocast, activation checkpointing, ``accelerate launch``
 (DDP, FSDP, DeepSpeed), ``report_to`` (tensorboard, wandb, …) and checkpoints. On top of it:
 
-* the sha256 α schedule's state (``L_ref``) and the per-epoch loss sums are saved with every
+* the method's state (sha256's α schedule ``L_ref``) and the per-epoch loss sums are saved with every
   checkpoint (``amnesia_state.json``) and restored on resume, so a resumed run is exact;
 * a checkpoint counts only once ``amnesia_state.json`` — written atomically, last — is in it;
   :func:`latest_checkpoint` returns the newest complete one, so a run killed while saving
@@ -36,20 +37,9 @@ from tracing.errors import AmnesiaError
 from tracing.io import write_json
 
 from .calibration import levels_for, quantile
-from .config import METHODS, NEEDS_RETAIN, REFERENCE_ON, RESUME_FREE, UnlearnConfig  # noqa: F401 - part of this module's API
-from .losses import (
-    AlphaSchedule,
-    ce_loss,
-    forget_signs,
-    ga_loss,
-    gd_loss,
-    kl_divergence,
-    kl_loss,
-    npo_loss,
-    sequence_nll,
-    sha256_loss,
-    signed_ce,
-)
+from .config import RESUME_FREE, UnlearnConfig
+from .losses import ce_loss, forget_signs, sequence_nll, signed_ce
+from .methods import Batch, Method, get_method
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +73,18 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 class UnlearnProgressCallback(ProgressCallback):
-    """The Trainer's progress bar, with the live losses and α as its postfix and one line per log."""
+    """The Trainer's progress bar, with the live losses (and the method's numbers) as its postfix and one line per log."""
 
-    KEYS = (("loss", "loss"), ("ce_forget", "ce_f"), ("ce_retain", "ce_r"), ("alpha", "α"), ("kl_retain", "kl"))
+    KEYS = (("loss", "loss"), ("ce_forget", "ce_f"), ("ce_retain", "ce_r"))
+
+    def __init__(self, method: Method | None = None):
+        super().__init__()
+        self.keys = self.KEYS + tuple((k, short) for k, short in (method.logs if method else {}).items() if short)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
-        live = {short: f"{logs[key]:.3g}" for key, short in self.KEYS if isinstance(logs.get(key), (int, float))}
+        live = {short: f"{logs[key]:.3g}" for key, short in self.keys if isinstance(logs.get(key), (int, float))}
         if live:
             self.training_bar.set_postfix(live, refresh=True)
             parts = " ".join(f"{k} {v}" for k, v in live.items())
@@ -142,11 +136,11 @@ def _stack(a: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class UnlearnTrainer(Trainer):
-    """``Trainer`` whose loss is one of the unlearning methods on paired forget/retain batches.
+    """``Trainer`` whose loss is the configured unlearning method's on paired forget/retain batches.
 
     Extra keyword arguments: ``unlearn_config`` (an :class:`UnlearnConfig`), ``reference_model``
-    (the frozen initial model for ``kl``/``npo``; ``None`` with LoRA, where the base model with
-    the adapters disabled is the reference), ``progress`` (show the bar).
+    (the frozen initial model for methods with a ``reference``; ``None`` with LoRA, where the base
+    model with the adapters disabled is the reference), ``progress`` (show the bar).
     """
 
     def __init__(self, *args, unlearn_config: UnlearnConfig, reference_model=None, progress: bool = True,
@@ -159,9 +153,8 @@ class UnlearnTrainer(Trainer):
         self.selector = None  # a CheckpointSelector when validation runs during training (unlearn.selection)
         self.step_plan = None  # the rate and budget (unlearn.step_size.StepPlan), set before training, kept in checkpoints
         self.arrival = None  # the ArrivalWatch (unlearn.step_size) when the forget rows are watched
-        self.method = unlearn_config.method
+        self.method = get_method(unlearn_config.method)(unlearn_config)
         self.reference_model = reference_model
-        self.alpha_schedule = AlphaSchedule(unlearn_config.alpha_params())
         self.epoch_stats: dict[int, dict[str, float]] = {}
         self.stop_reason: str | None = None
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -175,7 +168,7 @@ class UnlearnTrainer(Trainer):
         self.remove_callback(PrinterCallback)
         self.remove_callback(ProgressCallback)
         if progress:
-            self.add_callback(UnlearnProgressCallback)
+            self.add_callback(UnlearnProgressCallback(self.method))
         self.add_callback(_NonFiniteGradGuard(self))
         if measure_forget_level is not None and unlearn_config.forget_update_steps:
             self.add_callback(_ForgetLevelTracker(self, measure_forget_level, unlearn_config.forget_update_steps))
@@ -223,7 +216,7 @@ class UnlearnTrainer(Trainer):
                 return self.reference_model(input_ids=input_ids, attention_mask=attention_mask).logits
             base = self.accelerator.unwrap_model(model)
             if not hasattr(base, "disable_adapter"):
-                raise AmnesiaError(f"method {self.method}: needs a reference model (the frozen initial model)")
+                raise AmnesiaError(f"method {self.method.name}: needs a reference model (the frozen initial model)")
             with base.disable_adapter():
                 return base(input_ids=input_ids, attention_mask=attention_mask).logits
 
@@ -234,19 +227,20 @@ class UnlearnTrainer(Trainer):
         stats["micro_batches"] += 1
         for k, v in values.items():
             stats[f"{k}_sum"] += v
-        if "alpha" in values:
-            stats["alpha_min"] = min(stats.get("alpha_min", math.inf), values["alpha"])
-            stats["alpha_max"] = max(stats.get("alpha_max", -math.inf), values["alpha"])
+        for key in self.method.ranges:
+            if key in values:
+                stats[f"{key}_min"] = min(stats.get(f"{key}_min", math.inf), values[key])
+                stats[f"{key}_max"] = max(stats.get(f"{key}_max", -math.inf), values[key])
 
     # -- the loss
-    def loss_terms(self, model, inputs, epoch: int, alpha_schedule: AlphaSchedule):
-        """``(loss, values, outputs)`` of one micro-batch: the method's loss and the numbers it logs."""
+    def loss_terms(self, model, inputs, epoch: int, method: Method):
+        """``(loss, values, outputs)`` of one micro-batch: ``method``'s loss and the numbers it logs."""
         cfg = self.unlearn_config
         f_ids, f_mask, f_labels = inputs["forget_input_ids"], inputs["forget_attention_mask"], inputs["forget_labels"]
-        needs_retain = NEEDS_RETAIN[self.method]
-        if needs_retain and "retain_input_ids" not in inputs:
-            raise AmnesiaError(f"method {self.method}: needs retain rows")
-        if needs_retain:
+        if method.needs_retain and "retain_input_ids" not in inputs:
+            raise AmnesiaError(f"method {method.name}: needs retain rows")
+        r_ids = r_mask = r_labels = r_logits = None
+        if method.needs_retain:
             # One forward over forget + retain rows: DDP/FSDP expect one forward per backward.
             r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
             ids, mask = _stack(f_ids, r_ids, self.pad_id), _stack(f_mask, r_mask, 0)
@@ -259,49 +253,31 @@ class UnlearnTrainer(Trainer):
         f_nll, f_cnt = sequence_nll(f_logits, f_labels)
         rows = f_cnt > 0
         signs = forget_signs(f_nll / f_cnt.clamp(min=1), rows, self.row_levels(inputs, f_ids.size(0), f_nll.device), cfg.forget_mode)
-        ce_f = signed_ce(f_nll, f_cnt, signs)
         values = {"ce_forget": ce_loss(f_nll, f_cnt).item()}
         if self.forget_level is not None:
             values["forget_reached"] = 1.0 - (signs > 0).float().sum().item() / max(1, int(rows.sum().item()))
-
         ce_r = None
-        if needs_retain:
+        if method.needs_retain:
             r_nll, r_cnt = sequence_nll(r_logits, r_labels)
             ce_r = ce_loss(r_nll, r_cnt)
             values["ce_retain"] = ce_r.item()
-
-        if self.method == "ga":
-            loss = ga_loss(ce_f)
-        elif self.method == "gd":
-            loss = gd_loss(ce_f, ce_r)
-        elif self.method == "sha256":
-            alpha = alpha_schedule.alpha(epoch, values["ce_retain"])
-            values["alpha"] = alpha
-            loss = sha256_loss(ce_f, ce_r, alpha)
-        elif self.method == "kl":
-            ref = self._reference_logits(model, r_ids, r_mask)
-            kl = kl_divergence(r_logits, ref, r_labels)
-            values["kl_retain"] = kl.item()
-            loss = kl_loss(ce_f, kl)
-        elif self.method == "npo":
-            ref = self._reference_logits(model, f_ids, f_mask)
-            ref_nll, _ = sequence_nll(ref, f_labels)
-            npo = npo_loss(f_nll, ref_nll.detach(), cfg.npo_beta, signs, f_cnt)
-            values["npo"] = npo.item()
-            loss = npo + ce_r
-        else:  # pragma: no cover - check() rejects it
-            raise AmnesiaError(f"method {self.method!r}: unknown")
+        rows_of = {"forget": (f_ids, f_mask), "retain": (r_ids, r_mask)}
+        batch = Batch(epoch=epoch, forget_logits=f_logits, forget_labels=f_labels, forget_nll=f_nll, forget_tokens=f_cnt, signs=signs,
+                      ce_forget=signed_ce(f_nll, f_cnt, signs), retain_logits=r_logits, retain_labels=r_labels, ce_retain=ce_r,
+                      reference_logits=lambda which: self._reference_logits(model, *rows_of[which]))
+        loss, logs = method.loss(batch)
+        values.update(logs)
         values["loss"] = loss.item()
         return loss, values, out
 
     def probe_loss(self, model, inputs) -> torch.Tensor:
         """The method's loss on a micro-batch, leaving no trace in the run (the step-size probe's; :mod:`unlearn.step_size`)."""
-        loss, _, _ = self.loss_terms(model, inputs, 0, AlphaSchedule(self.unlearn_config.alpha_params()))
+        loss, _, _ = self.loss_terms(model, inputs, 0, type(self.method)(self.unlearn_config, self.method.settings))
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         epoch = int(inputs["epoch"].max().item()) if "epoch" in inputs else int(self.state.epoch or 0)
-        loss, values, out = self.loss_terms(model, inputs, epoch, self.alpha_schedule)
+        loss, values, out = self.loss_terms(model, inputs, epoch, self.method)
         if self._any_process(not math.isfinite(values["loss"])):
             self.stop(f"non-finite loss at step {self.state.global_step + 1} (epoch {epoch}); kept the weights of step {self.state.global_step}")
             self._skip_backward = True
@@ -335,7 +311,7 @@ class UnlearnTrainer(Trainer):
         state = {
             "schema": 1,
             "global_step": self.state.global_step,
-            "alpha_schedule": self.alpha_schedule.state_dict(),
+            "method_state": self.method.state_dict(),
             "epoch_stats": {str(k): dict(v) for k, v in self.epoch_stats.items()},
             "forget_level": self.forget_level,
             "forget_levels": self.forget_levels,
@@ -366,7 +342,7 @@ class UnlearnTrainer(Trainer):
                     f"{checkpoint}: was written with {key}={saved[key]!r}, this run has {key}={value!r} "
                     "(resume with the same settings, or start over with --overwrite)"
                 )
-        self.alpha_schedule.load_state_dict(state["alpha_schedule"])
+        self.method.load_state_dict(state.get("method_state", state.get("alpha_schedule", {})))  # alpha_schedule: checkpoints before plug-ins
         if "forget_level" in state:
             self.forget_level = state["forget_level"]
             self.forget_levels = [list(x) for x in state.get("forget_levels", [])]
@@ -406,17 +382,18 @@ class UnlearnTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def per_epoch_losses(self) -> list[dict]:
-        """Mean loss, CE_forget, CE_retain, α (and KL/NPO) of every epoch seen, for ``unlearn.json``."""
+        """Mean loss, CE_forget, CE_retain and the method's numbers (sha256: α, its lowest and highest) of every epoch seen, for ``unlearn.json``."""
         out = []
         for epoch in sorted(self.epoch_stats):
             s = self.epoch_stats[epoch]
             n = s.get("micro_batches", 0) or 1
             row = {"epoch": epoch + 1, "micro_batches": int(s.get("micro_batches", 0))}
-            for key in ("loss", "ce_forget", "ce_retain", "alpha", "kl_retain", "npo", "forget_reached"):
+            for key in ("loss", "ce_forget", "ce_retain", *self.method.logs, "forget_reached"):
                 if f"{key}_sum" in s:
                     row[key] = s[f"{key}_sum"] / n
-            if "alpha_min" in s:
-                row["alpha_lowest"] = s["alpha_min"]
-                row["alpha_highest"] = s["alpha_max"]
+            for key in self.method.ranges:
+                if f"{key}_min" in s:
+                    row[f"{key}_lowest"] = s[f"{key}_min"]
+                    row[f"{key}_highest"] = s[f"{key}_max"]
             out.append(row)
         return out

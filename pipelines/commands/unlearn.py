@@ -23,7 +23,8 @@ from pathlib import Path
 from pipelines.options import add_model_options, model_options, quiet_progress
 from tracing.config import METHODS as TRACE_METHODS, SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
-from unlearn.config import METHODS, UnlearnConfig
+from unlearn.config import UnlearnConfig
+from unlearn.methods import describe_methods
 
 NAME = "unlearn"
 HELP = "unlearn the forget set by training only the selected layers"
@@ -39,6 +40,19 @@ def auto_or_number(text: str) -> str | float:
         raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
 
 
+def parse_method_args(pairs: list[str]) -> dict:
+    """``["KEY=VALUE", …]`` → a mapping, each value read as YAML (``0.5`` a number, ``true`` a bool), as in a run config."""
+    from pipelines.typed import load_yaml_text
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AmnesiaError(f"--method-arg {pair!r}: expected KEY=VALUE (a field of the method's Settings)")
+        out[key.strip()] = load_yaml_text(value, f"--method-arg {key.strip()}") if value.strip() else value
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = UnlearnConfig()
     p.add_argument("--model", required=True, help="input model folder (or Hub id): the model to unlearn from")
@@ -48,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-step log lines")
 
     g = p.add_argument_group("what trains")
-    g.add_argument("--method", default=d.method, choices=METHODS, help="sha256 = the paper's joint loss; ga, gd, kl, npo = the shared task's baselines")
+    g.add_argument("--method", default=d.method, help=f"the unlearning method, one of the registered ones (unlearn.methods; a typo names the nearest): {describe_methods()}")
     g.add_argument("--layers", default=d.layers, help="all, a range (0-5), a list (0,1,2,7), a layers.json (or a trace folder holding one), or auto (run `amnesia trace` first and use its selection)")
     g.add_argument("--kind", default=d.kind, choices=("auto", "mlp", "attn", "all"), help="modules to train in those layers; auto = the layers.json's kind when mlp/attn, else mlp; all = the whole layer")
     g.add_argument("--lora", action="store_true", help="train LoRA adapters on the selected modules' linear layers instead of their weights (merged into the output)")
@@ -95,6 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha-min", type=float, default=d.alpha_min, help="sha256: lowest alpha (and alpha during the first epoch)")
     g.add_argument("--alpha-max", type=float, default=d.alpha_max, help="sha256: highest alpha; default 2.8 (paper) or 2.3 (code variant)")
     g.add_argument("--npo-beta", type=float, default=d.npo_beta, help="npo: inverse temperature beta")
+    g.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of a plug-in method's own Settings dataclass (repeatable; unlearn.method_args in a run config); "
+                        "the built-in methods take theirs from the options above")
 
     g = p.add_argument_group("calibrated forgetting (aim at never-seen text, not at infinity)")
     g.add_argument("--forget-target", default=d.forget_target, help="per-token NLL at which a forget row stops being pushed: auto = the --forget-quantile of never-seen reference documents' NLL under the model (DATA/mia_data/validation/nonmember.jsonl or --forget-reference; uncalibrated with a warning when there are none), none = push without limit, or a number")
@@ -160,6 +177,7 @@ def config_from_args(args: argparse.Namespace, layers: str | None = None) -> Unl
         alpha_min=args.alpha_min,
         alpha_max=args.alpha_max,
         npo_beta=args.npo_beta,
+        method_args=parse_method_args(args.method_arg),
         forget_target=args.forget_target,
         forget_reference=args.forget_reference,
         forget_quantile=args.forget_quantile,

@@ -1,0 +1,106 @@
+"""The plug-in claim: a method defined here, in a test file, runs through `amnesia unlearn --method`
+and `--control methods` with no edit anywhere else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipelines.config import config_from_mapping
+from pipelines.run import run_pipeline
+from tracing.errors import AmnesiaError
+from unlearn.config import UnlearnConfig
+from unlearn.methods import Method, get_method, method_names, register, unregister
+
+from test_pipeline import small_config
+
+
+@dataclass(frozen=True)
+class ScaledAscentSettings:
+    scale: float = field(default=0.5, metadata={"help": "weight of the forget term"})
+
+    def check(self) -> None:
+        if not self.scale > 0:
+            raise AmnesiaError(f"scale {self.scale}: expected a positive weight")
+
+
+class ScaledAscent(Method):
+    """A toy: ``−scale·CE_f + CE_r``, logging the weighted forget term."""
+
+    name = "toy"
+    summary = "a test's toy: −scale·CE_f + CE_r"
+    Settings = ScaledAscentSettings
+    logs = {"toy_forget": "tf"}
+
+    def loss(self, batch):
+        forget = self.settings.scale * batch.ce_forget
+        return -forget + batch.ce_retain, {"toy_forget": forget.item()}
+
+
+@pytest.fixture
+def toy():
+    register(ScaledAscent)
+    yield ScaledAscent
+    unregister("toy")
+
+
+def test_registry_names_settings_and_typos(toy):
+    assert method_names() == ("sha256", "ga", "gd", "kl", "npo", "toy") and get_method("toy") is toy
+    assert UnlearnConfig(method="toy", method_args={"scale": 0.25}).check() is None
+    with pytest.raises(AmnesiaError, match=r"^method 'tyo': unknown \(did you mean toy\?\); expected one of sha256, ga, gd, kl, npo, toy$"):
+        UnlearnConfig(method="tyo").check()
+    with pytest.raises(AmnesiaError, match=r"^method_args 'scael': method toy has no such setting \(did you mean scale\?\); its settings: scale$"):
+        UnlearnConfig(method="toy", method_args={"scael": 1}).check()
+    with pytest.raises(AmnesiaError, match=r"^scale -1.0: expected a positive weight$"):
+        UnlearnConfig(method="toy", method_args={"scale": "-1"}).check()
+    with pytest.raises(AmnesiaError, match=r"^method_args scale 'big': expected a float$"):
+        UnlearnConfig(method="toy", method_args={"scale": "big"}).check()
+    with pytest.raises(AmnesiaError, match=r"method npo takes its settings from npo_beta"):
+        UnlearnConfig(method="npo", method_args={"beta": 1}).check()
+
+
+def test_a_plugin_method_through_amnesia_unlearn(toy, fixture_world, fixture_target, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "toy"
+    args = ["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--layers", "0-1", "--max-steps", "2",
+            "--batch-size", "8", "--grad-accum", "1", "--lr", "1e-3", "--max-length", "128", "--quiet", "--device", "cpu",
+            "--method", "toy", "--method-arg", "scale=0.25", "--logging-steps", "1"]
+    assert main(args) == 0
+    written = json.loads((out / "unlearn.json").read_text())
+    assert written["method"] == "toy" and written["hyperparameters"]["method_args"] == {"scale": 0.25}
+    logged = [h for h in written["log_history"] if "toy_forget" in h]
+    assert len(logged) == 2 and all(h["toy_forget"] == pytest.approx(0.25 * h["ce_forget"], rel=1e-5) for h in logged)
+    assert written["per_epoch"][0]["toy_forget"] > 0
+    capsys.readouterr()
+    assert main(args[:-6] + ["--method", "toy", "--method-arg", "scale", "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == "amnesia unlearn: error: --method-arg 'scale': expected KEY=VALUE (a field of the method's Settings)"
+
+
+def test_control_methods_runs_every_registered_method_in_one_table(toy, tmp_path, fixture_world, fixture_target):
+    extra = {
+        "control": "methods", "retrace": False,
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 2, "batch_size": 8, "grad_accum": 1, "max_length": 128, "seed": 0,
+                    "eval_steps": 1, "eval_rows": 4},
+        "evaluate": {"splits": "train", "mmlu": "builtin", "mmlu_subjects": ["anatomy"], "mmlu_limit": 2, "max_new_tokens": 16, "limit": 6},
+    }
+    config = config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", **extra))
+    outcome = run_pipeline(config, progress=False, log=lambda m: None)
+    controls = json.loads((outcome.run_dir / "summary.json").read_text())["controls"]
+    rows = controls["rows"]
+    assert [r["label"] for r in rows] == ["sha256 (default)", "ga", "gd", "kl", "npo", "toy"]
+    assert [r["method"] for r in rows] == ["sha256", "ga", "gd", "kl", "npo", "toy"]
+    assert all(r["layers"] == rows[0]["layers"] and r["kept_step"] in (1, 2) for r in rows)  # same layers, same selection rule
+    best = max(rows, key=lambda r: r["aggregate"])
+    assert controls["best"] == best["label"] and [r["best"] for r in rows].count(True) == 1
+    md = (outcome.run_dir / "report.md").read_text()
+    assert "## Controls (methods)" in md and f"**{best['label']}**" in md
+    assert all(r["lr"] == 1e-3 and r["arrive_displacement"] is None for r in rows)  # a given rate: nothing probed
+    assert "| lr | displacement to forget |" in md and "| 0.001 | – |" in md
+    for r in rows:
+        unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
+        assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1
+
+
