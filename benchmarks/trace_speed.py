@@ -50,7 +50,8 @@ from tracing.facts import Fact, greedy_next_tokens, tokenize_fact  # noqa: E402
 from tracing.stack import stack_entry_works  # noqa: E402
 from tracing.aggregation import agreement  # noqa: E402
 from tracing.attribution import auto_trace_fact  # noqa: E402
-from tracing.tracer import confirm_positions, fact_work, screen_work  # noqa: E402
+from tracing.driver import confirm_positions, screen_work  # noqa: E402
+from tracing.tracer import fact_work  # noqa: E402
 
 SMOLLM = CONFIGS / "smollm-135m.json"
 #: ROME known-facts-style prompts (subject, relation prompt): 9-14 tokens with the OLMo tokenizer.

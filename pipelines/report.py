@@ -34,11 +34,11 @@ HEADLINE = (
 )
 
 
-def _read(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _get(d: dict, keys: tuple[str, ...]):
+def dig(d: dict, keys: tuple[str, ...]):
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -51,7 +51,7 @@ def _sig(v) -> str:
     return f"{v:.3g}" if isinstance(v, (int, float)) else "–"
 
 
-def _fmt(v, signed=False) -> str:
+def fmt(v, signed=False) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -61,7 +61,7 @@ def _fmt(v, signed=False) -> str:
     return str(v)
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,10 +70,10 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -81,7 +81,7 @@ def plot_trace_comparison(before: dict, after: dict, path: Path, *, kind: str, g
     """AIE per layer at ``group`` for ``kind``: target vs unlearned, selected layers shaded."""
     from tracing.plots import layer_axis
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for summary, label, colour in ((before, "target", "tab:blue"), (after, "unlearned", "tab:red")):
         y = layer_profile(summary, kind, group)
@@ -97,7 +97,7 @@ def plot_trace_comparison(before: dict, after: dict, path: Path, *, kind: str, g
     ax.set_ylabel(f"AIE ({kind}, {group.replace('_', ' ')})")
     ax.set_title("Causal effect before and after unlearning (shaded: unlearned layers)")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(history: list[dict], path: Path) -> Path | None:
@@ -105,7 +105,7 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
     rows = [h for h in history if "ce_forget" in h]
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     steps = [h["step"] for h in rows]
     ax.plot(steps, [h["ce_forget"] for h in rows], label="CE forget", color="tab:red")
@@ -120,7 +120,7 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
     ax.set_title("Unlearning: losses and α")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_validation(validation: dict | None, path: Path) -> Path | None:
@@ -128,7 +128,7 @@ def plot_validation(validation: dict | None, path: Path) -> Path | None:
     history = (validation or {}).get("history") or []
     if not history:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     steps = [h["step"] for h in history]
     for key, label, colour in (("final", "final proxy (task + MIA)/2", "black"), ("task", "task aggregate", "tab:blue"), ("mia_score", "MIA score", "tab:red"),
@@ -145,15 +145,15 @@ def plot_validation(validation: dict | None, path: Path) -> Path | None:
     ax.set_ylabel("validation score")
     ax.set_title("Validation during unlearning (checkpoint selection)")
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _scores_table(before: dict, after: dict) -> tuple[list[str], list[list[str]]]:
-    rows = [[r["metric"], r["key"], _fmt(r["before"]), _fmt(r["after"]), _fmt(r["delta"], signed=True), r["better"]] for r in compare(before, after)]
+    rows = [[r["metric"], r["key"], fmt(r["before"]), fmt(r["after"]), fmt(r["delta"], signed=True), r["better"]] for r in compare(before, after)]
     return ["metric", "key", "before", "after", "delta", "better"], rows
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
+def md_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -168,9 +168,9 @@ def _mmlu_note(scores: dict) -> str:
 
 def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, wall_time: float) -> dict:
     """The benchmark-independent part of ``summary.json``: facts, trace, selection, unlearning, re-trace, stage times."""
-    trace_json = _read(trace.path / "trace.json")
-    layers_json = _read(trace.path / "layers.json")
-    unlearn_json = _read(unlearned.path / "unlearn.json")
+    trace_json = read_json(trace.path / "trace.json")
+    layers_json = read_json(trace.path / "layers.json")
+    unlearn_json = read_json(unlearned.path / "unlearn.json")
     summary = {
         "schema": 1,
         "name": config.name,
@@ -206,7 +206,7 @@ def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, tr
         "wall_time_s": round(wall_time, 2),
     }
     if retrace is not None:
-        re_json = _read(retrace.path / "trace.json")
+        re_json = read_json(retrace.path / "trace.json")
         kind, group = layers_json["kind"], layers_json.get("params", {}).get("group", "last_subject")
         summary["retrace"] = {
             "te": re_json["summary"]["te"],
@@ -220,8 +220,8 @@ def method_summary(run_dir: Path, config, results: dict[str, StageResult], *, tr
 
 
 def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float) -> dict:
-    scores_before = _read(before.path / "scores.json")
-    scores_after = _read(after.path / "scores.json")
+    scores_before = read_json(before.path / "scores.json")
+    scores_after = read_json(after.path / "scores.json")
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
     summary.update({"model": config.model or "target/ (built)", "data": config.data or "world/ (built)",
                     "scores_before": scores_before, "scores_after": scores_after, "comparison": compare(scores_before, scores_after)})
@@ -229,13 +229,13 @@ def build_summary(run_dir: Path, config: RunConfig, results: dict[str, StageResu
         rows = []
         default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
         for label, c in {default: {"layers": unlearned.record["layers"], "method": config.unlearn.method, "scores": after, "model": unlearned}, **controls}.items():
-            s = _read(c["scores"].path / "scores.json")
-            u = _read(c["model"].path / "unlearn.json")
+            s = read_json(c["scores"].path / "scores.json")
+            u = read_json(c["model"].path / "unlearn.json")
             plan = u.get("step_size") or {}
             rows.append({"label": label, "method": c.get("method"), "layers": c["layers"],
                          "kept_step": (u.get("validation") or {}).get("best_step"), "steps": u.get("steps"),
                          "lr": plan.get("lr"), "arrive_displacement": plan.get("arrive_displacement"),
-                         **{name: _get(s, keys) for name, keys in HEADLINE}})
+                         **{name: dig(s, keys) for name, keys in HEADLINE}})
         scored = [r for r in rows if isinstance(r.get("aggregate"), (int, float)) and r["aggregate"] >= 0]
         best = max(scored, key=lambda r: r["aggregate"])["label"] if scored else None
         for r in rows:
@@ -302,7 +302,7 @@ def unlearning_notes(u: dict) -> list[str]:
 
 
 def _headline_rows(summary: dict) -> list[list[str]]:
-    return [[name, _fmt(_get(summary["scores_before"], keys)), _fmt(_get(summary["scores_after"], keys))] for name, keys in HEADLINE]
+    return [[name, fmt(dig(summary["scores_before"], keys)), fmt(dig(summary["scores_after"], keys))] for name, keys in HEADLINE]
 
 
 def lr_epochs_cell(plan: dict | None, unlearn) -> str:
@@ -327,13 +327,13 @@ def config_rows(s: dict, config) -> list[list[str]]:
 def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
     s = summary
     out = [f"# selective-amnesia run: {s['name']}", ""]
-    out += ["## Configuration", "", _md_table(["key", "value"], config_rows(s, config) + [
+    out += ["## Configuration", "", md_table(["key", "value"], config_rows(s, config) + [
         ["evaluation", f"splits {config.evaluate.splits}, MMLU {config.evaluate.mmlu}"],
     ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
     out += method_sections(s, config, images)
-    out += ["## Scores", "", _md_table(["headline", "before", "after"], _headline_rows(s)), ""]
+    out += ["## Scores", "", md_table(["headline", "before", "after"], _headline_rows(s)), ""]
     head, rows = _scores_table(s["scores_before"], s["scores_after"])
-    out += ["Official keys (SemEval-2025 Task 4):", "", _md_table(head, rows), ""]
+    out += ["Official keys (SemEval-2025 Task 4):", "", md_table(head, rows), ""]
     out += [f"MMLU before: {_mmlu_note(s['scores_before'])}; after: {_mmlu_note(s['scores_after'])}.", ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
@@ -344,10 +344,10 @@ def render_markdown(summary: dict, config: RunConfig, images: dict) -> str:
         intro += (" Each run measures its own step size (lr auto); *displacement to forget* is how far its weights must move for the"
                   " probed forget rows to reach never-seen text (docs/step-size.md) — the smaller, the more directly those weights hold the facts.")
         out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
-                _md_table(["run", "layers", "lr", "displacement to forget", "kept step", *[n for n, _ in HEADLINE]],
+                md_table(["run", "layers", "lr", "displacement to forget", "kept step", *[n for n, _ in HEADLINE]],
                           [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], _sig(r.get("lr")), _sig(r.get("arrive_displacement")),
                             f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
-                            *[_fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+                            *[fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
 
@@ -364,7 +364,7 @@ def trace_method_lines(trace: dict) -> list[str]:
              "whose exact values are what layer selection reads (rows marked » in the heatmaps). "
              "Agreement of the screen with exact tracing there, Spearman correlation of the per-layer curves:", ""]
     agreement = trace.get("agreement") or {}
-    lines += [_md_table(["kind", "AIE curve", "per fact (mean)", "curves"], [[k, _fmt(a.get("aie")), _fmt(a.get("per_fact")), a.get("n")] for k, a in agreement.items()]), ""]
+    lines += [md_table(["kind", "AIE curve", "per fact (mean)", "curves"], [[k, fmt(a.get("aie")), fmt(a.get("per_fact")), a.get("n")] for k, a in agreement.items()]), ""]
     return lines
 
 
@@ -374,7 +374,7 @@ def group_phrase(params: dict) -> str:
     groups = params.get("groups")
     if params.get("group_requested") != "auto" or not groups:
         return group
-    cells = "; ".join(f"{g.replace('_', ' ')}: window {c.get('layers')}, AIE sum {_fmt(c.get('aie_sum'))}, "
+    cells = "; ".join(f"{g.replace('_', ' ')}: window {c.get('layers')}, AIE sum {fmt(c.get('aie_sum'))}, "
                       f"{len(c.get('distinguishable') or [])} layer(s) distinguishable from 0" for g, c in groups.items())
     return f"{group} (group auto: the subject token group with the largest AIE among those with evidence — {cells})"
 
@@ -389,12 +389,12 @@ def step_size_lines(u: dict) -> list[str]:
     probes = plan.get("probes") or []
     out = [f"**Step size.** Learning rate **{plan['lr']:.3g}** ({plan['lr_source']}), {plan['epochs']:g} epochs = {plan['max_steps']} steps "
            f"({plan['epochs_source']}). Each probe trained {plan.get('rows')} from the initial weights for a few steps and measured "
-           f"the median row's share of the way to the never-seen level ({_fmt(plan.get('level'))} nats/token); the displacement at which "
-           f"a probe arrives ({_fmt(plan.get('arrive_displacement'))}) sets the rate"
+           f"the median row's share of the way to the never-seen level ({fmt(plan.get('level'))} nats/token); the displacement at which "
+           f"a probe arrives ({fmt(plan.get('arrive_displacement'))}) sets the rate"
            + (f", which arrives in about {plan['reach_epochs']:.1f} epochs" if plan.get("reach_epochs") else "") + " (docs/step-size.md).", ""]
     if probes:
-        out += [_md_table(["probe lr", "share of the way", "forget NLL after", "retain NLL after"],
-                          [[f"{q['lr']:.3g}", _fmt(q["share"]), _fmt(q["forget_nll"]), _fmt(q.get("retain_nll"))] for q in probes]), ""]
+        out += [md_table(["probe lr", "share of the way", "forget NLL after", "retain NLL after"],
+                          [[f"{q['lr']:.3g}", fmt(q["share"]), fmt(q["forget_nll"]), fmt(q.get("retain_nll"))] for q in probes]), ""]
     return out
 
 
@@ -402,11 +402,11 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     """The report's benchmark-independent sections: facts, where they live, before/after trace, unlearning."""
     facts = s["facts"]
     sel = s["selection"]
-    out = ["## Facts", "", _md_table(["candidates", "kept", "traced", "skipped: subject not found", "skipped: wrong prediction", "skipped: too long"], [[
+    out = ["## Facts", "", md_table(["candidates", "kept", "traced", "skipped: subject not found", "skipped: wrong prediction", "skipped: too long"], [[
         facts.get("candidates", "–"), facts.get("kept", "–"), facts.get("traced", "–"), facts.get("subject not found", 0), facts.get("wrong prediction", 0), facts.get("too long", 0)]]), ""]
     te = s["trace"]["te"]
-    out += [f"Average total effect of the corruption: **{_fmt(te['mean'])}** (95 % CI {_fmt(te.get('ci_low'))}–{_fmt(te.get('ci_high'))}); "
-            f"p(answer) clean {_fmt(s['trace']['p_clean']['mean'])}, corrupted {_fmt(s['trace']['p_corrupt']['mean'])}.", ""]
+    out += [f"Average total effect of the corruption: **{fmt(te['mean'])}** (95 % CI {fmt(te.get('ci_low'))}–{fmt(te.get('ci_high'))}); "
+            f"p(answer) clean {fmt(s['trace']['p_clean']['mean'])}, corrupted {fmt(s['trace']['p_corrupt']['mean'])}.", ""]
     out += ["## Where the facts live", ""]
     out += trace_method_lines(s["trace"])
     out += [f"![aie]({images['aie']})", ""]
@@ -415,7 +415,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
         retraced = any(h["retrace"] for h in heatmaps)
         out += [f"Per-fact traces of the first {len(heatmaps)} facts" + (", on the target and, re-traced, on the unlearned model:" if retraced else ":"), ""]
         if retraced:
-            out += [_md_table(["fact", "target", "unlearned"], [[f"`{h['fact']}`", f"![{h['fact']} target]({h['trace']})",
+            out += [md_table(["fact", "target", "unlearned"], [[f"`{h['fact']}`", f"![{h['fact']} target]({h['trace']})",
                                                                   f"![{h['fact']} unlearned]({h['retrace']})" if h["retrace"] else "–"] for h in heatmaps]), ""]
         else:
             out += [f"![{h['fact']}]({h['trace']})" for h in heatmaps] + [""]
@@ -429,8 +429,8 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     if "retrace" in s:
         r = s["retrace"]
         out += ["## Before and after: did the effect leave the located layers?", "", f"![trace comparison]({images['trace_compare']})", "",
-                _md_table(["layer", "AIE target", "AIE unlearned"], [[i, _fmt(a), _fmt(b)] for i, (a, b) in enumerate(zip(r["aie_before"], r["aie_after"]))]), "",
-                f"p(answer) on the unlearned model: {_fmt(r['p_clean']['mean'])} (target: {_fmt(s['trace']['p_clean']['mean'])}).", ""]
+                md_table(["layer", "AIE target", "AIE unlearned"], [[i, fmt(a), fmt(b)] for i, (a, b) in enumerate(zip(r["aie_before"], r["aie_after"]))]), "",
+                f"p(answer) on the unlearned model: {fmt(r['p_clean']['mean'])} (target: {fmt(s['trace']['p_clean']['mean'])}).", ""]
     u = s["unlearn"]
     out += ["## Unlearning", "", f"Method `{u['method']}` on layers {u['layers']} ({u['kind']}), {u['steps']} steps"
             + (f", stopped: {u['stopped']}" if u.get("stopped") else "") + ".", ""]
@@ -439,7 +439,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
         out += [f"![training curves]({images['training']})", ""]
     if u.get("per_epoch"):
         keys = [k for k in ("loss", "ce_forget", "ce_retain", "alpha", "forget_reached") if k in u["per_epoch"][0]]
-        out += [_md_table(["epoch", *keys], [[e["epoch"], *[_fmt(e.get(k)) for k in keys]] for e in u["per_epoch"]]), ""]
+        out += [md_table(["epoch", *keys], [[e["epoch"], *[fmt(e.get(k)) for k in keys]] for e in u["per_epoch"]]), ""]
     target = u.get("forget_target") or {}
     if target.get("level") is not None:
         levels = target.get("levels") or [[0, target["level"]]]
@@ -451,7 +451,7 @@ def method_sections(s: dict, config, images: dict) -> list[str]:
     v = u.get("validation")
     if v:
         best = v.get("best") or {}
-        cells = ", ".join(f"{k} {_fmt(best.get(k))}" for k in ("final", "task", "mia_auc", "forget_knowledge", "retain_knowledge") if best.get(k) is not None)
+        cells = ", ".join(f"{k} {fmt(best.get(k))}" for k in ("final", "task", "mia_auc", "forget_knowledge", "retain_knowledge") if best.get(k) is not None)
         out += [f"**Checkpoint selection.** Every {v['eval_steps']} steps the model was scored on the validation part ({v['data']}); "
                 f"the kept weights are step **{v.get('best_step')}**, best by `{v['select_by']}` ({cells})"
                 + ("; training stopped early" if v.get("stopped_early") else "") + ". The test documents were never read during training.", ""]
@@ -515,7 +515,7 @@ def wall_time_lines(stages: dict[str, dict], wall_time_s: float) -> list[str]:
     if cached:
         total += (f"; {sum(v['skipped'] for v in stages.values())} of {len(stages)} stages were reused from an earlier run "
                   f"(their compute time, {cached:.1f} s, is not part of it); computing every stage took {computed:.1f} s in all")
-    return [_md_table(["stage", "this run", "compute time (s)"], rows), "", total + ".", ""]
+    return [md_table(["stage", "this run", "compute time (s)"], rows), "", total + ".", ""]
 
 
 def _heatmap_pairs(run_dir: Path, trace: Path, retrace: Path | None) -> list[dict]:
@@ -543,11 +543,11 @@ def method_figures(run_dir: Path, summary: dict, *, trace, retrace, unlearned) -
     figures = run_dir / FIGURES
     if "retrace" in summary:
         r = summary["retrace"]
-        trace_before = _read(trace.path / "trace.json")["summary"]
-        trace_after = _read(retrace.path / "trace.json")["summary"]
+        trace_before = read_json(trace.path / "trace.json")["summary"]
+        trace_after = read_json(retrace.path / "trace.json")["summary"]
         plot_trace_comparison(trace_before, trace_after, figures / "trace_compare.png", kind=r["kind"], group=r["group"], layers=summary["unlearn"]["layers"])
         images["trace_compare"] = f"{FIGURES}/trace_compare.png"
-    unlearn_json = _read(unlearned.path / "unlearn.json")
+    unlearn_json = read_json(unlearned.path / "unlearn.json")
     if plot_training_curves(unlearn_json.get("log_history", []), figures / "training_curves.png"):
         images["training"] = f"{FIGURES}/training_curves.png"
     if plot_validation(unlearn_json.get("validation"), figures / "validation.png"):

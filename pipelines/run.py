@@ -53,7 +53,7 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _free(model) -> None:
+def free_model(model) -> None:
     del model
     import gc
 
@@ -114,7 +114,7 @@ class Pipeline:
                 source = [Fact(prompt=f["prompt"], subject=f["subject"], answer=f["answer"], id=f.get("id", ""), relation=f.get("relation", "")) for f in _read_json(facts_from)["facts"]]
                 check = False
             outcome = run_trace(model, tok, source, tmp, section.stage_config(self.config.prompt_format), progress=self.progress, log=self.log, check_prediction=check)
-            _free(model)
+            free_model(model)
             return {"layers": outcome.selection.layers, "kind": outcome.selection.kind, "counts": outcome.summary["counts"], "te": outcome.summary["te"]}
 
         inputs = [model_key, data_key, path_fingerprint(facts_from) if facts_from else None]
@@ -176,7 +176,7 @@ class Pipeline:
         def build(tmp: Path) -> dict:
             model, tok = load_model(model_path, self.config.loading)
             result = run_evaluation(model, tok, load_semeval(data), cfg, progress=self.progress)
-            _free(model)
+            free_model(model)
             write_outputs(tmp, result.scores, result.predictions, overwrite=True, timings=result.timings)
             return {"aggregate-score": result.scores.get("aggregate-score"), "harmonic-mean-task-aggregate": result.scores.get("harmonic-mean-task-aggregate")}
 

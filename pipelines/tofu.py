@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pipelines.config import RunMethods, TargetConfig, TraceSection, config_from_mapping, dump_config
-from pipelines.run import RESOLVED, Pipeline, RunOutcome, _free, check_models, check_run_dir
+from pipelines.run import RESOLVED, Pipeline, RunOutcome, free_model, check_models, check_run_dir
 from pipelines.stages import path_fingerprint
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json, write_text
@@ -252,7 +252,7 @@ class TofuPipeline(Pipeline):
         def build(tmp: Path) -> dict:
             model, tok = load_model(model_path, self.config.loading)
             result = run_tofu_evaluation(model, tok, self.tofu_data, cfg, progress=self.progress)
-            _free(model)
+            free_model(model)
             write_outputs(tmp, result)
             return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
 

@@ -15,8 +15,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipelines.report import (FIGURES, _fmt, _md_table, _plt, _read, _save, config_rows, method_figures, method_sections, method_summary, unlearning_notes,
-                              wall_time_lines, write_documents)
+from pipelines.report import (
+    FIGURES,
+    config_rows,
+    fmt,
+    md_table,
+    method_figures,
+    method_sections,
+    method_summary,
+    pyplot,
+    read_json,
+    save_figure,
+    unlearning_notes,
+    wall_time_lines,
+    write_documents,
+)
 from pipelines.stages import StageResult
 from unlearn.eval.tofu_core import compare_to_retain
 
@@ -48,8 +61,8 @@ def tofu_row(label: str, scores: dict, retain_scores: dict) -> dict:
 
 def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
-    by_model = {label: _read(stage.path / "scores.json") for label, stage in scores.items()}
-    request = _read(results["request"].path / "request.json")
+    by_model = {label: read_json(stage.path / "scores.json") for label, stage in scores.items()}
+    request = read_json(results["request"].path / "request.json")
     summary.update({
         "benchmark": "tofu",
         "model": config.model or "target/ (built)",
@@ -63,7 +76,7 @@ def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *
     default = f"unlearned ({config.unlearn.method})"
     rows = [tofu_row("target", by_model["target"], retain), tofu_row(default, by_model["unlearned"], retain)]
     for label, c in controls.items():
-        rows.append(tofu_row(f"control: {label}", _read(c["scores"].path / "scores.json"), retain))
+        rows.append(tofu_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain))
     rows.append(tofu_row("retain model", retain, retain))
     summary["tofu"] = {"rows": rows, **rank_unlearned(rows)}
     summary["notes"] = tofu_notes(summary)
@@ -98,7 +111,7 @@ def tofu_notes(summary: dict) -> list[str]:
     notes.append(f"The retain model against itself has forget quality {retain['forget_quality']:.3f} and privleak {retain['privleak']:.1f}: "
                  "the check that the metrics compare what they should (1.0 and 0 by construction).")
     target = rows["target"]
-    notes.append(f"The target's forget quality is {target['forget_quality']:.2g} (log10 {_fmt(target['log10_forget_quality'])}): "
+    notes.append(f"The target's forget quality is {target['forget_quality']:.2g} (log10 {fmt(target['log10_forget_quality'])}): "
                  "its forget-set truth ratios are far from the retain model's; unlearning should move it towards 1.")
     for r in summary["tofu"]["rows"]:
         if r["model"].startswith("unlearned") or r["model"].startswith("control"):
@@ -127,7 +140,7 @@ def tofu_notes(summary: dict) -> list[str]:
 
 def plot_forget_quality(rows: list[dict], path: Path) -> Path:
     """TOFU's picture: model utility (x) against forget quality on a log scale (y), one point per model."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     colours = {"target": "tab:blue", "retain model": "tab:green"}
     for r in rows:
@@ -140,14 +153,14 @@ def plot_forget_quality(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("model utility")
     ax.set_ylabel("forget quality (KS p-value, log)")
     ax.set_title("TOFU: forget quality against model utility")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def render_tofu_markdown(summary: dict, config, images: dict) -> str:
     s = summary
     request = s["request"]
     out = [f"# selective-amnesia TOFU run: {s['name']}", ""]
-    out += ["## Configuration", "", _md_table(["key", "value"], config_rows(s, config) + [
+    out += ["## Configuration", "", md_table(["key", "value"], config_rows(s, config) + [
         ["retain model", s["retain_model"]],
         ["split", f"{s['split']}: forget authors {request['forget_authors']}, {len(request['retain_authors'])} retain authors"],
         ["evaluation", f"Min-K% k {config.evaluate.mink_k} on {config.evaluate.mia_tokens} tokens, {config.evaluate.max_new_tokens} new tokens"
@@ -158,12 +171,12 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
             "indistinguishable). Model utility: harmonic mean of Prob., ROUGE-L and truth ratio on retain, real authors and world facts. "
             "Privleak: Min-K% membership AUC of forget vs holdout relative to the retain model's, ×100 (MUSE; 0 = the retain model's level)."
             + (f" Best by {s['tofu']['rank_by']} in bold." if s["tofu"]["rank_by"] else ""), "",
-            _md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC"],
-                      [[f"**{r['model']}**" if r.get("best") else r["model"], f"{r['forget_quality']:.3g}", _fmt(r["log10_forget_quality"]),
-                        _fmt(r["model_utility"]), f"{r['privleak']:.1f}", _fmt(r["mia.min_k_auc"])] for r in rows]), ""]
+            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC"],
+                      [[f"**{r['model']}**" if r.get("best") else r["model"], f"{r['forget_quality']:.3g}", fmt(r["log10_forget_quality"]),
+                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"])] for r in rows]), ""]
     if "forget_quality" in images:
         out += [f"![forget quality against model utility]({images['forget_quality']})", ""]
-    out += ["Per set:", "", _md_table(["model", *[h for h, _ in SET_COLUMNS]], [[r["model"], *[_fmt(r[k]) for _, k in SET_COLUMNS]] for r in rows]), ""]
+    out += ["Per set:", "", md_table(["model", *[h for h, _ in SET_COLUMNS]], [[r["model"], *[fmt(r[k]) for _, k in SET_COLUMNS]] for r in rows]), ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
     out += method_sections(s, config, images)

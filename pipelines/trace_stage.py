@@ -37,7 +37,8 @@ from tracing.io import atomic_path, check_output_dir
 from tracing.layers import LayerSelection
 from tracing.plots import plot_aie, plot_fact
 from tracing.selection import select_layers
-from tracing.tracer import TraceResult, trace_facts
+from tracing.driver import trace_facts
+from tracing.tracer import TraceResult
 from unlearn.data import SemEvalData
 from unlearn.prompts import render_prompts
 

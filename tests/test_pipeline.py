@@ -165,6 +165,6 @@ def test_notes_say_why_mmlu_is_missing_or_low():
 
 
 def test_tables_print_no_negative_zero():
-    from pipelines.report import _fmt
+    from pipelines.report import fmt
 
-    assert _fmt(-0.0001) == "0.000" and _fmt(-0.0001, signed=True) == "+0.000" and _fmt(-0.0006) == "-0.001"
+    assert fmt(-0.0001) == "0.000" and fmt(-0.0001, signed=True) == "+0.000" and fmt(-0.0006) == "-0.001"

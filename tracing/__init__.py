@@ -17,7 +17,7 @@ Many facts, aggregated and turned into a layer choice::
     select_layers(summary, model=result.model).save("layers.json")
 
 Modules: ``config`` (the settings, importable without torch), ``facts`` (facts, subject spans, the ROME filter), ``noise``, ``bridge`` (booting and
-restoring the model), ``tracer`` (batched exact tracing), ``reference`` (ROME's plain loop),
+restoring the model), ``tracer`` (batched exact tracing of one fact), ``driver`` (many facts: filter, noise, the method), ``reference`` (ROME's plain loop),
 ``attribution`` (attribution patching), ``aggregate``, ``selection``, ``plots``; plus the
 project-wide ``errors``, ``io`` and ``layers`` (the ``layers.json`` schema).
 
@@ -31,18 +31,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "aggregation": ("aggregate", "layer_profile", "mean_ci", "spearman", "token_groups"),
+    "aggregation": ("aggregate", "layer_profile", "mean_ci", "spearman"),
     "attribution": ("attribute_fact",),
     "bridge": ("bridged", "hook_name"),
     "config": ("TraceConfig", "SelectionConfig", "KINDS", "TOKEN_GROUPS", "parse_noise"),
     "errors": ("AmnesiaError",),
-    "facts": ("SKIP_REASONS", "Fact", "FactSet", "Skipped", "TokenizedFact", "facts_from_records", "facts_from_rows", "parse_question", "prepare_facts", "subject_token_range", "tokenize_fact"),
+    "facts": ("SKIP_REASONS", "Fact", "FactSet", "Skipped", "TokenizedFact", "facts_from_records", "facts_from_rows", "parse_question", "prepare_facts", "subject_token_range", "token_groups", "tokenize_fact"),
     "layers": ("LayerSelection", "load_layers"),
     "noise": ("draw_noise", "embedding_std"),
     "plots": ("plot_aie", "plot_fact"),
     "reference": ("trace_fact_reference",),
     "selection": ("select_layers",),
-    "tracer": ("FactTrace", "TraceResult", "restored_layers", "trace_fact", "trace_facts", "trace_prompt"),
+    "driver": ("trace_facts", "trace_prompt"),
+    "tracer": ("FactTrace", "TraceResult", "restored_layers", "trace_fact"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -62,15 +63,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .aggregation import aggregate, layer_profile, mean_ci, spearman, token_groups
+    from .aggregation import aggregate, layer_profile, mean_ci, spearman
     from .attribution import attribute_fact
     from .bridge import bridged, hook_name
     from .config import KINDS, TOKEN_GROUPS, SelectionConfig, TraceConfig, parse_noise
     from .errors import AmnesiaError
-    from .facts import SKIP_REASONS, Fact, FactSet, Skipped, TokenizedFact, facts_from_records, facts_from_rows, parse_question, prepare_facts, subject_token_range, tokenize_fact
+    from .facts import SKIP_REASONS, Fact, FactSet, Skipped, TokenizedFact, facts_from_records, facts_from_rows, parse_question, prepare_facts, subject_token_range, token_groups, tokenize_fact
     from .layers import LayerSelection, load_layers
     from .noise import draw_noise, embedding_std
     from .plots import plot_aie, plot_fact
     from .reference import trace_fact_reference
     from .selection import select_layers
-    from .tracer import FactTrace, TraceResult, restored_layers, trace_fact, trace_facts, trace_prompt
+    from .driver import trace_facts, trace_prompt
+    from .tracer import FactTrace, TraceResult, restored_layers, trace_fact

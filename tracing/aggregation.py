@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import TOKEN_GROUPS
+from .facts import token_groups
 from .tracer import FactTrace
 
 GROUP_LABELS = {
@@ -36,22 +37,6 @@ GROUP_LABELS = {
     "last": "last token",
 }
 Z95 = 1.959963984540054
-
-
-def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, list[int]]:
-    """Token positions of each group (see the module docstring); groups may be empty."""
-    s, e = subject_range
-    T = n_tokens
-    if not 0 <= s < e <= T:
-        raise ValueError(f"subject range {subject_range} does not fit {T} tokens")
-    return {
-        "first_subject": [s],
-        "middle_subject": list(range(s + 1, e - 1)),
-        "last_subject": [e - 1],
-        "first_subsequent": [e] if e < T else [],
-        "further": list(range(e + 1, T - 1)),
-        "last": [T - 1],
-    }
 
 
 def mean_ci(values: Sequence[float] | np.ndarray) -> dict:

@@ -27,7 +27,8 @@ from .bridge import EMBED_HOOK, hook_name
 from .facts import TokenizedFact
 from typing import Callable, Sequence
 
-from .tracer import FactTrace, TraceConfig, clean_run, restored_layers, trace_fact
+from .config import TraceConfig
+from .tracer import FactTrace, clean_run, restored_layers, trace_fact
 
 
 def attribute_fact(bridge, tf: TokenizedFact, noise: torch.Tensor, config: TraceConfig) -> FactTrace:

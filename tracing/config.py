@@ -14,7 +14,7 @@ from .errors import AmnesiaError
 
 #: What can be restored: the residual stream after a block, the MLP output, the attention output.
 KINDS = ("hidden", "mlp", "attn")
-#: ROME's token groups of a prompt (see :func:`tracing.aggregation.token_groups`).
+#: ROME's token groups of a prompt (see :func:`tracing.facts.token_groups`).
 TOKEN_GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
 #: ``exact``: ROME's tracing of every (token, layer); ``attribution``: the first-order estimate of
 #: every cell from one backward pass; ``auto``: the estimate everywhere, exact tracing at the

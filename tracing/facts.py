@@ -319,3 +319,19 @@ def prepare_facts(model, tokenizer, facts: Iterable[Fact], *, max_tokens: int = 
         else:
             result.skipped.append(Skipped(tf.fact, WRONG_PREDICTION, f"predicted {tokenizer.decode([pred])!r}, answer starts with {tf.answer_token!r}"))
     return result
+
+
+def token_groups(n_tokens: int, subject_range: tuple[int, int]) -> dict[str, list[int]]:
+    """Token positions of each of ROME's token groups (the table in :mod:`tracing.aggregation`); groups may be empty."""
+    s, e = subject_range
+    T = n_tokens
+    if not 0 <= s < e <= T:
+        raise ValueError(f"subject range {subject_range} does not fit {T} tokens")
+    return {
+        "first_subject": [s],
+        "middle_subject": list(range(s + 1, e - 1)),
+        "last_subject": [e - 1],
+        "first_subsequent": [e] if e < T else [],
+        "further": list(range(e + 1, T - 1)),
+        "last": [T - 1],
+    }

@@ -15,7 +15,8 @@ import torch
 
 from .bridge import EMBED_HOOK, hook_name
 from .facts import TokenizedFact
-from .tracer import FactTrace, TraceConfig, restored_layers
+from .config import TraceConfig
+from .tracer import FactTrace, restored_layers
 
 
 @torch.no_grad()

@@ -254,7 +254,7 @@ def load_split_dir(path: str | Path, kind: str) -> datasets.Dataset:
     return _validate_rows(rows, str(path), kind)
 
 
-def _looks_like_hub_id(source: str) -> bool:
+def looks_like_hub_id(source: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source)) and not source.startswith((".", "/", "~"))
 
 
@@ -271,7 +271,7 @@ def load_semeval(source: str | Path) -> SemEvalData:
         )
     if root.exists():
         raise AmnesiaError(f"{root}: is a file; expected a SemEval data folder or a Hugging Face dataset id")
-    if not _looks_like_hub_id(str(source)):
+    if not looks_like_hub_id(str(source)):
         raise AmnesiaError(f"{source}: data folder does not exist")
     return _load_organizers_layout(_download_dataset(str(source)))
 

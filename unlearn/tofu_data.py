@@ -40,7 +40,7 @@ from pathlib import Path
 
 from tracing.errors import AmnesiaError
 
-from .data import _looks_like_hub_id, read_jsonl
+from .data import looks_like_hub_id, read_jsonl
 from .eval.config import DEFAULT_QUESTION_TEMPLATE, RAW_SEPARATOR, check_question_template  # noqa: F401 - part of this module's API
 
 #: Question/answer pairs per author, consecutive in ``full.json``.
@@ -223,7 +223,7 @@ def load_tofu(source: str | Path, split: str = "forget01") -> TofuData:
         return load_tofu_dir(root, split)
     if root.exists():
         raise AmnesiaError(f"{root}: is a file; expected a TOFU data folder ({LAYOUT}) or a Hugging Face dataset id")
-    if not _looks_like_hub_id(str(source)):
+    if not looks_like_hub_id(str(source)):
         raise AmnesiaError(f"{source}: TOFU data folder does not exist (expected {LAYOUT})")
     return load_tofu_dir(_download_tofu(str(source)), split)
 

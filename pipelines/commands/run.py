@@ -33,12 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def print_tofu_headline(summary: dict, run_dir) -> None:
-    from pipelines.report import _fmt
+    from pipelines.report import fmt
 
     print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
     print(f"{'':26}{'forget quality':>16}{'model utility':>15}{'privleak':>10}")
     for r in summary["tofu"]["rows"]:
-        print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{_fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
+        print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
     print_step_size(summary)
     for note in summary.get("notes", []):
         print(f"note: {note}")
@@ -55,7 +55,7 @@ def print_step_size(summary: dict) -> None:
 
 
 def print_headline(summary: dict, run_dir) -> None:
-    from pipelines.report import HEADLINE, _fmt, _get
+    from pipelines.report import HEADLINE, dig, fmt
 
     if summary.get("benchmark") == "tofu":
         print_tofu_headline(summary, run_dir)
@@ -63,7 +63,7 @@ def print_headline(summary: dict, run_dir) -> None:
     print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
     print(f"{'':24}{'before':>10}{'after':>10}")
     for name, keys in HEADLINE:
-        print(f"{name:24}{_fmt(_get(summary['scores_before'], keys)):>10}{_fmt(_get(summary['scores_after'], keys)):>10}")
+        print(f"{name:24}{fmt(dig(summary['scores_before'], keys)):>10}{fmt(dig(summary['scores_after'], keys)):>10}")
     print_step_size(summary)
     validation = (summary.get("unlearn") or {}).get("validation")
     if validation and validation.get("best_step") is not None:
@@ -73,7 +73,7 @@ def print_headline(summary: dict, run_dir) -> None:
     if controls:
         print(f"\ncontrols ({controls['mode']}), ranked by {controls['rank_by']}:")
         for row in sorted(controls["rows"], key=lambda r: -(r["aggregate"] if isinstance(r.get("aggregate"), (int, float)) else -1)):
-            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {_fmt(row.get('aggregate')):>7}  task {_fmt(row.get('task aggregate')):>7}  MIA {_fmt(row.get('MIA score')):>7}"
+            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {fmt(row.get('aggregate')):>7}  task {fmt(row.get('task aggregate')):>7}  MIA {fmt(row.get('MIA score')):>7}"
                   + (f"  lr {row['lr']:.3g}" if isinstance(row.get("lr"), (int, float)) else "")
                   + (f"  displacement to forget {row['arrive_displacement']:.3g}" if isinstance(row.get("arrive_displacement"), (int, float)) else ""))
     for note in summary.get("notes", []):
