@@ -4,7 +4,7 @@ This is ROME's ``trace_with_patch`` / ``trace_important_states`` / ``trace_impor
 written over TransformerBridge hooks: every forward runs ``1 + samples`` rows of the full prompt,
 row 0 clean and rows 1.. corrupted with the given noise, and the restored sites copy row 0's
 activation into the corrupted rows at one token. Every position and layer is run, nothing is
-shared between forwards. It is slow on purpose: the tests and ``benchmarks/trace_speed.py``
+shared between forwards. It is slow on purpose: the tests and ``perf/trace_speed.py``
 hold the batched tracer (:func:`tracing.tracer.trace_fact`) to it.
 """
 

@@ -1,10 +1,10 @@
 """Estimated GPU time of the full SemEval runs: token counts from the real data and tokenizer, a FLOP model, an MFU range.
 
-    python benchmarks/projection.py                   # seconds; prints the tables benchmarks/README.md quotes
-    python benchmarks/projection.py --mfu 0.2,0.45 --peak-tflops 989
+    python perf/projection.py                   # seconds; prints the tables perf/README.md quotes
+    python perf/projection.py --mfu 0.2,0.45 --peak-tflops 989
 
 Nothing here is measured on a GPU: it counts work and divides by an assumed throughput.
-``benchmarks/gpu_check.sh`` measures the throughput and replaces the assumption
+``perf/gpu_check.sh`` measures the throughput and replaces the assumption
 (:func:`measured_projection` is what it calls).
 
 Work counted:

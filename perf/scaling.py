@@ -1,8 +1,8 @@
 """How tracing and evaluation cost grow with prompt length, layer count and number of facts/rows.
 
-    python benchmarks/scaling.py                      # ~3 minutes on 2 cores; writes benchmarks/img/scaling.png
-    python benchmarks/scaling.py --quick              # a few seconds per sweep (smoke test)
-    python benchmarks/scaling.py --png out.png --threads 2
+    python perf/scaling.py                      # ~3 minutes on 2 cores; writes perf/img/scaling.png
+    python perf/scaling.py --quick              # a few seconds per sweep (smoke test)
+    python perf/scaling.py --png out.png --threads 2
 
 Models are tiny randomly initialised OLMo-1B-0724-architecture models built here (``hidden 128``,
 4 heads, MLP 512, the real 50,304-row vocabulary and OLMo-0724 tokenizer); cost does not depend
@@ -47,7 +47,7 @@ from bench_common import OLMO_1B, ROOT, SEMEVAL, TOKENIZER, describe, emit, mach
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DEFAULT_PNG = ROOT / "benchmarks" / "img" / "scaling.png"
+DEFAULT_PNG = ROOT / "perf" / "img" / "scaling.png"
 FULL = {
     "trace_tokens": [8, 16, 32, 64],
     "trace_layers": [2, 4, 8, 12],

@@ -1,7 +1,7 @@
 """Batched SemEval evaluation vs the plain one-row-at-a-time loop: same model, same rows.
 
-    python benchmarks/eval_speed.py              # builds (once) the 40-person world and tiny target in runs/bench-eval
-    python benchmarks/eval_speed.py --model DIR --data DIR --rows 200 --dtype float32
+    python perf/eval_speed.py              # builds (once) the 40-person world and tiny target in runs/bench-eval
+    python perf/eval_speed.py --model DIR --data DIR --rows 200 --dtype float32
 
 Per row both sides produce what ``predictions.csv`` holds: the greedy generation (256 new tokens,
 stop at EOS), its regurgitation / knowledge score and the NLL of ``input + output`` with the loss
@@ -30,7 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "perf"))
 
 from bench_common import add_fixture_arguments, fixture_paths  # noqa: E402
 

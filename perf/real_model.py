@@ -1,8 +1,8 @@
 """The default recipe on a real pretrained model: SmolLM2-135M-Instruct fine-tuned on a small SemEval request.
 
     python ../shared/tools/make_smollm2.py runs/bench/smollm2          # once (pip install gguf first; ~1 min)
-    python benchmarks/real_model.py --smollm2 runs/bench/smollm2       # request, target (~1 h once on 2 cores), 3 methods × 3 seeds
-    python benchmarks/real_model.py --smollm2 runs/bench/smollm2 --methods sha256 --seeds 0
+    python perf/real_model.py --smollm2 runs/bench/smollm2       # request, target (~1 h once on 2 cores), 3 methods × 3 seeds
+    python perf/real_model.py --smollm2 runs/bench/smollm2 --methods sha256 --seeds 0
 
 The tiny demo targets are 6-layer models trained from scratch; a recipe tuned on them says little
 about a pretrained model. This script builds one, offline:

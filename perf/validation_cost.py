@@ -1,7 +1,7 @@
 """The cost of validation during unlearning: the demo's unlearning with and without ``--eval-steps``.
 
-    python benchmarks/validation_cost.py                  # the demo world and target (built once in --cache)
-    python benchmarks/validation_cost.py --rounds 2 --json-out runs/bench/validation_cost.json
+    python perf/validation_cost.py                  # the demo world and target (built once in --cache)
+    python perf/validation_cost.py --rounds 2 --json-out runs/bench/validation_cost.json
 
 Both sides run ``unlearn.api.train_unlearning`` with the demo's unlearning settings (sha256, the
 calibrated forget target re-measured every step, MLPs of layers 0-1, lr 1e-3 constant, batch 8,

@@ -1,13 +1,13 @@
 """The GPU check: unlearning, tracing, batched evaluation and MMLU throughput of a random OLMo-1B-0724, offline.
 
-    benchmarks/gpu_check.sh                         # on one GPU: the real OLMo-1B-0724 shape, bf16 (see gpu_check.sh)
-    python benchmarks/gpu_check.py --smoke          # CPU, tiny shapes, ~3 minutes: the same code end to end
+    perf/gpu_check.sh                         # on one GPU: the real OLMo-1B-0724 shape, bf16 (see gpu_check.sh)
+    python perf/gpu_check.py --smoke          # CPU, tiny shapes, ~3 minutes: the same code end to end
 
-Builds a randomly initialised model from ``benchmarks/model_configs/olmo-1b-0724.json`` (no
+Builds a randomly initialised model from ``perf/model_configs/olmo-1b-0724.json`` (no
 download; tokenizer and data from ``../shared``) and measures, each section in its own process
 with its own time limit (one failing or slow section loses only itself):
 
-* ``unlearn`` — ``benchmarks/unlearn_memory.py`` at full size: one optimizer step of the default
+* ``unlearn`` — ``perf/unlearn_memory.py`` at full size: one optimizer step of the default
   method (12 + 12 rows × accumulation 10, ``max_length`` 512, fp32 master weights + bf16
   autocast, the project's GPU setting), layers 0-5 MLP vs every parameter: tokens/s, peak
   memory (``torch.cuda.max_memory_allocated``), step time, optimizer state;
@@ -20,7 +20,7 @@ with its own time limit (one failing or slow section loses only itself):
   ``mmlu_no_train`` copy, all 57 subjects at two ``--mmlu-limits``: the difference gives the
   marginal questions/s, the rest is lm-eval's fixed cost;
 * ``projection`` — the full SemEval runs (8 epochs; MMLU) in minutes from these measurements
-  (``benchmarks/projection.py``; OLMo-7B by FLOP ratio from the 1B rates).
+  (``perf/projection.py``; OLMo-7B by FLOP ratio from the 1B rates).
 
 Prints one table and one JSON line; writes ``gpu_check.json`` (+ one JSON per section and the
 sections' logs) into ``--out``.

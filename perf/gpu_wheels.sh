@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Wheels for a GPU machine without network that already has a CUDA PyTorch (see benchmarks/README.md, "GPU check").
+# Wheels for a GPU machine without network that already has a CUDA PyTorch (see perf/README.md, "GPU check").
 #
-#   benchmarks/gpu_wheels.sh DIR                          # every package of this environment but torch, for CPython 3.12 x86_64
-#   benchmarks/gpu_wheels.sh DIR --python-version 3.11    # another target Python
-#   benchmarks/gpu_wheels.sh DIR --skip numpy,pandas      # leave out packages the target already has (any version)
+#   perf/gpu_wheels.sh DIR                          # every package of this environment but torch, for CPython 3.12 x86_64
+#   perf/gpu_wheels.sh DIR --python-version 3.11    # another target Python
+#   perf/gpu_wheels.sh DIR --skip numpy,pandas      # leave out packages the target already has (any version)
 #
 # Reads `pip freeze` of this environment ($PYTHON, else .venv/bin/python, else python3), drops torch,
 # triton and nvidia-* (the target's CUDA build stays) and the --skip names, and puts one wheel of each
 # remaining package, at the same version, into DIR: binary wheels for manylinux x86_64, and for
 # packages published only as sources a pure-Python wheel built here. On the target:
-#   benchmarks/gpu_check.sh --wheels DIR   (installs them with --no-deps into DIR/site, first on PYTHONPATH)
+#   perf/gpu_check.sh --wheels DIR   (installs them with --no-deps into DIR/site, first on PYTHONPATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { sed -n '2,12p' "$0"; exit 2; }

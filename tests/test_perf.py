@@ -1,9 +1,9 @@
-"""The benchmark scripts' plumbing, in seconds: no timing is asserted (speed claims live in benchmarks/README.md).
+"""The benchmark scripts' plumbing, in seconds: no timing is asserted (speed claims live in perf/README.md).
 
 One unlearning side of ``unlearn_memory.py`` runs in-process at a tiny size; the rest are the
 pure parts (fits, FLOP model, the GPU check's table with failed / partial / missing sections).
 The scripts' own smallest modes (``scaling.py --quick``, ``gpu_check.py --smoke``) take minutes
-and are run by hand (benchmarks/README.md).
+and are run by hand (perf/README.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[1] / "perf"
 sys.path.insert(0, str(BENCH))
 
 
@@ -117,7 +117,7 @@ def test_gpu_scripts_refuse_bad_arguments(tmp_path):
     bad = run(str(BENCH / "gpu_wheels.sh"), str(tmp_path / "w"), "--pyversion", "3.12")
     assert bad.returncode == 2 and "unknown option --pyversion" in bad.stderr
     empty = run(str(BENCH / "gpu_check.sh"), "--wheels", str(tmp_path), "--out", str(tmp_path / "out"))
-    assert empty.returncode == 2 and f"{tmp_path} holds no .whl files (make them with benchmarks/gpu_wheels.sh)" in empty.stderr
+    assert empty.returncode == 2 and f"{tmp_path} holds no .whl files (make them with perf/gpu_wheels.sh)" in empty.stderr
 
 
 def test_trace_speed_real_shape_tiny(olmo_tokenizer_dir, tmp_path, capsys):
@@ -140,7 +140,7 @@ def test_trace_speed_real_shape_tiny(olmo_tokenizer_dir, tmp_path, capsys):
 
 
 def test_real_model_request_is_a_small_semeval_request(semeval_dir, tmp_path):
-    """benchmarks/real_model.py's request (the SmolLM2 check): the public data's layout, disjoint people, never-seen non-members."""
+    """perf/real_model.py's request (the SmolLM2 check): the public data's layout, disjoint people, never-seen non-members."""
     import re
 
     import real_model

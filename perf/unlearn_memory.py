@@ -1,7 +1,7 @@
 """One unlearning step, layers 0-5 MLP trainable vs full fine-tuning: step time, peak memory, optimizer state.
 
-    python benchmarks/unlearn_memory.py                     # CPU: OLMo-1B-0724's architecture shrunk 8x in width (16 layers)
-    python benchmarks/unlearn_memory.py --hidden-override 0 --vocab-override 0 --device cuda --bf16 --batch-size 12 --grad-accum 10 --max-length 512
+    python perf/unlearn_memory.py                     # CPU: OLMo-1B-0724's architecture shrunk 8x in width (16 layers)
+    python perf/unlearn_memory.py --hidden-override 0 --vocab-override 0 --device cuda --bf16 --batch-size 12 --grad-accum 10 --max-length 512
                                                             # the real OLMo-1B-0724 shape on a GPU (random weights)
 
 Both sides run the project's own code path, ``unlearn.api.train_unlearning`` with the default

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AMNESIA_SHARED", ROOT.parent / "shared"))
-CONFIGS = ROOT / "benchmarks" / "model_configs"
+CONFIGS = ROOT / "perf" / "model_configs"
 OLMO_1B = CONFIGS / "olmo-1b-0724.json"
 OLMO_7B = CONFIGS / "olmo-7b-0724-instruct.json"
 TOKENIZER = SHARED / "tokenizers" / "olmo-0724"

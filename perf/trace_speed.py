@@ -1,9 +1,9 @@
 """Batched causal tracing vs ROME's one-restoration-per-forward loop: same model, facts and noise.
 
-    python benchmarks/trace_speed.py                 # the fixture target (6 layers x 128), built once into runs/bench-trace
-    python benchmarks/trace_speed.py --shape real    # a 30-layer x 576 Llama (SmolLM-135M's config), random weights, ROME-style prompts
-    python benchmarks/trace_speed.py --shape real --arch olmo --device cuda
-    python benchmarks/trace_speed.py --model DIR --data DIR --facts 10
+    python perf/trace_speed.py                 # the fixture target (6 layers x 128), built once into runs/bench-trace
+    python perf/trace_speed.py --shape real    # a 30-layer x 576 Llama (SmolLM-135M's config), random weights, ROME-style prompts
+    python perf/trace_speed.py --shape real --arch olmo --device cuda
+    python perf/trace_speed.py --model DIR --data DIR --facts 10
 
 All sides run inside one booted TransformerBridge on the same facts with the same noise draws,
 interleaved fact by fact (so a busy machine slows each side alike):
@@ -40,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "perf"))
 
 from bench_common import CONFIGS, add_fixture_arguments, describe, emit, fixture_paths, machine, olmo_tokenizer  # noqa: E402
 
