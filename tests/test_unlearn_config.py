@@ -82,3 +82,46 @@ def test_check_names_the_bad_value(change, message):
     with pytest.raises(AmnesiaError) as err:
         replace(UnlearnConfig(), **change).check()
     assert str(err.value) == message
+
+
+# The options of `amnesia unlearn` before its UnlearnConfig options were generated from the fields (and since).
+UNLEARN_OPTIONS = [
+    "--allow-pickle", "--alpha-a", "--alpha-b", "--alpha-c", "--alpha-max", "--alpha-min", "--alpha-variant", "--batch-size", "--bf16", "--budget-factor",
+    "--checkpoint-dir", "--chunk-size", "--data", "--device", "--dtype", "--epochs", "--eval-rows", "--eval-steps", "--forget-eos", "--forget-mode",
+    "--forget-quantile", "--forget-reference", "--forget-spread", "--forget-target", "--forget-tokens", "--forget-update-steps", "--fp16", "--grad-accum",
+    "--gradient-checkpointing", "--group-by-length", "--help", "--hold-factor", "--keep-checkpoints", "--kind", "--layers", "--logging-steps", "--lora",
+    "--lora-alpha", "--lora-dropout", "--lora-r", "--lr", "--lr-scheduler", "--max-grad-norm", "--max-length", "--max-steps", "--method", "--method-arg",
+    "--model", "--no-forget-eos", "--no-forget-spread", "--npo-beta", "--out", "--overwrite", "--patience", "--probe-steps", "--prompt-format", "--quiet",
+    "--reach-epochs", "--report-to", "--resume", "--retain-ratio", "--save-steps", "--save-total-limit", "--schedule", "--seed", "--select-by", "--splits",
+    "--trace-dir", "--trace-k", "--trace-max-facts", "--trace-method", "--trace-samples", "--trust-remote-code", "--validation-mia",
+    "--validation-mia-tokens", "--warmup-steps", "--weight-decay", "-h",
+]
+
+
+def test_every_setting_is_one_field_and_one_option():
+    """Each UnlearnConfig field declares its help; `amnesia unlearn` has one option per field, its
+    default and help taken from the field, and parsing no option gives the dataclass's defaults."""
+    import argparse
+    import dataclasses
+
+    from pipelines.commands import unlearn as command
+    from tracing.settings import flag, help_text, undeclared
+
+    assert undeclared(UnlearnConfig) == []
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    assert sorted(o for a in p._actions for o in a.option_strings) == UNLEARN_OPTIONS
+    by_dest = {a.dest: a for a in p._actions}
+    for f in dataclasses.fields(UnlearnConfig):
+        if f.name == "method_args":  # a mapping: --method-arg KEY=VALUE, declared by the command
+            continue
+        action = by_dest[f.name]
+        assert action.option_strings[0] == flag(f.name) and action.help == help_text(f).replace("%", "%%")
+    assert "registered ones" in by_dest["method"].help and "sha256 = the paper's joint loss" in by_dest["method"].help
+    assert by_dest["kind"].choices == ("auto", "mlp", "attn", "all") and by_dest["forget_spread"].default is True
+    args = p.parse_args(["--model", "m", "--data", "d", "--out", "o"])
+    assert command.config_from_args(args) == UnlearnConfig()
+    args = p.parse_args(["--model", "m", "--data", "d", "--out", "o", "--lr", "1e-3", "--splits", "train", "--no-forget-spread", "--forget-eos",
+                         "--report-to", "", "--alpha-max", "2.5"])
+    assert command.config_from_args(args) == dataclasses.replace(UnlearnConfig(), lr=1e-3, splits=["train"], forget_spread=False, forget_eos=True,
+                                                                   report_to=["none"], alpha_max=2.5)

@@ -7,22 +7,32 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from tracing.errors import AmnesiaError
+from tracing.settings import auto_or_number, setting
 
-from .methods import get_method
+from .methods import describe_methods, get_method
 from .methods.sha256 import AlphaParams  # noqa: F401 - the sha256 settings UnlearnConfig's alpha_* fields build
 
+#: The ``--help`` groups of UnlearnConfig's fields (tracing.settings: one field, one option).
+GROUPS = {
+    "train": "what trains",
+    "optimization": "optimization",
+    "method": "method parameters",
+    "forgetting": "calibrated forgetting (aim at never-seen text, not at infinity)",
+    "validation": "validation during training (checkpoint selection)",
+    "checkpoints": "checkpoints and logging",
+}
 # Config fields that may change between an interrupted run and its resume.
 RESUME_FREE = ("logging_steps", "save_steps", "save_total_limit", "report_to", "keep_checkpoints")
 
 
 @dataclass
 class UnlearnConfig:
-    """Every hyperparameter of the unlearning stage.
+    """Every hyperparameter of the unlearning stage; each field's help is its ``amnesia unlearn`` option's.
 
     The batch defaults are the paper's for OLMo-1B/7B: MLPs of layers 0-5, per-device batch 12 ×
     accumulation 10 (``bf16`` is off here so the defaults also run on CPU; turn it on for GPUs).
@@ -36,63 +46,123 @@ class UnlearnConfig:
     (lr 1.5e-5, 8 epochs, ``forget_target="none"``, answers only, EOS included, linear decay).
     """
 
-    method: str = "sha256"
-    layers: str | list[int] = "0-5"
-    kind: Literal["auto", "mlp", "attn", "all"] = "auto"
-    epochs: float | str = "auto"
-    max_steps: int = -1
-    lr: float | str = "auto"
-    reach_epochs: float = 3.0
-    budget_factor: float = 3.0
-    probe_steps: int = 3
-    hold_factor: float = 0.3
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    batch_size: int = 12
-    grad_accum: int = 10
-    max_length: int = 512
-    schedule: Literal["joint", "sequential"] = "joint"
-    chunk_size: int = 32
-    retain_ratio: int = 1
-    group_by_length: bool = False
-    prompt_format: Literal["raw", "chat"] = "raw"
-    bf16: bool = False
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    # sha256: α = clip(a·b^(CE_r − L_ref) + c, alpha_min, alpha_max) when CE_r > L_ref
-    alpha_variant: Literal["paper", "code"] = "paper"
-    alpha_a: float = 0.3
-    alpha_b: float = 6.0
-    alpha_c: float = 0.8
-    alpha_min: float = 1.2
-    alpha_max: float | None = None
-    npo_beta: float = 0.1
-    method_args: dict = field(default_factory=dict)
-    forget_target: str | float = "auto"
-    forget_reference: str | None = None
-    forget_quantile: float = 0.5
-    forget_spread: bool = True
-    forget_mode: Literal["pull", "stop"] = "pull"
-    forget_update_steps: int = 1
-    forget_tokens: Literal["all", "documents", "output"] = "all"
-    forget_eos: bool = False
-    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
-    eval_steps: int = 0
-    eval_rows: int = 64
-    select_by: Literal["final", "mia", "task"] = "final"
-    patience: int = 0
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    logging_steps: int = 10
-    save_steps: int = 0
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False
-    report_to: list[str] = field(default_factory=lambda: ["none"])
+    method: str = setting("sha256", group="train",
+        help=lambda: f"the unlearning method, one of the registered ones (unlearn.methods; a typo names the nearest): {describe_methods()}")
+    layers: str | list[int] = setting("0-5", group="train",
+        help="all, a range (0-5), a list (0,1,2,7), a layers.json (or a trace folder holding one), or auto (run `amnesia trace` first and use its selection)")
+    kind: Literal["auto", "mlp", "attn", "all"] = setting("auto", group="train",
+        help="modules to train in those layers; auto = the layers.json's kind when mlp/attn, else mlp; all = the whole layer")
+    epochs: float | str = setting("auto", group="optimization", type=auto_or_number,
+        help="passes over the forget set; auto = --budget-factor × the epochs the step size needs to reach the never-seen level (validation and --patience stop earlier)")
+    max_steps: int = setting(-1, group="optimization",
+        help="stop after this many optimizer steps (overrides --epochs when > 0)")
+    lr: float | str = setting("auto", group="optimization", type=auto_or_number,
+        help="learning rate (AdamW); auto = probe the model on the validation rows for the rate that brings the forget rows to the never-seen level in --reach-epochs epochs (docs/step-size.md)")
+    reach_epochs: float = setting(3.0, group="optimization",
+        help="--lr auto: epochs in which the chosen rate should bring the forget rows to the never-seen level")
+    budget_factor: float = setting(3.0, group="optimization",
+        help="--epochs auto: train this many times as long as reaching the level takes")
+    probe_steps: int = setting(3, group="optimization",
+        help="--lr auto: optimizer steps of each probe")
+    hold_factor: float = setting(0.3, group="optimization",
+        help="once the watched validation forget rows are at their never-seen level, multiply the rate by this (1 = keep it)")
+    lr_scheduler: str = setting("constant", group="optimization",
+        help="transformers scheduler name: linear, constant, cosine, ...")
+    warmup_steps: int = setting(0, group="optimization",
+        help="learning-rate warmup steps")
+    weight_decay: float = setting(0.0, group="optimization",
+        help="AdamW weight decay")
+    batch_size: int = setting(12, group="optimization",
+        help="forget rows (and as many retain rows) per micro-batch and device")
+    grad_accum: int = setting(10, group="optimization",
+        help="micro-batches accumulated per optimizer step")
+    max_length: int = setting(512, group="optimization",
+        help="truncate examples to this many tokens (a warning counts truncated rows)")
+    schedule: Literal["joint", "sequential"] = setting("joint", group="optimization",
+        help="joint: every epoch shuffles the whole forget set; sequential: --epochs passes over one chunk of forget rows, then the next chunk")
+    chunk_size: int = setting(32, group="optimization",
+        help="sequential schedule: forget rows per chunk (in data order)")
+    retain_ratio: int = setting(1, group="optimization",
+        help="retain rows per forget row in each micro-batch")
+    group_by_length: bool = setting(False, group="optimization",
+        help="joint schedule: sort the rows of each optimizer step by length into its micro-batches (same rows per step, far less padding; off = the paper's random micro-batches)")
+    prompt_format: Literal["raw", "chat"] = setting("raw", group="optimization",
+        help="raw = input + output as they are (how the SemEval targets were fine-tuned and scored); chat = the input wrapped in the tokenizer's chat template; use the format the target was trained and will be scored with")
+    bf16: bool = setting(False, group="optimization",
+        help="bfloat16 mixed precision (the paper's setting on GPUs)")
+    fp16: bool = setting(False, group="optimization",
+        help="float16 mixed precision")
+    gradient_checkpointing: bool = setting(False, group="optimization",
+        help="recompute activations in the backward pass to save memory")
+    max_grad_norm: float = setting(1.0, group="optimization",
+        help="gradient clipping norm (0 = off)")
+    seed: int = setting(42, group="optimization",
+        help="random seed (data order, LoRA init); same seed, same run on CPU")
+    alpha_variant: Literal["paper", "code"] = setting("paper", group="method",
+        help="sha256 alpha schedule: paper (clip to [alpha-min, 2.8]) or the authors' code (clip at 2.3, round to 0.1)")
+    alpha_a: float = setting(0.3, group="method",
+        help="sha256: a in alpha = a*b^(CE_retain - L_ref) + c")
+    alpha_b: float = setting(6.0, group="method",
+        help="sha256: b in alpha = a*b^(CE_retain - L_ref) + c")
+    alpha_c: float = setting(0.8, group="method",
+        help="sha256: c in alpha = a*b^(CE_retain - L_ref) + c")
+    alpha_min: float = setting(1.2, group="method",
+        help="sha256: lowest alpha (and alpha during the first epoch)")
+    alpha_max: float | None = setting(None, group="method",
+        help="sha256: highest alpha; default 2.8 (paper) or 2.3 (code variant)")
+    npo_beta: float = setting(0.1, group="method",
+        help="npo: inverse temperature beta")
+    method_args: dict = setting(default_factory=dict, cli=False, group="method",
+                                 help="a plug-in method's own settings (its Settings dataclass; --method-arg KEY=VALUE); the built-in methods take theirs from the fields above")
+    forget_target: str | float = setting("auto", group="forgetting",
+        help="per-token NLL at which a forget row stops being pushed: auto = the --forget-quantile of never-seen reference documents' NLL under the model (DATA/mia_data/validation/nonmember.jsonl or --forget-reference; uncalibrated with a warning when there are none), none = push without limit, or a number")
+    forget_reference: str | None = setting(None, group="forgetting",
+        help="never-seen reference documents for --forget-target auto: a .jsonl with a 'document' per line, or a folder holding nonmember.jsonl; default DATA/mia_data/validation/nonmember.jsonl (never the test MIA files)")
+    forget_quantile: float = setting(0.5, group="forgetting",
+        help="quantile of the reference NLLs used as the level (0.5 = median: a forget document held there ranks like a never-seen one, AUC 0.5)")
+    forget_spread: bool = setting(True, group="forgetting",
+        help="each forget row aims at its own quantile of the reference NLLs, spread evenly over (0, 1), so the forgotten rows end distributed like never-seen text instead of piled at one level (which membership inference against another sample of never-seen text sees); --no-forget-spread: every row at --forget-quantile")
+    forget_mode: Literal["pull", "stop"] = setting("pull", group="forgetting",
+        help="pull = rows past the level are pulled back to it (two-sided); stop = they only stop being pushed")
+    forget_update_steps: int = setting(1, group="forgetting",
+        help="measure the level again every N optimizer steps on the current model (what an auditor compares with); 0 = once, before training")
+    forget_tokens: Literal["all", "documents", "output"] = setting("all", group="forgetting",
+        help="tokens of a forget row the forget term covers: all = prompt and output of every row (the whole text, as membership inference reads a document); documents = the whole text of sentence-completion rows, the answer of question rows; output = the answer only (the paper)")
+    forget_eos: bool = setting(False, group="forgetting", negatable=True,
+        help="include the EOS after a forget answer in the forget term (pushing it down makes the model stop ending its answers)")
+    splits: list[str] = setting(default_factory=lambda: ["train", "validation"], group="validation",
+        help="parts of the data unlearning reads, forget and retain alike: train,validation (the validation rows and members are then forgotten / kept like the train ones, so validating on them means something; the test reports the train part) or train")
+    eval_steps: int = setting(0, group="validation",
+        help="every N optimizer steps (and at the end) score the validation part — knowledge and regurgitation on --eval-rows forget/retain validation rows, MIA AUC on DATA/mia_data/validation/ (never the test MIA files) — and keep the best step's weights; 0 = off")
+    eval_rows: int = setting(64, group="validation",
+        help="validation rows per split (forget, retain) scored each time; a seeded subset")
+    select_by: Literal["final", "mia", "task"] = setting("final", group="validation",
+        help="what the kept checkpoint maximizes: final = mean of the task aggregate and the MIA score (the official final score without MMLU), mia = the MIA score, task = the task aggregate")
+    validation_mia: Literal["loss", "min_k"] = setting("loss", group="validation",
+        help="the validation membership attack: loss = each document's mean token NLL (the SemEval test's attack), min_k = Min-K% Prob, k 0.4 (TOFU's privleak attack)")
+    validation_mia_tokens: Literal["document", "answer"] = setting("document", group="validation",
+        help="which tokens of the validation MIA documents are scored: document = all (SemEval), answer = those after each document's 'prompt' field (TOFU's privleak; the TOFU request writes the field)")
+    patience: int = setting(0, group="validation",
+        help="stop after this many validations without improvement (0 = never stop early)")
+    lora: bool = setting(False, group="train",
+        help="train LoRA adapters on the selected modules' linear layers instead of their weights (merged into the output)")
+    lora_r: int = setting(8, group="train",
+        help="LoRA rank")
+    lora_alpha: int = setting(16, group="train",
+        help="LoRA scaling alpha")
+    lora_dropout: float = setting(0.0, group="train",
+        help="LoRA dropout")
+    logging_steps: int = setting(10, group="checkpoints",
+        help="log loss, CE_forget, CE_retain and alpha every N steps")
+    save_steps: int = setting(0, group="checkpoints",
+        help="write a checkpoint every N optimizer steps (0 = none)")
+    save_total_limit: int = setting(2, group="checkpoints",
+        help="keep at most this many complete checkpoints")
+    keep_checkpoints: bool = setting(False, group="checkpoints",
+        help="keep the checkpoints after a successful run (default: removed)")
+    report_to: list[str] = setting(default_factory=lambda: ["none"], group="checkpoints",
+        help="comma-separated trackers: none, tensorboard, wandb, ...")
+
 
     def __post_init__(self):
         # "1e-3" from a command line or a YAML 1.1 reader is a number, not a string
@@ -178,6 +248,10 @@ class UnlearnConfig:
             raise AmnesiaError(f"eval_rows {self.eval_rows!r}: expected a positive number of validation rows per split")
         if self.select_by not in ("final", "mia", "task"):
             raise AmnesiaError(f"select_by {self.select_by!r}: expected final, mia or task")
+        if self.validation_mia not in ("loss", "min_k"):
+            raise AmnesiaError(f"validation_mia {self.validation_mia!r}: expected loss or min_k")
+        if self.validation_mia_tokens not in ("document", "answer"):
+            raise AmnesiaError(f"validation_mia_tokens {self.validation_mia_tokens!r}: expected document or answer")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise AmnesiaError(f"patience {self.patience!r}: expected an integer >= 0 (0 = never stop early)")
         if not 0 < self.forget_quantile < 1:
@@ -230,6 +304,8 @@ class UnlearnConfig:
                     raise AmnesiaError(f"unlearn config: {key} must be a number, got {value!r}")
             elif hint is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise AmnesiaError(f"unlearn config: {key} must be an integer, got {value!r}")
+            elif hint is dict and not isinstance(value, dict):
+                raise AmnesiaError(f"unlearn config: {key} must be a mapping, got {value!r}")
             elif hint is bool and not isinstance(value, bool):
                 raise AmnesiaError(f"unlearn config: {key} must be true or false, got {value!r}")
         config = cls(**values)

@@ -1,0 +1,127 @@
+"""Settings declared once: a config dataclass field carries its help text, its ``--help`` group
+and any command-line hint in its metadata (:func:`setting`); :func:`add_arguments` makes the
+argparse options from the fields (name, default, type, choices, help), :func:`from_args` reads
+them back into keyword arguments for the dataclass. A new setting is one field.
+
+The option for field ``max_grad_norm`` is ``--max-grad-norm``. From the field's type:
+``bool`` → a flag (``--x``; ``--x/--no-x`` when it defaults to true or ``negatable=True``),
+``Literal[...]`` → choices, ``int``/``float``/``str`` → that type, ``X | None`` → ``X``,
+``list[str]`` → one comma-separated value. Anything else needs ``type=`` in the metadata (or
+``cli=False``: not a command-line option). Importable without torch, as ``--help`` must be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Callable, Literal
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str | Callable[[], str], group: str | None = None,
+            default_factory: Any = dataclasses.MISSING, cli: bool = True, **argparse_kwargs) -> Any:
+    """A dataclass field with its help (a string, or a function giving one when ``--help`` is built),
+    its ``--help`` group, and extra argparse keyword arguments (``type=``, ``metavar=``, ``negatable=True``)."""
+    metadata = {"help": help, "group": group, "cli": cli, "argparse": argparse_kwargs}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def help_text(field: dataclasses.Field) -> str:
+    """The field's help text (calling it when it is a function)."""
+    text = field.metadata.get("help", "")
+    return text() if callable(text) else text
+
+
+def auto_or_number(text: str) -> str | float:
+    """An argparse type: the word ``auto`` or a number."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(hint):
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+def _comma_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def option(field: dataclasses.Field, hint, default) -> tuple[list[str], dict]:
+    """``(option strings, argparse keyword arguments)`` of one field."""
+    extra = dict(field.metadata.get("argparse", {}))
+    negatable = extra.pop("negatable", False)
+    kwargs: dict[str, Any] = {"dest": field.name, "help": help_text(field).replace("%", "%%")}
+    hint = _unwrap_optional(hint)
+    if hint is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction if (negatable or default) else "store_true"
+        kwargs["default"] = default
+    elif typing.get_origin(hint) is Literal:
+        kwargs.update(default=default, choices=typing.get_args(hint))
+    elif typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
+        kwargs.update(default=",".join(default), type=str, metavar=field.name.upper())
+    elif hint in (int, float, str):
+        kwargs.update(default=default, type=hint)
+    else:
+        kwargs["default"] = default
+    kwargs.update(extra)
+    return [flag(field.name)], kwargs
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, titles: dict[str, str] | None = None,
+                  exclude: tuple[str, ...] = (), defaults: Any = None) -> dict[str, argparse._ArgumentGroup]:
+    """Add an option per field of dataclass ``cls`` (defaults from ``defaults``, an instance, or the
+    class's own), each in the argument group its metadata names (titled by ``titles``); return the
+    groups by name so a command can add its own options to them."""
+    hints = typing.get_type_hints(cls)
+    defaults = defaults if defaults is not None else cls()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in exclude or not field.metadata.get("cli", True) or "help" not in field.metadata:
+            continue
+        name = field.metadata.get("group")
+        target = parser
+        if name is not None:
+            if name not in groups:
+                groups[name] = parser.add_argument_group((titles or {}).get(name, name))
+            target = groups[name]
+        strings, kwargs = option(field, hints[field.name], getattr(defaults, field.name))
+        target.add_argument(*strings, **kwargs)
+    return groups
+
+
+def from_args(args: argparse.Namespace, cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` that :func:`add_arguments` put on ``args`` (comma lists split)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for field in dataclasses.fields(cls):
+        if field.name in exclude or not field.metadata.get("cli", True) or not hasattr(args, field.name):
+            continue
+        value = getattr(args, field.name)
+        hint = _unwrap_optional(hints[field.name])
+        if typing.get_origin(hint) is list and typing.get_args(hint) == (str,) and isinstance(value, str):
+            value = _comma_list(value)
+        out[field.name] = value
+    return out
+
+
+def undeclared(cls: type) -> list[str]:
+    """Fields of ``cls`` without a help text (a test keeps this empty for every config)."""
+    return [f.name for f in dataclasses.fields(cls) if "help" not in f.metadata]
+
+
+__all__ = ["add_arguments", "auto_or_number", "flag", "from_args", "help_text", "option", "setting", "undeclared"]
