@@ -1,6 +1,6 @@
 """``amnesia demo``: the main job on the embedded default — the demo config, no arguments needed.
 
-The config is :data:`DEMO_CONFIG` (identical to ``configs/demo.yaml``; a test keeps them equal):
+The config is the package's ``demo.yaml`` (:func:`demo_mapping`; ``configs/demo.yaml`` links to it):
 a 40-person synthetic world, the tiny OLMo target trained on it, tracing, unlearning of the
 forget set in the traced layers, re-tracing and scoring before and after. World and target are
 cached stages of the run directory, so a second ``amnesia demo`` reuses them.
@@ -11,24 +11,14 @@ Hub when it answers, else the package's built-in 285-question subset; the output
 
 from __future__ import annotations
 
-import copy
-
 from pipelines.config import RunConfig, config_from_mapping
-from pipelines.typed import apply_overrides
+from pipelines.typed import apply_overrides, load_yaml_text
 
-DEMO_CONFIG: dict = {
-    "name": "demo",
-    "world": {"people": 40, "seed": 0},
-    "target": {"seed": 0},
-    "loading": {"device": "auto"},
-    "trace": {"samples": 5, "window": 2, "method": "auto", "max_facts": 32, "heatmaps": 4},
-    "unlearn": {
-        "method": "sha256", "layers": "auto", "kind": "mlp", "batch_size": 8,
-        "grad_accum": 1, "max_length": 128, "logging_steps": 5, "seed": 0, "eval_steps": 15, "patience": 4,
-    },
-    "evaluate": {"splits": "train", "mmlu": "auto", "mmlu_limit": 5},
-    "retrace": True,
-}
+def demo_mapping() -> dict:
+    """The demo config as a mapping: the package's ``demo.yaml`` (``configs/demo.yaml`` links to it)."""
+    from importlib.resources import files
+
+    return load_yaml_text(files("pipelines").joinpath("demo.yaml").read_text(encoding="utf-8"), "pipelines/demo.yaml")
 
 
 def resolve_mmlu(mmlu: str | None) -> tuple[str, str]:
@@ -55,7 +45,7 @@ def resolve_mmlu(mmlu: str | None) -> tuple[str, str]:
 
 
 def demo_config(*, mmlu: str = "off", people: int | None = None, overrides: list[str] = ()) -> RunConfig:
-    data = copy.deepcopy(DEMO_CONFIG)
+    data = demo_mapping()
     data["evaluate"]["mmlu"] = mmlu
     if people is not None:
         data["world"]["people"] = people

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipelines.config import config_from_mapping, load_config
-from pipelines.demo import DEMO_CONFIG, demo_config, resolve_mmlu
+from pipelines.demo import demo_config, demo_mapping, resolve_mmlu
 from pipelines.run import control_layer_sets, run_pipeline
 from pipelines.typed import load_yaml_text
 from tracing.errors import AmnesiaError
@@ -134,7 +134,8 @@ def test_controls_layer_sets():
 
 
 def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path, mmlu_dir):
-    assert load_yaml_text((ROOT / "configs" / "demo.yaml").read_text(), "demo.yaml") == DEMO_CONFIG
+    assert (ROOT / "configs" / "demo.yaml").resolve() == (ROOT / "pipelines" / "demo.yaml").resolve()  # one file, two paths
+    assert load_yaml_text((ROOT / "configs" / "demo.yaml").read_text(), "demo.yaml") == demo_mapping()
     cfg = demo_config(mmlu="off", people=8, overrides=["unlearn.epochs=2"])
     assert cfg.world.people == 8 and cfg.unlearn.epochs == 2 and cfg.evaluate.mmlu == "off" and cfg.traced_layers
     import datasets
