@@ -2,7 +2,7 @@
 
 The reduced run trains a 2-layer target on one retain author plus the forget01 authors, a retain
 model without them, traces, unlearns a few steps and scores all three with TOFU's metrics; the
-full `configs/tofu_demo.yaml` is measured in the README.
+full `configs/tofu_demo.yaml` is measured in docs/tofu.md.
 """
 
 from __future__ import annotations

@@ -362,7 +362,7 @@ def test_average_total_effect_over_kept_facts(target, kept, exact16):
 
 
 def test_attribution_ranks_layers_like_exact_tracing(target, facts, exact16):
-    """Spearman over layers where the fixture's effect is (first subject token, last token), attribution vs exact (README reports it)."""
+    """Spearman over layers where the fixture's effect is (first subject token, last token), attribution vs exact (docs/tracing.md reports it)."""
     model, tok = target
     approx = trace_facts(model, tok, facts[:16], TraceConfig(samples=5, window=3, method="attribution"), progress=False)
     exact, estimate = aggregate(exact16.traces), aggregate(approx.traces)

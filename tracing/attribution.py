@@ -9,7 +9,7 @@ corrupted run with activation ``a*`` changes the metric ``M = mean_j P_j(answer)
 corrupted forward of the ``samples`` noise rows with a backward pass and the clean activations
 give every ``(kind, t, l)`` at once. For ``mlp`` / ``attn`` the estimate of a window of layers is
 the sum of its layers' estimates (the first-order effects add). It is a screen: cheap, and it
-ranks layers similarly to exact tracing on the models we tried (see the README), but it is not
+ranks layers similarly to exact tracing on the models we tried (see docs/tracing.md), but it is not
 exact (saturated softmax probabilities are where it errs most).
 
 :func:`auto_trace_fact` (``--method auto``) uses it as a screen: the estimate of every cell, and
