@@ -41,7 +41,9 @@ from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.eval.config import DEFAULT_QUESTION_TEMPLATE, TofuEvalConfig, check_question_template
 
 TASK = "Task2"  # TOFU rows are question/answer pairs about fictitious people: the shape of SemEval's Task 2
-REQUEST_SCHEMA = 1
+#: The unlearning stage's validation membership test on TOFU: privleak's attack and tokens.
+VALIDATION_MIA = {"validation_mia": "min_k", "validation_mia_tokens": "answer"}
+REQUEST_SCHEMA = 2  # 2: the validation MIA documents carry their prompt (validation_mia_tokens answer)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig
     """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig` (prompt_format set once, at the top)."""
     if isinstance(data.get("evaluate"), dict) and "question_template" in data["evaluate"]:
         raise AmnesiaError(f"{where}: evaluate.question_template: set tofu.question_template (one prompt for every stage)")
+    if data.get("unlearn") is None or isinstance(data.get("unlearn"), dict):
+        # TOFU's privacy test ranks Min-K% Prob of the answer tokens: validation (checkpoint
+        # selection, the overshoot note) measures the same unless the config says otherwise.
+        data = {**data, "unlearn": {**VALIDATION_MIA, **(data.get("unlearn") or {})}}
     config = config_from_mapping(data, where, TofuRunConfig)
     return dataclasses.replace(config, evaluate=dataclasses.replace(config.evaluate, question_template=config.tofu.question_template))
 
@@ -142,7 +148,8 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
 
     ``data/{forget,retain}_{train,validation}-00000-of-00001.parquet`` (columns ``id, input,
     output, task, split``; ids ``tofu-<author>-<row>qa0``) and ``mia_data/validation/`` (members:
-    the forget rows as documents, rendered as the model reads them; non-members: never-seen
+    the forget rows as documents — prompt + answer, rendered as the model reads them, the prompt
+    also in a ``prompt`` field so validation can score the answer tokens as privleak does; non-members: never-seen
     authors that are not the test holdout, :func:`unlearn.tofu_data.reference_holdout`) — what
     ``amnesia unlearn`` reads for calibration and validation. No test MIA files: TOFU's privacy
     leak is scored on the split's holdout by the TOFU evaluation. ``request.json`` records it.
@@ -155,13 +162,13 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
     from unlearn.prompts import render_prompts
     from unlearn.tofu_data import question_text, reference_holdout
 
-    def documents(rows: list[dict]) -> list[str]:
+    def documents(rows: list[dict], kind: str) -> list[dict]:
         prompts = [question_text(r["question"], prompt_format, question_template) for r in rows]
         if prompt_format != "raw":
             if tokenizer is None:
                 raise AmnesiaError("prompt_format chat: the request's membership documents need the model's tokenizer")
             prompts = render_prompts(tokenizer, prompts, prompt_format)
-        return [p + r["answer"] for p, r in zip(prompts, rows)]
+        return [{"id": f"{kind}-{i}", "document": p + r["answer"], "prompt": p} for i, (p, r) in enumerate(zip(prompts, rows))]
 
     reference = reference_holdout(data)
     with atomic_path(out, directory=True, overwrite=True) as tmp:
@@ -175,8 +182,7 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
         if reference is not None:
             folder = tmp / "mia_data" / "validation"
             folder.mkdir(parents=True)
-            members = [{"id": f"forget-{i}", "document": d} for i, d in enumerate(documents(data.forget))]
-            nonmembers = [{"id": f"reference-{i}", "document": d} for i, d in enumerate(documents(reference[0]))]
+            members, nonmembers = documents(data.forget, "forget"), documents(reference[0], "reference")
             for name, docs in (("member", members), ("nonmember", nonmembers)):
                 (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
         manifest = {
@@ -229,7 +235,7 @@ class TofuPipeline(Pipeline):
                                      question_template=cfg.tofu.question_template, tokenizer=tokenizer)
             return {"rows": manifest["rows"], "reference": manifest["reference"]}
 
-        key = {"data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format,
+        key = {"schema": REQUEST_SCHEMA, "data": cfg.data, "tofu": dataclasses.asdict(cfg.tofu), "prompt_format": cfg.prompt_format,
                "tokenizer": cfg.model if cfg.prompt_format != "raw" else None}
         res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
         return str(res.path), res.hash

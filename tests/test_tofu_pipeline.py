@@ -44,6 +44,8 @@ def test_request_folder_is_an_unlearning_request(small, tmp_path):
     members = list(data.mia_validation["member"]["document"])
     nonmembers = list(data.mia_validation["nonmember"]["document"])
     assert len(members) == 40 and len(nonmembers) == 160
+    prompts = list(data.mia_validation["member"]["prompt"])  # validation scores the answer tokens after them, as privleak does
+    assert sorted(prompts) == sorted(r["question"] + "\n" for r in small.forget) and all(d.startswith(p) for d, p in zip(members, prompts))
     test = {r["question"] + "\n" + r["answer"] for r in small.holdout}
     assert not test & set(nonmembers) and not test & set(members)
     assert manifest["reference"]["documents"] == 160 and manifest["reference"]["source"].endswith("holdout05.json")
@@ -126,6 +128,7 @@ def test_tofu_run_end_to_end(tofu_run):
     assert (run_dir / "retain_model" / "tokenizer.json").read_bytes() == (run_dir / "target" / "tokenizer.json").read_bytes()
     unlearn = json.loads((run_dir / "unlearned" / "unlearn.json").read_text())
     assert unlearn["forget_target"]["source"].endswith("mia_data/validation/nonmember.jsonl") and unlearn["forget_target"]["documents"] == 160
+    assert unlearn["hyperparameters"]["validation_mia"] == "min_k" and unlearn["hyperparameters"]["validation_mia_tokens"] == "answer"
     assert [h["step"] for h in unlearn["validation"]["history"]] == [0, 2, 4] and unlearn["validation"]["best_step"] in (0, 2, 4)
 
     summary = json.loads((run_dir / "summary.json").read_text())

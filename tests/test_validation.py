@@ -17,7 +17,8 @@ from unlearn.eval import metrics
 from unlearn.eval.nll import document_nll
 from unlearn.eval.validation import score_validation, selection_value, validation_set
 from unlearn.models import ModelOptions, load_model
-from unlearn.trainer import UnlearnConfig, list_checkpoints
+from unlearn.config import UnlearnConfig
+from unlearn.trainer import list_checkpoints
 
 CPU = ModelOptions(device="cpu", dtype="float32")
 FAST = dict(layers="0-1", kind="mlp", batch_size=16, grad_accum=1, lr=1e-3, logging_steps=50, seed=0, eval_rows=8)
@@ -55,6 +56,38 @@ def test_validation_scores_are_the_official_metrics_on_those_rows(fixture_target
     assert scores["mia_auc"] == pytest.approx(auc) and scores["mia_score"] == pytest.approx(metrics.mia_score(auc))
     assert scores["final"] == pytest.approx((scores["task"] + scores["mia_score"]) / 2)
     assert selection_value(scores, "mia") == scores["mia_score"] and selection_value({"task": None}, "task") == -math.inf
+
+
+def test_validation_min_k_on_answer_tokens_is_privleaks_statistic(fixture_target, data, tmp_path):
+    """validation_mia min_k + tokens answer: Min-K% (k 0.4) of the tokens after each document's prompt, by hand."""
+    import dataclasses
+    import json
+
+    from unlearn.data import load_mia
+    from unlearn.eval.nll import completion_labels, sequence_token_nll
+    from unlearn.eval.tofu_metrics import min_k_score
+
+    model, tok = load_model(fixture_target, CPU)
+    docs = {name: list(data.mia_validation[name]["document"])[:6] for name in ("member", "nonmember")}
+    for name, rows in docs.items():  # the first word of each document as its prompt
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"document": d, "prompt": d.split(" ")[0] + " "}) + "\n" for d in rows))
+    mia = load_mia(tmp_path)
+    vs = validation_set(dataclasses.replace(data, mia_validation=mia), rows=2, seed=0, mia_attack="min_k", mia_tokens="answer")
+    assert vs.member_prompts == [d.split(" ")[0] + " " for d in docs["member"]]
+    by_hand = {}
+    for name in ("member", "nonmember"):
+        pairs = [completion_labels(tok, d.split(" ")[0] + " ", d[len(d.split(" ")[0]) + 1:]) for d in docs[name]]
+        by_hand[name] = [min_k_score(v, 0.4) for v in sequence_token_nll(model, pairs)]
+    auc = metrics.mia_auc(by_hand["member"], by_hand["nonmember"])
+    scores = score_validation(model, tok, vs)
+    assert scores["mia_auc"] == pytest.approx(auc) and scores["mia_score"] == pytest.approx(metrics.mia_score(auc))
+    loss_doc = score_validation(model, tok, dataclasses.replace(vs, mia_attack="loss", mia_tokens="document"))["mia_auc"]
+    assert loss_doc == pytest.approx(metrics.mia_auc(document_nll(model, tok, docs["member"]), document_nll(model, tok, docs["nonmember"])))
+    with pytest.raises(AmnesiaError, match="member.jsonl has no 'prompt' field: validation_mia_tokens answer"):
+        validation_set(data, rows=2, mia_tokens="answer")
+    (tmp_path / "member.jsonl").write_text(json.dumps({"document": "abc", "prompt": "xyz"}) + "\n")
+    with pytest.raises(AmnesiaError, match="member.jsonl: document 1: 'prompt' must be a string that begins its 'document'"):
+        load_mia(tmp_path)
 
 
 class Weights(TrainerCallback):

@@ -182,7 +182,8 @@ def train_unlearning(
     if config.eval_steps and validation is None:
         if data is None:
             raise AmnesiaError("eval_steps is set but no validation data was given (pass data= or validation=)")
-        validation = validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format)
+        validation = validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format,
+                                    mia_attack=config.validation_mia, mia_tokens=config.validation_mia_tokens)
     if validation is not None and config.eval_steps and not validation.has_mia:
         if config.select_by == "mia":
             raise AmnesiaError(f"select_by mia: {validation.source} has no mia_data/validation/member.jsonl and nonmember.jsonl")

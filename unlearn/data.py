@@ -189,9 +189,15 @@ def _load_mia(folder: Path) -> dict[str, datasets.Dataset]:
         for lineno, row in enumerate(rows, start=1):
             if not isinstance(row["document"], str) or not row["document"].strip():
                 raise AmnesiaError(f"{path}: document {lineno}: 'document' must be a non-empty string")
-        out[name] = datasets.Dataset.from_dict(
-            {"id": [str(r.get("id", i)) for i, r in enumerate(rows)], "document": [r["document"] for r in rows]}
-        )
+        columns = {"id": [str(r.get("id", i)) for i, r in enumerate(rows)], "document": [r["document"] for r in rows]}
+        if any("prompt" in r for r in rows):  # optional: the part of each document the model reads as context
+            for lineno, row in enumerate(rows, start=1):
+                prompt = row.get("prompt")
+                if not isinstance(prompt, str) or not row["document"].startswith(prompt) or len(prompt) >= len(row["document"]):
+                    raise AmnesiaError(f"{path}: document {lineno}: 'prompt' must be a string that begins its 'document' and leaves text after it "
+                                       "(give it on every line or on none)")
+            columns["prompt"] = [r["prompt"] for r in rows]
+        out[name] = datasets.Dataset.from_dict(columns)
     return out
 
 

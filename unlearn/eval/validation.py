@@ -10,7 +10,13 @@
   expected answer + a margin (recall and exact match need no more tokens than that);
 * the harmonic-mean task aggregate;
 * the membership-inference AUC of the validation members against the validation non-members,
-  and its score ``1 − 2·|AUC − 0.5|``;
+  and its score ``1 − 2·|AUC − 0.5|``. By default the SemEval test's own attack: each document's
+  mean token NLL (``mia_attack="loss"``, ``mia_tokens="document"``). A benchmark whose privacy
+  test ranks something else validates on that instead: TOFU's privleak ranks Min-K% Prob
+  (k = 0.4) of the answer tokens, so its runs set ``mia_attack="min_k"``, ``mia_tokens="answer"``
+  (the documents then carry a ``prompt`` field; the tokens after it are scored). On the TOFU demo
+  the two statistics disagree where it matters: a checkpoint at loss AUC 0.49 had Min-K% AUC 0.24
+  on the same rows — forgotten past never-seen text in the tokens privleak looks at;
 * ``final``: the mean of the task aggregate and the MIA score — the official final score without
   its MMLU term, which unlearning a few layers moves least and which is too slow to run every
   few steps (it would add the same constant to every step anyway).
@@ -30,9 +36,9 @@ from tracing.errors import AmnesiaError
 from ..data import SemEvalData
 from ..generation import GenerationOptions, generate
 from ..prompts import render_prompts
-from . import metrics
+from . import metrics, tofu_metrics
 from .core import measure_mia
-from .nll import NLLOptions
+from .nll import NLLOptions, completion_labels, sequence_token_nll
 
 ANSWER_MARGIN = 8  # tokens generated past the longest expected answer
 
@@ -46,6 +52,10 @@ class ValidationSet:
     nonmembers: list[str] = field(default_factory=list)
     prompt_format: str = "raw"
     source: str = ""
+    member_prompts: list[str] | None = None
+    nonmember_prompts: list[str] | None = None
+    mia_attack: str = "loss"
+    mia_tokens: str = "document"
 
     @property
     def has_mia(self) -> bool:
@@ -64,20 +74,52 @@ def _subset(ds, kind: str, budget: int | None, seed: int) -> list[dict]:
     return [{"id": ds[i]["id"], "task": ds[i]["task"], "split": kind, "input": ds[i]["input"], "expected_output": ds[i]["output"]} for i in index]
 
 
-def validation_set(data: SemEvalData, *, rows: int | None = 64, seed: int = 0, prompt_format: str = "raw") -> ValidationSet:
-    """A seeded subset of ``rows`` forget- and ``rows`` retain-validation rows plus the validation MIA documents."""
+def validation_set(data: SemEvalData, *, rows: int | None = 64, seed: int = 0, prompt_format: str = "raw",
+                   mia_attack: str = "loss", mia_tokens: str = "document") -> ValidationSet:
+    """A seeded subset of ``rows`` forget- and ``rows`` retain-validation rows plus the validation MIA documents
+    (scored with ``mia_attack`` on ``mia_tokens``; see the module docstring)."""
     missing = [f"{k}_validation" for k in ("forget", "retain") if f"{k}_validation" not in data.splits]
     if missing:
         raise AmnesiaError(f"{data.source}: no {' or '.join(missing)} split: validation during unlearning (--eval-steps) needs both")
     picked = _subset(data.get("forget", "validation"), "forget", rows, seed) + _subset(data.get("retain", "validation"), "retain", rows, seed)
     mia = data.mia_validation
+    prompts = {}
+    if mia and mia_tokens == "answer":
+        for name in ("member", "nonmember"):
+            if "prompt" not in mia[name].column_names:
+                raise AmnesiaError(f"{data.source}: mia_data/validation/{name}.jsonl has no 'prompt' field: "
+                                   "validation_mia_tokens answer scores the tokens after each document's prompt (or use document)")
+            prompts[name] = list(mia[name]["prompt"])
     return ValidationSet(
         rows=picked,
         members=list(mia["member"]["document"]) if mia else [],
         nonmembers=list(mia["nonmember"]["document"]) if mia else [],
         prompt_format=prompt_format,
         source=str(data.source),
+        member_prompts=prompts.get("member"),
+        nonmember_prompts=prompts.get("nonmember"),
+        mia_attack=mia_attack,
+        mia_tokens=mia_tokens,
     )
+
+
+def _membership(model, tokenizer, vs: ValidationSet, options: NLLOptions) -> dict:
+    """The validation membership test with ``vs.mia_attack`` on ``vs.mia_tokens``; keys as :func:`measure_mia`'s."""
+    if vs.mia_attack == "loss" and vs.mia_tokens == "document":
+        return measure_mia(model, tokenizer, vs.members, vs.nonmembers, options)
+
+    def sequences(documents: list[str], prompts: list[str] | None):
+        if vs.mia_tokens == "answer":
+            return [completion_labels(tokenizer, p, d[len(p):]) for p, d in zip(prompts, documents)]
+        return [(ids, list(ids)) for ids in (tokenizer(d)["input_ids"] for d in documents)]
+
+    def statistic(values: list[float]) -> float:
+        return tofu_metrics.min_k_score(values, tofu_metrics.DEFAULT_MINK_K) if vs.mia_attack == "min_k" else tofu_metrics.loss_score(values)
+
+    member = [statistic(v) for v in sequence_token_nll(model, sequences(vs.members, vs.member_prompts), options)]
+    nonmember = [statistic(v) for v in sequence_token_nll(model, sequences(vs.nonmembers, vs.nonmember_prompts), options)]
+    auc = metrics.mia_auc(member, nonmember)
+    return {"auc": auc, "score": metrics.mia_score(auc), "member_mean_nll": sum(member) / len(member), "nonmember_mean_nll": sum(nonmember) / len(nonmember)}
 
 
 def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | None = None) -> dict:
@@ -102,7 +144,7 @@ def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | N
         }
         if vs.has_mia:
             try:
-                mia = measure_mia(model, tokenizer, vs.members, vs.nonmembers, NLLOptions(batch_size=batch_size))
+                mia = _membership(model, tokenizer, vs, NLLOptions(batch_size=batch_size))
             except AmnesiaError:  # a non-finite NLL (a diverging step): no AUC, a score of 0
                 mia = {"auc": None, "score": 0.0, "member_mean_nll": None, "nonmember_mean_nll": None}
             out.update({"mia_auc": mia["auc"], "mia_score": mia["score"], "member_nll": mia["member_mean_nll"], "nonmember_nll": mia["nonmember_mean_nll"]})
