@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipelines.typed import apply_overrides, from_mapping, load_yaml_text, to_mapping
+from pipelines.typed import apply_overrides, from_mapping, to_mapping
 from pipelines.world import WorldConfig
 from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
+from tracing.settings import load_yaml_text
 from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.eval.config import EvalConfig
 from unlearn.prompts import PROMPT_FORMATS
@@ -193,8 +194,12 @@ class RunMethods:
     its ``name``, ``out``, ``unlearn`` sections."""
 
     def check_name(self) -> None:
-        if not self.name or "/" in self.name:
-            raise AmnesiaError(f"name {self.name!r}: expected a non-empty name without '/'")
+        """``name`` becomes a folder (``runs/NAME``): one path component a file system accepts."""
+        name = self.name
+        if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\\0") or name in (".", ".."):
+            raise AmnesiaError(f"name {name!r}: expected a non-empty folder name without '/', '\\' and other than '.' or '..'")
+        if len(name.encode("utf-8")) > 200:
+            raise AmnesiaError(f"name {name[:40]!r}…: {len(name.encode('utf-8'))} bytes, too long for a folder name (expected at most 200)")
 
     @property
     def traced_layers(self) -> bool:

@@ -12,7 +12,9 @@ Hub when it answers, else the package's built-in 285-question subset; the output
 from __future__ import annotations
 
 from pipelines.config import RunConfig, config_from_mapping
-from pipelines.typed import apply_overrides, load_yaml_text
+from pipelines.typed import apply_overrides
+from tracing.settings import load_yaml_text
+
 
 def demo_mapping() -> dict:
     """The demo config as a mapping: the package's ``demo.yaml`` (``configs/demo.yaml`` links to it)."""

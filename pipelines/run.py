@@ -34,7 +34,7 @@ from pipelines.trace_stage import run_trace
 from pipelines.world import make_world
 from tracing.errors import AmnesiaError
 from tracing.facts import Fact
-from tracing.io import is_inside, write_text
+from tracing.io import check_creatable, is_inside, write_text
 from unlearn.data import load_semeval
 from unlearn.methods import method_names
 from unlearn.models import load_model
@@ -235,6 +235,21 @@ def check_models(*names: str | None) -> None:
             check_hub_source(name, what="model")
 
 
+def check_data(data: str | None) -> None:
+    """Fail before any stage (and before ``config.resolved.yaml`` is written) when the configured
+    data is neither a folder nor a Hub dataset that can be fetched: one line, nothing written."""
+    from unlearn.hub import check_hub_source
+    from unlearn.models import is_local
+
+    if data is None:
+        return
+    if is_local(data):
+        if not Path(data).expanduser().exists():
+            raise AmnesiaError(f"{data}: data folder does not exist")
+    else:
+        check_hub_source(data, repo_type="dataset", what="data")
+
+
 def check_run_dir(run_dir: Path, config: RunConfig) -> None:
     """Refuse a run directory inside the configured model's or data's folder, a file, or an existing
     folder that is not a run directory (it has no ``config.resolved.yaml``): a run writes and
@@ -245,6 +260,7 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
             raise AmnesiaError(f"--out {run_dir}: is inside the {what} folder {path}; write the run somewhere else")
     if run_dir.exists() and not run_dir.is_dir():
         raise AmnesiaError(f"--out {run_dir}: is a file; expected a run directory")
+    check_creatable(run_dir)
     if run_dir.is_dir() and not (run_dir / RESOLVED).is_file() and any(not p.name.startswith(".tmp-") for p in run_dir.iterdir()):
         raise AmnesiaError(f"--out {run_dir}: exists and is not an amnesia run directory (it has no {RESOLVED}); choose another --out")
 
@@ -263,6 +279,7 @@ def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: boo
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
     check_models(config.model)
+    check_data(config.data)
     started = time.time()
     p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
     write_text(run_dir / RESOLVED, dump_config(config))

@@ -17,6 +17,7 @@ import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from tracing.errors import AmnesiaError
+from tracing.settings import load_yaml_text
 
 
 def _type_name(tp: Any) -> str:
@@ -133,42 +134,6 @@ def to_mapping(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_mapping(v) for k, v in obj.items()}
     return obj
-
-
-def yaml_loader():
-    """A safe YAML loader that also reads ``1e-5`` as a float (YAML 1.1 needs ``1.0e-5``)."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(
-            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-            |\.[0-9_]+(?:[eE][-+][0-9]+)?
-            |[-+]?\.(?:inf|Inf|INF)
-            |\.(?:nan|NaN|NAN))$""",
-            re.X,
-        ),
-        list("-+0123456789."),
-    )
-    return Loader
-
-
-def load_yaml_text(text: str, where: str) -> Any:
-    """Parse YAML with the safe loader; a syntax error names ``where`` and the line."""
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise AmnesiaError(f"{where}:{line} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

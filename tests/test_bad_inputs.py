@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORGET_TRAIN = "data/forget_train-00000-of-00001.parquet"
 RETAIN_TRAIN = "data/retain_train-00000-of-00001.parquet"
 UNLEARN_FAST = ["--batch-size", "8", "--grad-accum", "1", "--device", "cpu", "--quiet"]
-SUBPROCESS = {"layer_out_of_range", "mmlu_offline_without_copy"}  # also run as a real process
+SUBPROCESS = {"layer_out_of_range", "mmlu_offline_without_copy", "config_with_more_layers_than_weights"}  # also run as a real process
 
 
 @dataclass
@@ -307,6 +307,90 @@ def tofu_model_without_retain_model(c: Ctx):
     return ["run", str(path)], "tofu.yaml: 'model' needs 'retain_model' (the model fine-tuned on the retain set only"
 
 
+def run_data_missing(c: Ctx):
+    return ["run", str(c.run_config(data=str(c.tmp / "nodata")))], "nodata: data folder does not exist"
+
+
+def forget_row_with_empty_input(c: Ctx):
+    rows = c.rows(FORGET_TRAIN)[:6]
+    rows[2]["input"] = ""
+    return (["unlearn", "--model", str(c.target), "--data", str(c.jsonl_world(forget_rows=rows)), "--out", str(c.out)],
+            "forget.jsonl: row 2 (id " + repr(rows[2]["id"]) + "): 'input' is empty (expected the prompt)")
+
+
+def whitespace_output(c: Ctx):
+    rows = c.rows(FORGET_TRAIN)[:6]
+    rows[1]["output"] = "   "
+    return (["evaluate", "--model", str(c.target), "--data", str(c.jsonl_world(forget_rows=rows)), "--out", str(c.out), "--mmlu", "off"],
+            "'output' is empty (expected the expected answer; an empty one scores 0, which would read as forgotten)")
+
+
+def id_in_forget_and_retain(c: Ctx):
+    world = c.world_copy()
+    retain = c.rows(RETAIN_TRAIN)
+    retain[0]["id"] = c.rows(FORGET_TRAIN)[0]["id"]
+    _write_parquet(retain, world / RETAIN_TRAIN)
+    return (["evaluate", "--model", str(c.target), "--data", str(world), "--out", str(c.out), "--mmlu", "off"],
+            f"id {retain[0]['id']!r} is in forget_train and in retain_train (an id names one row of one split)")
+
+
+def run_name_dot_dot(c: Ctx):
+    path = c.tmp / "dots.yaml"
+    path.write_text(json.dumps({"name": "..", "data": str(c.world), "model": str(c.target)}))
+    return ["run", str(path)], "name '..': expected a non-empty folder name"
+
+
+def yaml_key_twice(c: Ctx):
+    path = c.tmp / "twice.yaml"
+    path.write_text(f"data: {c.world}\nmodel: {c.target}\nout: {c.out}\nunlearn:\n  seed: 1\n  seed: 2\n")
+    return ["run", str(path)], "twice.yaml: line 6 invalid YAML (key 'seed' is given twice (lines 5 and 6); keep one)"
+
+
+def negative_warmup(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--warmup-steps", "-3"],
+            "warmup_steps -3: expected an integer >= 0")
+
+
+def compare_without_metrics(c: Ctx):
+    empty = c.tmp / "empty.json"
+    empty.write_text('{"forget-set": {}, "retain-set": {}}')
+    return ["compare", str(empty), str(empty)], "empty.json: no metric to compare"
+
+
+def out_under_a_file(c: Ctx):
+    (c.tmp / "afile").write_text("x")
+    return (["evaluate", "--model", str(c.target), "--data", str(c.world), "--out", str(c.tmp / "afile" / "sub"), "--mmlu", "off"],
+            f"--out {c.tmp / 'afile' / 'sub'}: cannot be created: {c.tmp / 'afile'} is a file, not a folder")
+
+
+def out_where_nothing_can_be_written(c: Ctx):
+    return (["trace", "--model", str(c.target), "--data", str(c.world), "--out", "/proc/amnesia-trace"],
+            "--out /proc/amnesia-trace: cannot be created: nothing can be written in /proc")
+
+
+def run_out_under_a_file(c: Ctx):
+    (c.tmp / "afile").write_text("x")
+    return ["run", str(c.run_config(out=str(c.tmp / "afile" / "run")))], f"cannot be created: {c.tmp / 'afile'} is a file, not a folder"
+
+
+def config_with_more_layers_than_weights(c: Ctx):
+    model = c.target_copy()
+    config = json.loads((model / "config.json").read_text())
+    config["num_hidden_layers"] += 2
+    (model / "config.json").write_text(json.dumps(config))
+    return (["evaluate", "--model", str(model), "--data", str(c.world), "--out", str(c.out), "--mmlu", "off"],
+            f"{model}: the weights do not match config.json: 14 tensors missing (they would be randomly initialised): model.layers.6.")
+
+
+def config_with_fewer_layers_than_weights(c: Ctx):
+    model = c.target_copy()
+    config = json.loads((model / "config.json").read_text())
+    config["num_hidden_layers"] -= 2
+    (model / "config.json").write_text(json.dumps(config))
+    return (["trace", "--model", str(model), "--data", str(c.world), "--out", str(c.out)],
+            "14 tensors unexpected (they would be ignored): model.layers.4.")
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -315,6 +399,9 @@ CASES = {f.__name__: f for f in (
     scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
     mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
     resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
+    run_data_missing, forget_row_with_empty_input, whitespace_output, id_in_forget_and_retain, run_name_dot_dot, yaml_key_twice, negative_warmup,
+    compare_without_metrics, out_under_a_file, out_where_nothing_can_be_written, run_out_under_a_file,
+    config_with_more_layers_than_weights, config_with_fewer_layers_than_weights,
 )}
 
 

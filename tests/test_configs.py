@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def test_paper_unlearning_config():
 
     cfg = UnlearnConfig.from_yaml(ROOT / "configs" / "unlearn_paper_olmo.yaml")
     assert cfg.layers == "0-5" and cfg.kind == "mlp" and cfg.lr == 1.5e-5 and cfg.epochs == 8
+
+
+@pytest.mark.parametrize("name, message", [
+    ("..", "name '..': expected a non-empty folder name without '/', '\\' and other than '.' or '..'"),
+    ("a/b", "name 'a/b': expected a non-empty folder name"),
+    ("x" * 256, "256 bytes, too long for a folder name (expected at most 200)"),
+])
+def test_run_names_that_are_not_one_folder_are_refused_before_anything_is_written(name, message, tmp_path, monkeypatch):
+    from tracing.errors import AmnesiaError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AmnesiaError, match=re.escape(message)):
+        load_config(ROOT / "configs" / "demo.yaml", [f"name={name}"])
+    assert list(tmp_path.iterdir()) == []

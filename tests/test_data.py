@@ -38,7 +38,8 @@ def test_ids_with_quotes_and_suffixes():
 
 
 def _rows(n=3, split="forget"):
-    return [{"id": f"p{i}qa0", "input": f"What is X{i}?", "output": f"{i}", "task": "Task2", "split": split} for i in range(n)]
+    prefix = "p" if split == "forget" else "r"  # an id names one row of one split
+    return [{"id": f"{prefix}{i}qa0", "input": f"What is X{i}?", "output": f"{i}", "task": "Task2", "split": split} for i in range(n)]
 
 
 def _write_parquet(path: Path, rows: list[dict], drop: str | None = None):
@@ -87,6 +88,9 @@ def test_jsonl_layout(tmp_path):
         ("null_output", r"column 'output' must be a string, got NoneType"),
         ("duplicate_id", r"id 'p0qa0' repeats row 0"),
         ("unreadable", r"cannot read as parquet"),
+        ("empty_output", r"row 1 \(id 'p1qa0'\): 'output' is empty \(expected the expected answer; an empty one scores 0, which would read as forgotten\)"),
+        ("blank_input", r"row 2 \(id 'p2qa0'\): 'input' is empty \(expected the prompt\)"),
+        ("id_in_both_splits", r"data: id 'p0qa0' is in forget_train and in retain_train \(an id names one row of one split\)"),
     ],
 )
 def test_malformed_parquet(tmp_path, case, match):
@@ -106,6 +110,14 @@ def test_malformed_parquet(tmp_path, case, match):
         rows[1]["output"] = None
     elif case == "duplicate_id":
         rows[2]["id"] = rows[0]["id"]
+    elif case == "empty_output":
+        rows[1]["output"] = "  "
+    elif case == "blank_input":
+        rows[2]["input"] = "\n"
+    retain = None
+    if case == "id_in_both_splits":
+        retain = _rows(split="retain")
+        retain[1]["id"] = "p0qa0"
     if case == "empty_split":
         root = tmp_path / "data_root"
         path = root / "data" / "forget_train-00000-of-00001.parquet"
@@ -113,7 +125,7 @@ def test_malformed_parquet(tmp_path, case, match):
         pq.write_table(pa.table({c: pa.array([], pa.string()) for c in ("id", "input", "output", "task", "split")}), path)
         _write_parquet(root / "data" / "retain_train-00000-of-00001.parquet", _rows(split="retain"))
     else:
-        root = _organizers(tmp_path, forget=rows, drop=drop)
+        root = _organizers(tmp_path, forget=rows, retain=retain, drop=drop)
     if case == "unreadable":
         (root / "data" / "forget_train-00000-of-00001.parquet").write_bytes(b"not a parquet file")
     with pytest.raises(AmnesiaError, match=match):

@@ -202,3 +202,11 @@ def test_compare_directions_and_load_errors(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(AmnesiaError, match="expected the keys forget-set and retain-set"):
         load_scores(tmp_path / "other.json")
+    (tmp_path / "empty.json").write_text('{"forget-set": {}, "retain-set": {}}')
+    with pytest.raises(AmnesiaError, match=r"empty.json: no metric to compare \(expected numbers such as forget-set/overall-regurgitation-score\)$"):
+        load_scores(tmp_path / "empty.json")
+    (tmp_path / "text.json").write_text('{"forget-set": {"overall-knowledge-score": "0.5"}, "retain-set": {}}')
+    with pytest.raises(AmnesiaError, match=r"text.json: forget-set/overall-knowledge-score is str '0.5' \(expected a number\)$"):
+        load_scores(tmp_path / "text.json")
+    (tmp_path / "ok.json").write_text(json.dumps(before))
+    assert load_scores(tmp_path / "ok.json") == before

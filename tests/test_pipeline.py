@@ -13,7 +13,7 @@ import yaml
 from pipelines.config import config_from_mapping, load_config
 from pipelines.demo import demo_config, demo_mapping, resolve_mmlu
 from pipelines.run import control_layer_sets, run_pipeline
-from pipelines.typed import load_yaml_text
+from tracing.settings import load_yaml_text
 from tracing.errors import AmnesiaError
 
 ROOT = Path(__file__).resolve().parents[1]

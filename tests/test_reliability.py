@@ -328,11 +328,11 @@ def test_no_shell_no_pickle_no_unsafe_yaml_in_the_code():
     assert [bool(re.search(r"shell\s*=\s*True|\bpickle\b", sample[0])), bool(re.search(r"\bos\.system\(", sample[1]))] == [False, True]
     import yaml
 
-    from pipelines.typed import yaml_loader
+    from tracing.settings import yaml_loader
 
     assert issubclass(yaml_loader(), yaml.SafeLoader)
     with pytest.raises(AmnesiaError, match="could not determine a constructor"):
-        from pipelines.typed import load_yaml_text
+        from tracing.settings import load_yaml_text
 
         load_yaml_text("x: !!python/object/apply:os.getcwd []", "x.yaml")
 

@@ -9,7 +9,8 @@ from typing import Literal
 import pytest
 
 from pipelines.stages import RunDir
-from pipelines.typed import apply_overrides, from_mapping, load_yaml_text, parse_override, to_mapping
+from pipelines.typed import apply_overrides, from_mapping, parse_override, to_mapping
+from tracing.settings import load_yaml_text
 from tracing.errors import AmnesiaError
 
 
@@ -71,6 +72,9 @@ def test_overrides():
         apply_overrides({"name": "x"}, ["name.sub=1"])
     with pytest.raises(AmnesiaError, match=r"c.yaml: line \d invalid YAML"):
         load_yaml_text("a: 1\nb: [1, 2\nc: 3", "c.yaml")
+    with pytest.raises(AmnesiaError, match=r"^d.yaml: line 4 invalid YAML \(key 'lr' is given twice \(lines 2 and 4\); keep one\)$"):
+        load_yaml_text("unlearn:\n  lr: 1.0e-3\n  seed: 0\n  lr: 2.0e-3\n", "d.yaml")  # PyYAML alone keeps the last without a word
+    assert load_yaml_text("a: {lr: 1}\nb: {lr: 2}\n", "e.yaml") == {"a": {"lr": 1}, "b": {"lr": 2}}  # one key in two mappings is fine
 
 
 def test_stage_caching_force_and_interruption(tmp_path):

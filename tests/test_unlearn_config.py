@@ -60,6 +60,11 @@ def test_from_dict_and_yaml_errors(tmp_path):
         ({"lr": float("inf")}, "lr inf: expected auto or a positive, finite learning rate"),
         ({"epochs": 0.0}, "epochs 0.0: expected auto or a positive, finite number of passes over the forget set"),
         ({"bf16": True, "fp16": True}, "bf16 and fp16 are both on: pick one"),
+        ({"max_steps": -5}, "max_steps -5: expected -1 (no limit: --epochs decides) or a positive number of optimizer steps"),
+        ({"max_steps": 0}, "max_steps 0: expected -1 (no limit: --epochs decides) or a positive number of optimizer steps"),
+        ({"warmup_steps": -1}, "warmup_steps -1: expected an integer >= 0"),
+        ({"weight_decay": -0.1}, "weight_decay -0.1: expected a finite number >= 0"),
+        ({"weight_decay": float("inf")}, "weight_decay inf: expected a finite number >= 0"),
         ({"alpha_min": 3.0}, "alpha_min 3.0 / alpha_max 2.8: expected 0 < alpha_min <= alpha_max"),
         ({"alpha_variant": "code", "alpha_min": 2.5}, "alpha_min 2.5 / alpha_max 2.3: expected 0 < alpha_min <= alpha_max"),
         ({"npo_beta": 0.0}, "npo_beta 0.0: expected a positive number"),
@@ -84,9 +89,10 @@ def test_check_names_the_bad_value(change, message):
     assert str(err.value) == message
 
 
-# The options of `amnesia unlearn` before its UnlearnConfig options were generated from the fields (and since).
+# The options of `amnesia unlearn` before its UnlearnConfig options were generated from the fields (and since;
+# --allow-weight-mismatch came with the refusal of weights that do not match config.json).
 UNLEARN_OPTIONS = [
-    "--allow-pickle", "--alpha-a", "--alpha-b", "--alpha-c", "--alpha-max", "--alpha-min", "--alpha-variant", "--batch-size", "--bf16", "--budget-factor",
+    "--allow-pickle", "--allow-weight-mismatch", "--alpha-a", "--alpha-b", "--alpha-c", "--alpha-max", "--alpha-min", "--alpha-variant", "--batch-size", "--bf16", "--budget-factor",
     "--checkpoint-dir", "--chunk-size", "--data", "--device", "--dtype", "--epochs", "--eval-rows", "--eval-steps", "--forget-eos", "--forget-mode",
     "--forget-quantile", "--forget-reference", "--forget-spread", "--forget-target", "--forget-tokens", "--forget-update-steps", "--fp16", "--grad-accum",
     "--gradient-checkpointing", "--group-by-length", "--help", "--hold-factor", "--keep-checkpoints", "--kind", "--layers", "--logging-steps", "--lora",

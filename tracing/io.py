@@ -58,12 +58,32 @@ def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
         return False
 
 
+def check_creatable(out: str | os.PathLike, *, option: str = "--out") -> None:
+    """Refuse, before any work, an output that cannot be created: its nearest existing ancestor is a
+    file, or a folder where nothing can be written (tried with an empty folder, removed at once)."""
+    out = Path(out)
+    ancestor = out.expanduser().absolute().parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise AmnesiaError(f"{option} {out}: cannot be created: {ancestor} is a file, not a folder")
+    st = ancestor.stat()
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".amnesia-probe-", dir=ancestor))
+    except OSError as exc:
+        raise AmnesiaError(f"{option} {out}: cannot be created: nothing can be written in {ancestor} ({exc.strerror or exc})") from None
+    with contextlib.suppress(OSError):  # the probe leaves no trace, not even the folder's modification time
+        os.utime(ancestor, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def check_output_path(out: Path, model_path: Path | None, data_paths: Sequence[Path], *, what: str = "the unlearned model") -> None:
-    """Refuse an output in (or over, or around) the input model's folder or the data.
+    """Refuse an output that cannot be created (:func:`check_creatable`) or that lies in (or over,
+    or around) the input model's folder or the data.
 
     ``model_path`` None or missing and data paths that do not exist (Hub ids) are not checked.
     """
     out = Path(out)
+    check_creatable(out)
     if model_path is not None and Path(model_path).exists():
         model_path = Path(model_path)
         if is_inside(out, model_path):

@@ -1,7 +1,8 @@
 """Settings declared once: a config dataclass field carries its help text, its ``--help`` group
 and any command-line hint in its metadata (:func:`setting`); :func:`add_arguments` makes the
 argparse options from the fields (name, default, type, choices, help), :func:`from_args` reads
-them back into keyword arguments for the dataclass. A new setting is one field.
+them back into keyword arguments for the dataclass. A new setting is one field. Config files are
+read with :func:`load_yaml_text` (safe loader, ``1e-5`` a float, a key given twice an error).
 
 The option for field ``max_grad_norm`` is ``--max-grad-norm``. From the field's type:
 ``bool`` → a flag (``--x``; ``--x/--no-x`` when it defaults to true or ``negatable=True``),
@@ -17,6 +18,8 @@ import dataclasses
 import types
 import typing
 from typing import Any, Callable, Literal
+
+from .errors import AmnesiaError
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str | Callable[[], str], group: str | None = None,
@@ -124,4 +127,49 @@ def undeclared(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if "help" not in f.metadata]
 
 
-__all__ = ["add_arguments", "auto_or_number", "flag", "from_args", "help_text", "option", "setting", "undeclared"]
+def yaml_loader():
+    """A safe YAML loader that also reads ``1e-5`` as a float (YAML 1.1 needs ``1.0e-5``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            """A key given twice in one mapping is an error (PyYAML keeps the last without a word)."""
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+            |\.[0-9_]+(?:[eE][-+][0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)
+            |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse YAML with the safe loader; a syntax error names ``where`` and the line."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise AmnesiaError(f"{where}:{line} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+__all__ = ["add_arguments", "auto_or_number", "flag", "from_args", "help_text", "load_yaml_text", "option", "setting", "undeclared", "yaml_loader"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from tracing.errors import AmnesiaError
-from tracing.settings import auto_or_number, setting
+from tracing.settings import auto_or_number, load_yaml_text, setting
 
 from .methods import describe_methods, get_method
 from .methods.sha256 import AlphaParams  # noqa: F401 - the sha256 settings UnlearnConfig's alpha_* fields build
@@ -222,6 +222,12 @@ class UnlearnConfig:
             raise AmnesiaError(f"save_steps {self.save_steps} / save_total_limit {self.save_total_limit}: expected save_steps >= 0 and save_total_limit >= 1")
         if self.bf16 and self.fp16:
             raise AmnesiaError("bf16 and fp16 are both on: pick one")
+        if not (isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps > 0)):
+            raise AmnesiaError(f"max_steps {self.max_steps!r}: expected -1 (no limit: --epochs decides) or a positive number of optimizer steps")
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise AmnesiaError(f"warmup_steps {self.warmup_steps!r}: expected an integer >= 0")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise AmnesiaError(f"weight_decay {self.weight_decay!r}: expected a finite number >= 0")
         if self.max_grad_norm < 0:
             raise AmnesiaError(f"max_grad_norm {self.max_grad_norm}: expected >= 0 (0 turns clipping off)")
         if not self.npo_beta > 0:
@@ -315,15 +321,10 @@ class UnlearnConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, section: str | None = "unlearn") -> "UnlearnConfig":
         """Read a YAML file (its ``section`` mapping when present, else the whole file)."""
-        import yaml
-
         path = Path(path)
         if not path.is_file():
             raise AmnesiaError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise AmnesiaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
         if section and isinstance(data, dict) and isinstance(data.get(section), dict):
             data = data[section]
         if not isinstance(data, dict):
@@ -336,9 +337,15 @@ class UnlearnConfig:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How to load a model; the CLI's ``--device --dtype --allow-pickle --trust-remote-code``."""
+    """How to load a model; every command's "model loading" options (``loading:`` in a run config)."""
 
-    device: str = "auto"
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
+    device: str = setting("auto", group="loading", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", group="loading",
+        help="weights dtype; auto = bfloat16 on GPU, float32 on CPU")
+    allow_pickle: bool = setting(False, group="loading",
+        help="allow loading pickle checkpoints (pytorch_model.bin); they can run code, so only for files you trust")
+    trust_remote_code: bool = setting(False, group="loading",
+        help="allow the model repository's own Python code (transformers' trust_remote_code)")
+    allow_weight_mismatch: bool = setting(False, group="loading",
+        help="load a model whose weights do not match its config.json (tensors missing — left randomly initialised —, "
+             "unexpected or of another shape); by default that is an error naming them")

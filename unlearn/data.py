@@ -164,6 +164,9 @@ def _validate_rows(rows: list[dict], where: str, split_kind: str | None) -> data
             raise AmnesiaError(f"{where}: row {i} (id {rid!r}): split {row['split']!r} must be 'forget' or 'retain'")
         if split_kind is not None and row["split"] != split_kind:
             raise AmnesiaError(f"{where}: row {i} (id {rid!r}): split {row['split']!r} in a {split_kind} file")
+        for col, what in (("input", "the prompt"), ("output", "the expected answer; an empty one scores 0, which would read as forgotten")):
+            if not row[col].strip():
+                raise AmnesiaError(f"{where}: row {i} (id {rid!r}): {col!r} is empty (expected {what})")
         if rid in seen:
             raise AmnesiaError(f"{where}: row {i}: id {rid!r} repeats row {seen[rid]} (ids must be unique)")
         seen[rid] = i
@@ -212,6 +215,17 @@ def load_mia(path: str | Path) -> dict[str, datasets.Dataset]:
     return mia
 
 
+def _check_ids_across_splits(splits: dict[str, datasets.Dataset], where: str) -> None:
+    """An id in two splits (forget and retain, or train and validation) would be scored twice and
+    both trained away and kept: refuse it, naming the id and the splits."""
+    first: dict[str, str] = {}
+    for name, ds in splits.items():
+        for rid in ds["id"]:
+            if rid in first:
+                raise AmnesiaError(f"{where}: id {rid!r} is in {first[rid]} and in {name} (an id names one row of one split)")
+            first[rid] = name
+
+
 def _load_organizers_layout(root: Path) -> SemEvalData:
     splits = {}
     for name in SPLITS:
@@ -226,6 +240,7 @@ def _load_organizers_layout(root: Path) -> SemEvalData:
     for kind in ("forget", "retain"):
         if not any(k.startswith(kind) for k in splits):
             raise AmnesiaError(f"{root / 'data'}: no {kind}_train-*.parquet or {kind}_validation-*.parquet files")
+    _check_ids_across_splits(splits, str(root / "data"))
     return SemEvalData(source=str(root), splits=splits, mia=_load_mia(root / "mia_data"), mia_validation=_load_mia(root / "mia_data" / "validation"))
 
 
@@ -236,6 +251,7 @@ def _load_jsonl_layout(root: Path) -> SemEvalData:
         if not path.is_file():
             raise AmnesiaError(f"{root}: has no {kind}.jsonl (a jsonl-layout folder needs forget.jsonl and retain.jsonl)")
         splits[f"{kind}_train"] = _validate_rows(read_jsonl(path), str(path), kind)
+    _check_ids_across_splits(splits, str(root))
     mia = _load_mia(root / "mia_data") or _load_mia(root)
     return SemEvalData(source=str(root), splits=splits, mia=mia, mia_validation=_load_mia(root / "mia_data" / "validation"))
 

@@ -13,15 +13,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
 from tracing.errors import AmnesiaError
+from tracing.logs import quiet_loggers
 
 from .config import ModelOptions  # noqa: F401 - part of this module's API
 from .hub import check_hub_source
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
@@ -137,20 +141,40 @@ def load_model(name_or_path: str | os.PathLike, options: ModelOptions = ModelOpt
     source = str(path) if local else str(name_or_path)
     tok = load_tokenizer(source, options.trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source,
-            dtype=dtype,
-            use_safetensors=None if options.allow_pickle else True,
-            trust_remote_code=options.trust_remote_code,
-        )
+        # transformers reports missing / unexpected weights in a log block and goes on; we decide (below)
+        with quiet_loggers("transformers.modeling_utils", "transformers.utils.loading_report"):
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=dtype,
+                use_safetensors=None if options.allow_pickle else True,
+                trust_remote_code=options.trust_remote_code,
+                output_loading_info=True,
+            )
     except Exception as exc:  # noqa: BLE001 - a truncated file, mismatched shapes, ...: the files are the user's
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise AmnesiaError(f"{source}: cannot load the model ({type(exc).__name__}: {first})") from exc
+    mismatch = weight_mismatch(info)
+    if mismatch and not options.allow_weight_mismatch:
+        raise AmnesiaError(f"{source}: the weights do not match config.json: {mismatch} (a config from another model? pass --allow-weight-mismatch to load it anyway)")
+    if mismatch:
+        logger.warning("%s: loaded although the weights do not match config.json: %s", source, mismatch)
     model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     model.train(for_training)
     return model, tok
+
+
+def weight_mismatch(info: dict) -> str:
+    """What ``from_pretrained``'s loading info says does not match, in a few words ("" when all matches)."""
+    parts = []
+    for key, what in (("missing_keys", "missing (they would be randomly initialised)"), ("unexpected_keys", "unexpected (they would be ignored)"),
+                      ("mismatched_keys", "of another shape")):
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (info.get(key) or []))
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{len(names)} tensor{'s' if len(names) != 1 else ''} {what}: {shown}")
+    return "; ".join(parts)
 
 
 def context_length(model) -> int | None:

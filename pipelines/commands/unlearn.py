@@ -32,7 +32,7 @@ HELP = "unlearn the forget set by training only the selected layers"
 
 def parse_method_args(pairs: list[str]) -> dict:
     """``["KEY=VALUE", …]`` → a mapping, each value read as YAML (``0.5`` a number, ``true`` a bool), as in a run config."""
-    from pipelines.typed import load_yaml_text
+    from tracing.settings import load_yaml_text
 
     out = {}
     for pair in pairs:

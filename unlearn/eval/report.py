@@ -97,6 +97,18 @@ def load_scores(path: str | Path) -> dict:
         raise AmnesiaError(f"{path}: not a JSON scores file ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not all(k in data for k in ("forget-set", "retain-set")):
         raise AmnesiaError(f"{path}: not a scores file (expected the keys forget-set and retain-set)")
+    numbers = 0
+    for _, keys, _ in comparison_metrics(data, data):
+        value = data
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AmnesiaError(f"{path}: {'/'.join(keys)} is {type(value).__name__} {value!r}"[:200] + " (expected a number)")
+        numbers += 1
+    if not numbers:
+        raise AmnesiaError(f"{path}: no metric to compare (expected numbers such as forget-set/overall-regurgitation-score)")
     return data
 
 
