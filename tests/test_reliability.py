@@ -188,6 +188,18 @@ def test_interrupted_scores_never_leave_a_stale_scores_json(tmp_path, monkeypatc
         report.write_outputs(tmp_path, {**scores, "aggregate-score": 0.7}, [], overwrite=True)
     assert not (tmp_path / "scores.json").exists()  # the old one is gone before the new predictions land
     assert not list(tmp_path.glob(".tmp-*"))
+    # a kill leaves what it left (a killed atomic write leaves its temporary sibling): a plain rerun
+    # replaces those leftovers — there is no complete result to protect — and removes the debris
+    monkeypatch.setattr(report, "write_text", real)
+    (tmp_path / ".tmp-predictions.csv-x1y2").write_text("half a file")
+    report.write_outputs(tmp_path, scores, [], timings={"total_s": 2.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "scores.json", "timings.json"]
+    # a predictions.csv that is not ours is never taken for a leftover
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "predictions.csv").write_text("name,grade\nada,1\n")
+    with pytest.raises(AmnesiaError, match="predictions.csv already exists; pass --overwrite"):
+        report.write_outputs(other, scores, [])
 
 
 def test_atomic_outputs_get_normal_permissions_and_overwrite_only_our_own_folders(tmp_path):

@@ -49,15 +49,29 @@ def predictions_csv(predictions: Sequence[dict], columns: Sequence[str] = PREDIC
 OUTPUT_NAMES = ("predictions.csv", "scores.json", "timings.json")
 
 
-def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_NAMES) -> list[Path]:
-    """The output paths in ``out``; raises when ``out`` is a file or (without ``overwrite``) one exists."""
+def _leftover(path: Path, complete: Path | None) -> bool:
+    """An output of an evaluation killed before it finished: ``complete`` (scores.json) is absent and
+    ``path`` is one of ours (a predictions.csv in our columns, a timings.json), so a rerun may replace it."""
+    if complete is None or complete.exists() or path == complete:
+        return False
+    if path.name == "predictions.csv":
+        with path.open(encoding="utf-8", errors="replace") as f:
+            header = f.readline().strip().split(",")
+        return header[:3] in (list(PREDICTION_COLUMNS[:3]), ["set", "index", "question"])
+    return path.name == "timings.json"
+
+
+def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_NAMES, complete: str | None = None) -> list[Path]:
+    """The output paths in ``out``; raises when ``out`` is a file or (without ``overwrite``) one exists —
+    except the leftovers of a run killed before it wrote ``complete`` (scores.json), which a rerun replaces."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AmnesiaError(f"--out {out}: is a file; expected a folder for {' and '.join(names)}")
     paths = [out / name for name in names]
+    done = out / complete if complete else None
     if not overwrite:
         for path in paths:
-            if path.exists():
+            if path.exists() and not _leftover(path, done):
                 raise AmnesiaError(f"{path} already exists; pass --overwrite to replace it")
     return paths
 
@@ -71,7 +85,7 @@ def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *,
     predictions of another run.
     """
     out = Path(out)
-    csv_path, json_path, timings_path = check_outputs(out, overwrite=overwrite)
+    csv_path, json_path, timings_path = check_outputs(out, overwrite=overwrite, complete="scores.json")
     paths = {"predictions": csv_path, "scores": json_path}
     out.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)
@@ -81,6 +95,9 @@ def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *,
     else:
         timings_path.unlink(missing_ok=True)
     write_json(paths["scores"], scores)
+    for name in OUTPUT_NAMES:  # the temporary files of a write that was killed (atomic_path's siblings)
+        for debris in out.glob(f".tmp-{name}-*"):
+            debris.unlink(missing_ok=True)
     return paths
 
 
