@@ -3,7 +3,7 @@
 Sections (every key optional; defaults in the dataclasses below and in each stage's config):
 
 * top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``benchmark`` (``semeval``,
-  the default, or ``tofu``: then :class:`pipelines.tofu.TofuRunConfig` reads the file), ``data`` (SemEval data:
+  the default, ``tofu``, or a registered one: :mod:`pipelines.benchmarks` — its own config class reads the file), ``data`` (SemEval data:
   folder or Hub id), ``model`` (the target: folder or Hub id), ``prompt_format`` (``raw`` or
   ``chat``: the one prompt format every stage reads — target training, tracing, unlearning,
   evaluation; set only here), ``retrace``, ``control``, ``control_layers``, ``control_seed``;
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pipelines.benchmarks import get_benchmark
 from pipelines.typed import apply_overrides, from_mapping, to_mapping
 from pipelines.world import WorldConfig
 from tracing.config import SelectionConfig, TraceConfig
@@ -148,8 +149,6 @@ class TraceStageConfig:
 # ---------------------------------------------------------------- the run
 
 CONTROLS = ("none", "random", "fixed", "sweep", "methods")
-#: What ``benchmark:`` in a run config may name: SemEval-2025 Task 4 (RunConfig) or TOFU (pipelines.tofu.TofuRunConfig).
-BENCHMARKS = ("semeval", "tofu")
 
 
 @dataclass(frozen=True)
@@ -258,7 +257,8 @@ def _unlearn_checked(section) -> UnlearnConfig:
 
 def config_from_mapping(data: dict, where: str = "config", cls: type | None = None):
     """Validate a mapping (a parsed YAML file with overrides applied) into a :class:`RunConfig`
-    (or ``cls``, another run config with the same sections: :class:`pipelines.tofu.TofuRunConfig`)."""
+    (or ``cls``, another benchmark's run config: a frozen dataclass with ``unlearn`` and
+    ``prompt_format`` fields and a ``check()``, as :class:`pipelines.tofu.TofuRunConfig`)."""
     if not isinstance(data, dict):
         raise AmnesiaError(f"{where}: expected a mapping of sections (name, data, model, world, target, trace, unlearn, evaluate, …)")
     data = dict(data)
@@ -275,12 +275,12 @@ def config_from_mapping(data: dict, where: str = "config", cls: type | None = No
     except AmnesiaError as exc:
         raise AmnesiaError(f"{where}: {exc}") from None
     fmt = config.prompt_format
-    config = dataclasses.replace(
-        config,
-        unlearn=dataclasses.replace(unlearn, prompt_format=fmt),
-        evaluate=dataclasses.replace(config.evaluate, prompt_format=fmt),
-        target=dataclasses.replace(config.target, prompt_format=fmt) if config.target is not None else None,
-    )
+    sections = {"unlearn": dataclasses.replace(unlearn, prompt_format=fmt)}
+    for name in ("evaluate", "target"):  # the sections that have a prompt format, where the config has them
+        section = getattr(config, name, None)
+        if section is not None and hasattr(section, "prompt_format"):
+            sections[name] = dataclasses.replace(section, prompt_format=fmt)
+    config = dataclasses.replace(config, **sections)
     try:
         config.check()
     except AmnesiaError as exc:
@@ -297,13 +297,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not isinstance(data, dict):
         raise AmnesiaError(f"{path}: expected a mapping of sections at the top level")
     data = apply_overrides(data, list(overrides))
-    if data.get("benchmark", "semeval") not in BENCHMARKS:
-        raise AmnesiaError(f"{path}: benchmark {data['benchmark']!r}: expected one of {', '.join(BENCHMARKS)}")
-    if data.get("benchmark") == "tofu":  # TOFU's own data, models and metrics around the same stages
-        from pipelines.tofu import tofu_config_from_mapping
-
-        return tofu_config_from_mapping(data, str(path))
-    return config_from_mapping(data, str(path))
+    try:
+        benchmark = get_benchmark(data.get("benchmark", "semeval"))
+    except AmnesiaError as exc:
+        raise AmnesiaError(f"{path}: {exc}") from None
+    return benchmark.config_from_mapping(data, str(path))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -562,3 +562,37 @@ def write_documents(run_dir: Path, summary: dict, images: dict, md: str, name: s
     write_text(run_dir / "report.md", md)
     write_text(run_dir / "report.html", markdown_to_html(md, run_dir, f"selective-amnesia: {name}"))
     return summary
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+def print_step_size(summary: dict) -> None:
+    """The measured step size, one line (every benchmark's headline)."""
+    plan = (summary.get("unlearn") or {}).get("step_size")
+    if plan:
+        reach = f"; the forget rows arrive at the never-seen level in ~{plan['reach_epochs']:.1f} epochs" if plan.get("reach_epochs") else ""
+        print(f"\nstep size (lr / epochs): {lr_epochs_cell(plan, None)}{reach}")
+
+
+def print_semeval_headline(summary: dict, run_dir) -> None:
+    """What ``amnesia run`` prints at the end of a SemEval run: the headline scores, the step size, the kept step, the controls, the notes."""
+    print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
+    print(f"{'':24}{'before':>10}{'after':>10}")
+    for name, keys in HEADLINE:
+        print(f"{name:24}{fmt(dig(summary['scores_before'], keys)):>10}{fmt(dig(summary['scores_after'], keys)):>10}")
+    print_step_size(summary)
+    validation = (summary.get("unlearn") or {}).get("validation")
+    if validation and validation.get("best_step") is not None:
+        print(f"\nkept step {validation['best_step']} of {summary['unlearn']['steps']} (best {validation['select_by']} on the validation part)"
+              + ("; stopped early" if validation.get("stopped_early") else ""))
+    controls = summary.get("controls")
+    if controls:
+        print(f"\ncontrols ({controls['mode']}), ranked by {controls['rank_by']}:")
+        for row in sorted(controls["rows"], key=lambda r: -(r["aggregate"] if isinstance(r.get("aggregate"), (int, float)) else -1)):
+            print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {fmt(row.get('aggregate')):>7}  task {fmt(row.get('task aggregate')):>7}  MIA {fmt(row.get('MIA score')):>7}"
+                  + (f"  lr {row['lr']:.3g}" if isinstance(row.get("lr"), (int, float)) else "")
+                  + (f"  displacement to forget {row['arrive_displacement']:.3g}" if isinstance(row.get("arrive_displacement"), (int, float)) else ""))
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.config import RunConfig, dump_config
+from pipelines.benchmarks import Benchmark, get_benchmark, register_benchmark
+from pipelines.config import RunConfig, config_from_mapping, dump_config
+from pipelines.report import print_semeval_headline
 from pipelines.stages import RunDir, StageResult, path_fingerprint
 from pipelines.target import make_target
 from pipelines.trace_stage import run_trace
@@ -265,16 +267,18 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
         raise AmnesiaError(f"--out {run_dir}: exists and is not an amnesia run directory (it has no {RESOLVED}); choose another --out")
 
 
-def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
+def run_pipeline(config, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
     """Run every stage of ``config`` in its run directory; write the report; return the summary.
 
-    A TOFU config (:class:`pipelines.tofu.TofuRunConfig`) runs :func:`pipelines.tofu.run_tofu`."""
+    The config's ``benchmark`` (:mod:`pipelines.benchmarks`) says how: SemEval's
+    :func:`run_semeval`, TOFU's :func:`pipelines.tofu.run_tofu`, or a registered one."""
+    return get_benchmark(getattr(config, "benchmark", "semeval")).run(config, out=out, force=force, progress=progress, log=log)
+
+
+def run_semeval(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
+    """SemEval-2025 Task 4: the data (or the synthetic world) and the target, the method's stages,
+    the official scores before and after, the controls, the report."""
     from pipelines.report import write_report
-
-    if getattr(config, "benchmark", "semeval") == "tofu":
-        from pipelines.tofu import run_tofu
-
-        return run_tofu(config, out=out, force=force, progress=progress, log=log)
 
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
@@ -291,3 +295,12 @@ def run_pipeline(config: RunConfig, *, out: str | Path | None = None, force: boo
     controls = p.controls(trace, unlearned, model, model_key, data, data_key)
     summary = write_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, before=before, after=after, controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))
+
+
+BENCHMARK = register_benchmark(Benchmark(
+    name="semeval",
+    summary="SemEval-2025 Task 4: the official metrics and MMLU, before and after unlearning",
+    config_from_mapping=config_from_mapping,
+    run=run_semeval,
+    headline=print_semeval_headline,
+))

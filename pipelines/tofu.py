@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from pipelines.benchmarks import Benchmark, register_benchmark
 from pipelines.config import RunMethods, TargetConfig, TraceSection, config_from_mapping, dump_config
 from pipelines.run import RESOLVED, Pipeline, RunOutcome, free_model, check_models, check_run_dir
 from pipelines.stages import path_fingerprint
+from pipelines.tofu_report import print_tofu_headline, write_tofu_report
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json, write_text
 from unlearn.config import ModelOptions, UnlearnConfig
@@ -269,8 +271,6 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     """Run every stage of a TOFU ``config`` in its run directory; write the report; return a :class:`pipelines.run.RunOutcome`."""
     import time
 
-    from pipelines.tofu_report import write_tofu_report
-
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
     check_models(config.model, config.retain_model)
@@ -292,3 +292,12 @@ def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: boo
     summary = write_tofu_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
                                 controls=controls, wall_time=time.time() - started)
     return RunOutcome(run_dir, summary, dict(p.run.results))
+
+
+BENCHMARK = register_benchmark(Benchmark(
+    name="tofu",
+    summary="TOFU (Maini et al. 2024): forget quality, model utility and privleak against a retain model",
+    config_from_mapping=tofu_config_from_mapping,
+    run=run_tofu,
+    headline=print_tofu_headline,
+))

@@ -23,6 +23,7 @@ from pipelines.report import (
     method_figures,
     method_sections,
     method_summary,
+    print_step_size,
     pyplot,
     read_json,
     save_figure,
@@ -192,3 +193,15 @@ def write_tofu_report(run_dir: Path, config, results: dict[str, StageResult], **
     plot_forget_quality(summary["tofu"]["rows"], run_dir / FIGURES / "forget_quality.png")
     images["forget_quality"] = f"{FIGURES}/forget_quality.png"
     return write_documents(run_dir, summary, images, render_tofu_markdown(summary, config, images), config.name)
+
+
+def print_tofu_headline(summary: dict, run_dir) -> None:
+    """What ``amnesia run`` prints at the end of a TOFU run."""
+    print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
+    print(f"{'':26}{'forget quality':>16}{'model utility':>15}{'privleak':>10}")
+    for r in summary["tofu"]["rows"]:
+        print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
+    print_step_size(summary)
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")

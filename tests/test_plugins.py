@@ -1,5 +1,5 @@
 """The plug-in claim: a method defined here, in a test file, runs through `amnesia unlearn --method`
-and `--control methods` with no edit anywhere else."""
+and `--control methods`, and a benchmark defined here through `amnesia run`, with no edit anywhere else."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipelines.config import config_from_mapping
+from pathlib import Path
+
+from pipelines.benchmarks import Benchmark, benchmark_names, register_benchmark, unregister_benchmark
+from pipelines.config import RunMethods, TraceSection, config_from_mapping
 from pipelines.run import run_pipeline
 from tracing.errors import AmnesiaError
-from unlearn.config import UnlearnConfig
+from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.methods import Method, get_method, method_names, register, unregister
 
 from test_pipeline import small_config
@@ -104,3 +107,88 @@ def test_control_methods_runs_every_registered_method_in_one_table(toy, tmp_path
         assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1
 
 
+
+
+# --------------------------------------------------------------------------- a benchmark defined here
+
+
+@dataclass(frozen=True)
+class ToyRunConfig(RunMethods):
+    """The toy benchmark's run config: SemEval-layout data and a model, the shared trace and unlearn sections."""
+
+    name: str = "toy"
+    out: str | None = None
+    benchmark: str = "toyqa"
+    data: str | None = None
+    model: str | None = None
+    loading: ModelOptions = field(default_factory=ModelOptions)
+    trace: TraceSection = field(default_factory=TraceSection)
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
+    prompt_format: str = "raw"
+    retrace: bool = False
+    control: str = "none"
+
+    def check(self) -> None:
+        if self.data is None or self.model is None:
+            raise AmnesiaError("the toy benchmark needs 'data' and 'model'")
+        self.check_name()
+
+
+def forget_exact_match(model_path: str, data: str, loading: ModelOptions, rows: int = 8) -> float:
+    """The toy's metric: greedy exact match on the first forget QA rows."""
+    from unlearn.data import load_semeval
+    from unlearn.generation import GenerationOptions, generate
+    from unlearn.models import load_model
+
+    model, tok = load_model(model_path, loading)
+    forget = [r for r in load_semeval(data).get("forget", "train") if r["id"].endswith("qa0")][:rows]
+    texts = generate(model, tok, [r["input"] for r in forget], GenerationOptions(max_new_tokens=16)).texts
+    return sum(t.strip().startswith(r["output"].strip()) for t, r in zip(texts, forget)) / len(forget)
+
+
+def run_toy(config: ToyRunConfig, *, out=None, force=False, progress=True, log=print):
+    from pipelines.run import Pipeline, RunOutcome
+    from pipelines.stages import path_fingerprint
+    from tracing.io import write_json
+
+    run_dir = Path(out) if out is not None else config.run_dir()
+    p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
+    data, data_key = config.data, path_fingerprint(config.data)
+    trace, unlearned, _ = p.method_stages(config.model, path_fingerprint(config.model), data, data_key)
+    summary = {"benchmark": "toyqa", "layers": unlearned.record["layers"],
+               "forget_em_before": forget_exact_match(config.model, data, config.loading),
+               "forget_em_after": forget_exact_match(str(unlearned.path), data, config.loading)}
+    write_json(run_dir / "summary.json", summary)
+    return RunOutcome(run_dir, summary, dict(p.run.results))
+
+
+def toy_headline(summary: dict, run_dir) -> None:
+    print(f"toy forget exact match {summary['forget_em_before']:.2f} -> {summary['forget_em_after']:.2f} (layers {summary['layers']})")
+
+
+@pytest.fixture
+def toy_benchmark():
+    benchmark = register_benchmark(Benchmark(name="toyqa", summary="a test's toy", run=run_toy, headline=toy_headline,
+                                             config_from_mapping=lambda data, where: config_from_mapping(data, where, ToyRunConfig)))
+    yield benchmark
+    unregister_benchmark("toyqa")
+
+
+def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fixture_target, tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = tmp_path / "toy.yaml"
+    path.write_text(json.dumps({
+        "benchmark": "toyqa", "data": str(fixture_world), "model": str(fixture_target), "out": str(tmp_path / "run"), "loading": {"device": "cpu"},
+        "trace": {"kinds": ["mlp"], "samples": 3, "window": 2, "max_facts": 12, "select_k": 2, "select_evidence": False, "heatmaps": 0},
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128},
+    }))
+    assert benchmark_names() == ("semeval", "tofu", "toyqa")
+    assert main(["run", str(path), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["forget_em_before"] >= 0.75 and summary["forget_em_after"] < summary["forget_em_before"]  # the fixture memorised them; 6 steps move it
+    assert (tmp_path / "run" / "trace" / "layers.json").is_file() and (tmp_path / "run" / "unlearned" / "unlearn.json").is_file()
+    assert f"toy forget exact match {summary['forget_em_before']:.2f} -> {summary['forget_em_after']:.2f}" in capsys.readouterr().out
+    path.write_text(json.dumps({"benchmark": "toyq", "data": str(fixture_world)}))
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"amnesia run: error: {path}: benchmark 'toyq': unknown (did you mean toyqa?); expected one of semeval, tofu, toyqa"

@@ -96,7 +96,7 @@ def test_config_reads_tofu_and_checks_models(tofu_dir, tmp_path):
     with pytest.raises(AmnesiaError, match="evaluate.prompt_format: set prompt_format at the top level"):
         tofu_config_from_mapping({**_mapping(tofu_dir, tmp_path), "evaluate": {"prompt_format": "chat"}})
     assert len(load_data(tofu_config_from_mapping(_mapping(tofu_dir, tmp_path))).retain) == 20
-    with pytest.raises(AmnesiaError, match="benchmark 'tofuu': expected one of semeval, tofu"):
+    with pytest.raises(AmnesiaError, match=r"benchmark 'tofuu': unknown \(did you mean tofu\?\); expected one of semeval, tofu"):
         load_config(path, ["benchmark=tofuu"])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.commands.run import print_headline
 from pipelines.demo import demo_config, resolve_mmlu
 from pipelines.options import quiet_progress
 
@@ -31,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.report import print_semeval_headline
     from pipelines.run import run_pipeline
 
     mmlu, note = resolve_mmlu(args.mmlu)
@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_progress()
     outcome = run_pipeline(config, out=args.out, force=args.force, progress=not args.quiet)
-    print_headline(outcome.summary, outcome.run_dir)
+    print_semeval_headline(outcome.summary, outcome.run_dir)
     print(note)
     return 0
