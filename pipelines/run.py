@@ -88,14 +88,15 @@ class Pipeline:
             return self.target_stage("target", self.config.target, data, data_key)
         return self.config.model, path_fingerprint(self.config.model)
 
-    def target_stage(self, name: str, cfg, data: str, inputs) -> tuple[str, str]:
-        """(path, fingerprint) of a model make-target trains on ``data`` with ``cfg`` (the target, a retain model)."""
+    def target_stage(self, name: str, cfg, data: str, inputs, key=None) -> tuple[str, str]:
+        """(path, fingerprint) of a model make-target trains on ``data`` with ``cfg`` (the target, a retain
+        model); ``key`` (default ``cfg``) is what the stage's cache key records of it."""
 
         def build(tmp: Path) -> dict:
             manifest = make_target(data, tmp, cfg, overwrite=True, device=self.config.loading.device, progress=self.progress)
             return {k: manifest[k] for k in ("steps", "seconds", "final_loss", "qa_exact_match", "parameters")}
 
-        res = self.run.stage(name, dataclasses.asdict(cfg), build, inputs=inputs)
+        res = self.run.stage(name, dataclasses.asdict(key if key is not None else cfg), build, inputs=inputs)
         return str(res.path), res.hash
 
     # ------------------------------------------------------------------ stages
@@ -103,8 +104,10 @@ class Pipeline:
         """What the first trace reads: the data's QA rows (SemEval layout); a benchmark with its own facts overrides it."""
         return load_semeval(data)
 
-    def trace(self, name: str, model_path: str, model_key: str, data: str, data_key: str, facts_from: Path | None = None) -> StageResult:
-        """Trace ``model_path``; with ``facts_from`` (a trace.json) trace exactly those facts, unfiltered."""
+    def trace(self, name: str, model_path: str, model_key: str, data: str, data_key: str, facts_from: Path | None = None,
+              facts_key: str | None = None) -> StageResult:
+        """Trace ``model_path``; with ``facts_from`` (a trace.json; ``facts_key`` its stage's hash when it is
+        one of this run's) trace exactly those facts, unfiltered."""
         section = self.config.trace
 
         def build(tmp: Path) -> dict:
@@ -119,7 +122,7 @@ class Pipeline:
             free_model(model)
             return {"layers": outcome.selection.layers, "kind": outcome.selection.kind, "counts": outcome.summary["counts"], "te": outcome.summary["te"]}
 
-        inputs = [model_key, data_key, path_fingerprint(facts_from) if facts_from else None]
+        inputs = [model_key, data_key, facts_key or (path_fingerprint(facts_from) if facts_from else None)]
         return self.run.stage(name, {**dataclasses.asdict(section), "prompt_format": self.config.prompt_format}, build, inputs=inputs)
 
     def unlearn(self, name: str, model_path: str, model_key: str, data: str, data_key: str, layers, extra_key=None, method: str | None = None) -> StageResult:
@@ -130,6 +133,9 @@ class Pipeline:
 
         config = dataclasses.replace(self.config.unlearn, layers=layers if isinstance(layers, list) else str(layers), method=method or self.config.unlearn.method)
         cfg_dict = dataclasses.asdict(config)
+        if not isinstance(layers, list) and is_inside(Path(layers), self.run.root):
+            # a layers.json of this run: keyed by its place in the run (and the trace's hash), so a moved or copied run directory is still done
+            cfg_dict["layers"] = str(Path(layers).resolve().relative_to(self.run.root.resolve()))
         key_inputs = [model_key, data_key, extra_key]
         stage_key = json.dumps([cfg_dict, key_inputs], sort_keys=True, default=str)
         import hashlib
@@ -154,7 +160,8 @@ class Pipeline:
         trace = self.trace("trace", model, model_key, data, data_key)
         layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
         unlearned = self.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
-        retrace = self.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json") if config.retrace else None
+        retrace = (self.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json", facts_key=trace.hash)
+                   if config.retrace else None)
         return trace, unlearned, retrace
 
     def controls(self, trace: StageResult, unlearned: StageResult, model: str, model_key: str, data: str, data_key: str) -> dict:

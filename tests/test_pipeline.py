@@ -96,6 +96,18 @@ def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target
     assert {n for n, r in part.stages.items() if not r.skipped} == {"scores_before", "scores_after"}
 
 
+def test_a_moved_run_directory_is_still_done(fixture_run, tmp_path):
+    """Stage keys name what a stage read, not where the run directory lies: a copy reruns nothing."""
+    import shutil
+
+    config, outcome = fixture_run
+    run_pipeline(config, progress=False, log=lambda m: None)  # in place first: another test may have changed a stage there
+    moved = Path(shutil.copytree(outcome.run_dir, tmp_path / "moved"))
+    logs = []
+    again = run_pipeline(config, out=moved, progress=False, log=logs.append)
+    assert all(r.skipped for r in again.stages.values()), [name for name, r in again.stages.items() if not r.skipped]
+
+
 def test_config_errors_and_overrides(tmp_path, fixture_world, fixture_target):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(small_config(fixture_world, fixture_target, tmp_path / "r")))
@@ -115,6 +127,10 @@ def test_config_errors_and_overrides(tmp_path, fixture_world, fixture_target):
     with pytest.raises(AmnesiaError, match=r"c.yaml: unlearn: lr -1.0: expected auto or a positive, finite learning rate"):
         load_config(path, ["unlearn.lr=-1"])
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(path), "trace.bogus=1"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown key 'bogus'" in r.stderr
+    # overrides after a flag are overrides too (argparse alone stops the positional list at the flag)
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(path), "--quiet", "unlearn.lr=1e-5", "--force", "trace.bogus=1"],
+                       capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown key 'bogus'" in r.stderr
     assert not (tmp_path / "r").exists()  # nothing written
 

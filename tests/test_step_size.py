@@ -171,7 +171,7 @@ def test_auto_needs_a_level(fixture_world, fixture_target):
 
 def test_the_report_and_tofu_notes_say_when_forgetting_did_not_arrive():
     from pipelines.report import unlearning_notes
-    from pipelines.tofu_report import tofu_notes
+    from pipelines.tofu.report import tofu_notes
 
     u = {"outcome": outcome([0.03] * 4, [0.0301] * 4, 3.14, 3.14, lr=1.5e-5),
          "step_size": {"note": "no probe reached the never-seen level, up to lr 1 (median share of the way 0.00)"}}

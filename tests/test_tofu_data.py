@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_path
 
 from tracing.errors import AmnesiaError
-from unlearn.tofu_data import (
+from pipelines.tofu.data import (
     ROWS_PER_AUTHOR,
     author_index,
     author_rows,

@@ -22,15 +22,15 @@ from unlearn.eval.nll import (
     sequence_nll,
     sequence_token_nll,
 )
-from unlearn.eval.tofu_core import (
+from pipelines.tofu.config import TofuEvalConfig
+from pipelines.tofu.evaluation import (
     PREDICTION_COLUMNS,
     SETS,
-    TofuEvalConfig,
     compare_to_retain,
     run_tofu_evaluation,
 )
 from unlearn.models import load_tokenizer
-from unlearn.tofu_data import load_tofu, question_text
+from pipelines.tofu.data import load_tofu, question_text
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 LIMIT = 3

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from tracing.errors import AmnesiaError
-from unlearn.eval import tofu_metrics as tm
+from pipelines.tofu import metrics as tm
+from unlearn.eval import metrics as membership
 
 
 def test_normalized_probability():
@@ -93,14 +94,14 @@ def test_model_utility_is_the_harmonic_mean_of_nine():
 def test_min_k_and_loss_scores():
     nll = [3.0, 1.0, 5.0, 2.0, 4.0]
     # k = 0.4 of 5 tokens: the 2 lowest log-probs = the 2 highest NLLs (5, 4): score 4.5
-    assert tm.min_k_score(nll, 0.4) == pytest.approx(4.5)
-    assert tm.min_k_score(nll, 0.1) == 5.0  # max(1, int(0.5)) = 1 token
-    assert tm.min_k_score(nll, 1.0) == pytest.approx(3.0)  # all tokens: the loss attack
-    assert tm.loss_score(nll) == pytest.approx(3.0)
+    assert membership.min_k_score(nll, 0.4) == pytest.approx(4.5)
+    assert membership.min_k_score(nll, 0.1) == 5.0  # max(1, int(0.5)) = 1 token
+    assert membership.min_k_score(nll, 1.0) == pytest.approx(3.0)  # all tokens: the loss attack
+    assert membership.loss_score(nll) == pytest.approx(3.0)
     with pytest.raises(AmnesiaError, match="min-k fraction 0"):
-        tm.min_k_score(nll, 0)
+        membership.min_k_score(nll, 0)
     with pytest.raises(AmnesiaError, match="token losses: no values"):
-        tm.min_k_score([], 0.4)
+        membership.min_k_score([], 0.4)
 
 
 def test_membership_auc_orientation():
@@ -124,5 +125,5 @@ def test_privleak_sign():
     with pytest.raises(AmnesiaError, match="the retain model's AUC is 1.5"):
         tm.privleak(0.5, 1.5)
     # end to end: a model whose forget rows cost less than holdout rows leaks against a retain model at chance
-    leaking = tm.membership_auc([tm.min_k_score([0.1, 0.2, 0.3])], [tm.min_k_score([2.0, 3.0, 4.0])])
+    leaking = tm.membership_auc([membership.min_k_score([0.1, 0.2, 0.3])], [membership.min_k_score([2.0, 3.0, 4.0])])
     assert leaking == 1.0 and tm.privleak(leaking, 0.5) < 0

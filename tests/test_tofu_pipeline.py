@@ -8,15 +8,16 @@ full `configs/tofu_demo.yaml` is measured in docs/tofu.md.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import shared_path
 from pipelines.config import load_config
-from pipelines.tofu import TofuRunConfig, forget_facts, load_data, tofu_config_from_mapping, write_request
+from pipelines.tofu.pipeline import TofuRunConfig, forget_facts, load_data, tofu_config_from_mapping, write_request
 from tracing.errors import AmnesiaError
 from unlearn.data import load_semeval
-from unlearn.tofu_data import load_tofu, reference_holdout, subset
+from pipelines.tofu.data import load_tofu, reference_holdout, subset
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,12 @@ def test_tofu_rerun_is_cached(tofu_run, tofu_dir):
     config = tofu_config_from_mapping(_mapping(tofu_dir, tofu_run.run_dir))
     again = run_pipeline(config, progress=False, log=lambda m: None)
     assert all(r.skipped for r in again.stages.values())
+    # a copied run directory is done too: the retain model's key names the target by its fingerprint, not its path
+    import shutil
+
+    moved = Path(shutil.copytree(tofu_run.run_dir, tofu_run.run_dir.parent / "moved"))
+    again = run_pipeline(config, out=moved, progress=False, log=lambda m: None)
+    assert all(r.skipped for r in again.stages.values()), [name for name, r in again.stages.items() if not r.skipped]
 
 
 def test_evaluate_tofu_cli(tofu_dir, olmo_tokenizer_dir, tmp_path, capsys):
@@ -190,7 +197,7 @@ def test_evaluate_tofu_cli(tofu_dir, olmo_tokenizer_dir, tmp_path, capsys):
 
 
 def test_best_unlearned_model_keeps_utility():
-    from pipelines.tofu_report import rank_unlearned
+    from pipelines.tofu.report import rank_unlearned
 
     def row(model, fq, utility, privleak):
         return {"model": model, "forget_quality": fq, "model_utility": utility, "privleak": privleak}

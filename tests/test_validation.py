@@ -65,7 +65,7 @@ def test_validation_min_k_on_answer_tokens_is_privleaks_statistic(fixture_target
 
     from unlearn.data import load_mia
     from unlearn.eval.nll import completion_labels, sequence_token_nll
-    from unlearn.eval.tofu_metrics import min_k_score
+    from unlearn.eval.metrics import min_k_score
 
     model, tok = load_model(fixture_target, CPU)
     docs = {name: list(data.mia_validation[name]["document"])[:6] for name in ("member", "nonmember")}

@@ -28,7 +28,12 @@ def _authors(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from unlearn.eval.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MINK_K, DEFAULT_QUESTION_TEMPLATE, MIA_TOKENS
+    from pipelines.tofu.config import (
+        DEFAULT_MAX_NEW_TOKENS,
+        DEFAULT_MINK_K,
+        DEFAULT_QUESTION_TEMPLATE,
+        MIA_TOKENS,
+    )
 
     p.add_argument("--model", required=True, help="model folder (or Hub id) to score, e.g. an unlearned model")
     p.add_argument("--data", default="locuslab/TOFU", help="TOFU data: a folder in the Hub dataset's layout or the Hub id")
@@ -50,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _score(path: str, args: argparse.Namespace, data, config):
-    from unlearn.eval.tofu_core import run_tofu_evaluation
+    from pipelines.tofu.evaluation import run_tofu_evaluation
     from unlearn.models import load_model
 
     model, tok = load_model(path, model_options(args))
@@ -60,11 +65,12 @@ def _score(path: str, args: argparse.Namespace, data, config):
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from pipelines.tofu.config import TofuEvalConfig
+    from pipelines.tofu.data import load_tofu, subset
+    from pipelines.tofu.evaluation import compare_to_retain, write_outputs
     from tracing.errors import AmnesiaError
     from tracing.io import check_output_path, write_json
     from unlearn.eval.report import check_outputs
-    from unlearn.eval.tofu_core import TofuEvalConfig, compare_to_retain, write_outputs
-    from unlearn.tofu_data import load_tofu, subset
 
     if (args.retain_model is None) == (args.retain_scores is None):
         raise AmnesiaError("give exactly one of --retain-model (score it here) and --retain-scores (its scores.json): forget quality compares with the retain model")

@@ -23,6 +23,7 @@ from tracing.errors import AmnesiaError
 
 from ..data import row_type
 from ..generation import exact_match
+from .config import DEFAULT_MINK_K
 
 SPLIT_KEYS = {"forget": "forget-set", "retain": "retain-set"}
 METRIC_KEYS = ("regurgitation-score", "knowledge-score")
@@ -197,3 +198,35 @@ def final_aggregate(task_aggregate: float | None, mmlu_average: float | None, mi
     if task_aggregate is None or mmlu_average is None or mia_final_score is None:
         return -1
     return float(statistics.mean([task_aggregate, mmlu_average, mia_final_score]))
+
+# --------------------------------------------------------------------------- membership scores of token NLLs
+
+
+def _finite_tokens(token_nlls: Sequence[float]) -> list[float]:
+    values = [float(v) for v in token_nlls]
+    if not values:
+        raise AmnesiaError("token losses: no values (expected at least one)")
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise AmnesiaError(f"token losses: value {i} is {v} (expected finite numbers: an empty answer, or a model whose outputs are not finite)")
+    return values
+
+
+def min_k_score(token_nlls: Sequence[float], k: float = DEFAULT_MINK_K) -> float:
+    """Min-K% Prob's non-membership score: ``−mean`` of the lowest ``k`` fraction of token log-probs.
+
+    With ``n`` scored tokens the ``max(1, int(n·k))`` lowest log-probabilities count
+    (OpenUnlearning ``MinKProbAttack.compute_score``: ``-np.mean(sorted(lp)[:num_k])``); as
+    token NLLs are ``−log p`` it is the mean of the largest NLLs. Higher = less member-like.
+    """
+    if not 0 < k <= 1:
+        raise AmnesiaError(f"min-k fraction {k}: expected 0 < k ≤ 1")
+    values = _finite_tokens(token_nlls)
+    count = max(1, int(len(values) * k))
+    return math.fsum(sorted(values, reverse=True)[:count]) / count
+
+
+def loss_score(token_nlls: Sequence[float]) -> float:
+    """The loss attack's non-membership score: the mean token NLL (OpenUnlearning ``LOSSAttack``)."""
+    values = _finite_tokens(token_nlls)
+    return math.fsum(values) / len(values)

@@ -36,7 +36,8 @@ from tracing.errors import AmnesiaError
 from ..data import SemEvalData
 from ..generation import GenerationOptions, generate
 from ..prompts import render_prompts
-from . import metrics, tofu_metrics
+from . import metrics
+from .config import DEFAULT_MINK_K
 from .core import measure_mia
 from .nll import NLLOptions, completion_labels, sequence_token_nll
 
@@ -114,7 +115,7 @@ def _membership(model, tokenizer, vs: ValidationSet, options: NLLOptions) -> dic
         return [(ids, list(ids)) for ids in (tokenizer(d)["input_ids"] for d in documents)]
 
     def statistic(values: list[float]) -> float:
-        return tofu_metrics.min_k_score(values, tofu_metrics.DEFAULT_MINK_K) if vs.mia_attack == "min_k" else tofu_metrics.loss_score(values)
+        return metrics.min_k_score(values, DEFAULT_MINK_K) if vs.mia_attack == "min_k" else metrics.loss_score(values)
 
     member = [statistic(v) for v in sequence_token_nll(model, sequences(vs.members, vs.member_prompts), options)]
     nonmember = [statistic(v) for v in sequence_token_nll(model, sequences(vs.nonmembers, vs.nonmember_prompts), options)]

@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracing.errors import AmnesiaError
-
-from .config import DEFAULT_MINK_K  # noqa: F401 - OpenUnlearning's Min-K% fraction, part of this module's API
-from .metrics import harmonic_mean, rouge_recall
+from unlearn.eval.metrics import harmonic_mean, rouge_recall
 
 
 def _finite(values: Sequence[float], what: str) -> list[float]:
@@ -196,25 +194,6 @@ def model_utility(retain: SetScores, real_authors: SetScores, world_facts: SetSc
 
 
 # --------------------------------------------------------------------------- privacy leak
-
-
-def min_k_score(token_nlls: Sequence[float], k: float = DEFAULT_MINK_K) -> float:
-    """Min-K% Prob's non-membership score: ``−mean`` of the lowest ``k`` fraction of token log-probs.
-
-    With ``n`` scored tokens the ``max(1, int(n·k))`` lowest log-probabilities count
-    (OpenUnlearning ``MinKProbAttack.compute_score``: ``-np.mean(sorted(lp)[:num_k])``); as
-    token NLLs are ``−log p`` it is the mean of the largest NLLs. Higher = less member-like.
-    """
-    if not 0 < k <= 1:
-        raise AmnesiaError(f"min-k fraction {k}: expected 0 < k ≤ 1")
-    values = _finite(token_nlls, "token losses")
-    count = max(1, int(len(values) * k))
-    return _mean(sorted(values, reverse=True)[:count])
-
-
-def loss_score(token_nlls: Sequence[float]) -> float:
-    """The loss attack's non-membership score: the mean token NLL (OpenUnlearning ``LOSSAttack``)."""
-    return _mean(_finite(token_nlls, "token losses"))
 
 
 def membership_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:

@@ -39,9 +39,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tracing.errors import AmnesiaError
+from unlearn.data import looks_like_hub_id, read_jsonl
 
-from .data import looks_like_hub_id, read_jsonl
-from .eval.config import DEFAULT_QUESTION_TEMPLATE, RAW_SEPARATOR, check_question_template  # noqa: F401 - part of this module's API
+from .config import DEFAULT_QUESTION_TEMPLATE
 
 #: Question/answer pairs per author, consecutive in ``full.json``.
 ROWS_PER_AUTHOR = 20
@@ -236,7 +236,7 @@ def _download_tofu(repo_id: str) -> Path:
     """
     from huggingface_hub import snapshot_download
 
-    from .hub import check_hub_source
+    from unlearn.hub import check_hub_source
 
     check_hub_source(repo_id, repo_type="dataset", what="TOFU data")
     try:

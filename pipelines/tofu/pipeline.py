@@ -9,19 +9,19 @@ rest only. The stages, each a cached folder of the run directory (:mod:`pipeline
   row of each author in the validation part — all of them are unlearned or kept alike), and
   ``mia_data/validation/`` with the forget rows as members and *never-seen* TOFU authors as
   non-members: the rows of the next larger holdout file that are not this split's test holdout
-  (:func:`unlearn.tofu_data.reference_holdout`). Calibration and checkpoint selection read only
+  (:func:`pipelines.tofu.data.reference_holdout`). Calibration and checkpoint selection read only
   those; the test holdout is read by the privacy-leak test alone.
 * ``target/`` and ``retain_model/`` — with a ``target`` section both are trained here (the same
   architecture, seed and tokenizer; the retain model on the retain rows only, ``train_on:
   retain``); otherwise ``model`` and ``retain_model`` name given ones (e.g. OpenUnlearning's
   ``tofu_Llama-3.2-1B-Instruct_full`` / ``_retain99``).
 * ``trace/`` and ``retrace/`` — causal tracing of the forget authors' questions that name their
-  author (the subject is the author's name, :func:`unlearn.tofu_data.author_name`).
+  author (the subject is the author's name, :func:`pipelines.tofu.data.author_name`).
 * ``unlearned/`` (and ``control_<method>/`` with ``control: methods``) — the shared trainer on the
   traced layers, with the calibrated forget target and validation-selected checkpoint.
 * ``scores_target/``, ``scores_unlearned/``, ``scores_retain/`` — TOFU's metrics
-  (:mod:`unlearn.eval.tofu_core`); forget quality and privleak against the retain model are
-  computed from them in the report (:mod:`pipelines.tofu_report`).
+  (:mod:`pipelines.tofu.evaluation`); forget quality and privleak against the retain model are
+  computed from them in the report (:mod:`pipelines.tofu.report`).
 """
 
 from __future__ import annotations
@@ -33,14 +33,28 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from pipelines.benchmarks import Benchmark, register_benchmark
-from pipelines.config import RunMethods, TargetConfig, TraceSection, config_from_mapping, dump_config
-from pipelines.run import RESOLVED, Pipeline, RunOutcome, free_model, check_models, check_run_dir
+from pipelines.config import (
+    RunMethods,
+    TargetConfig,
+    TraceSection,
+    config_from_mapping,
+    dump_config,
+)
+from pipelines.run import (
+    RESOLVED,
+    Pipeline,
+    RunOutcome,
+    check_models,
+    check_run_dir,
+    free_model,
+)
 from pipelines.stages import path_fingerprint
-from pipelines.tofu_report import print_tofu_headline, write_tofu_report
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json, write_text
 from unlearn.config import ModelOptions, UnlearnConfig
-from unlearn.eval.config import DEFAULT_QUESTION_TEMPLATE, TofuEvalConfig, check_question_template
+
+from .config import DEFAULT_QUESTION_TEMPLATE, TofuEvalConfig, check_question_template
+from .report import print_tofu_headline, write_tofu_report
 
 TASK = "Task2"  # TOFU rows are question/answer pairs about fictitious people: the shape of SemEval's Task 2
 #: The unlearning stage's validation membership test on TOFU: privleak's attack and tokens.
@@ -124,14 +138,14 @@ def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig
 
 def load_data(config: TofuRunConfig):
     """The run's TOFU data: the split, cut to ``tofu.retain_authors`` when given."""
-    from unlearn.tofu_data import load_tofu, subset
+    from pipelines.tofu.data import load_tofu, subset
 
     data = load_tofu(config.data, config.tofu.split)
     return subset(data, config.tofu.retain_authors) if config.tofu.retain_authors is not None else data
 
 
 def _request_rows(data, kind: str, prompt_format: str, validation_every: int, template: str) -> dict[str, list[dict]]:
-    from unlearn.tofu_data import ROWS_PER_AUTHOR, question_text
+    from pipelines.tofu.data import ROWS_PER_AUTHOR, question_text
 
     rows = data.forget if kind == "forget" else data.retain
     offset = len(data.retain) if kind == "forget" else 0
@@ -152,7 +166,7 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
     output, task, split``; ids ``tofu-<author>-<row>qa0``) and ``mia_data/validation/`` (members:
     the forget rows as documents — prompt + answer, rendered as the model reads them, the prompt
     also in a ``prompt`` field so validation can score the answer tokens as privleak does; non-members: never-seen
-    authors that are not the test holdout, :func:`unlearn.tofu_data.reference_holdout`) — what
+    authors that are not the test holdout, :func:`pipelines.tofu.data.reference_holdout`) — what
     ``amnesia unlearn`` reads for calibration and validation. No test MIA files: TOFU's privacy
     leak is scored on the split's holdout by the TOFU evaluation. ``request.json`` records it.
     With ``prompt_format="chat"`` the documents are rendered with ``tokenizer``'s chat template
@@ -161,8 +175,8 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipelines.tofu.data import question_text, reference_holdout
     from unlearn.prompts import render_prompts
-    from unlearn.tofu_data import question_text, reference_holdout
 
     def documents(rows: list[dict], kind: str) -> list[dict]:
         prompts = [question_text(r["question"], prompt_format, question_template) for r in rows]
@@ -199,9 +213,9 @@ def write_request(data, out: Path, *, prompt_format: str = "raw", validation_eve
 
 def forget_facts(data, tokenizer, prompt_format: str, question_template: str = DEFAULT_QUESTION_TEMPLATE) -> list:
     """The forget rows whose question names their author, as facts (subject = the author's name)."""
+    from pipelines.tofu.data import ROWS_PER_AUTHOR, author_name, question_text
     from tracing.facts import Fact
     from unlearn.prompts import render_prompts
-    from unlearn.tofu_data import ROWS_PER_AUTHOR, author_name, question_text
 
     picked = []
     for start in range(0, len(data.forget), ROWS_PER_AUTHOR):
@@ -221,7 +235,7 @@ def forget_facts(data, tokenizer, prompt_format: str, question_template: str = D
 class TofuPipeline(Pipeline):
     """The shared stages (tracing, unlearning, controls) with TOFU's data, models and scores.
 
-    ``tofu_data`` (the loaded :class:`~unlearn.tofu_data.TofuData`) is set before the stages run."""
+    ``tofu_data`` (the loaded :class:`~pipelines.tofu.data.TofuData`) is set before the stages run."""
 
     tofu_data = None
 
@@ -246,13 +260,15 @@ class TofuPipeline(Pipeline):
         if self.config.target is None:
             return self.config.retain_model, path_fingerprint(self.config.retain_model)
         cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
-        return self.target_stage("retain_model", cfg, data, [data_key, target_key])
+        # the target's tokenizer is named by the target's fingerprint (an input), not by where the run directory lies
+        key = dataclasses.replace(cfg, tokenizer=self.config.target.tokenizer or "the target's")
+        return self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)
 
     def trace_facts(self, model, tokenizer, data: str):
         return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
 
     def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
-        from unlearn.eval.tofu_core import run_tofu_evaluation, write_outputs
+        from pipelines.tofu.evaluation import run_tofu_evaluation, write_outputs
         from unlearn.models import load_model
 
         cfg = self.config.evaluate

@@ -14,10 +14,11 @@ For the privacy leak (MUSE / OpenUnlearning), every forget row (members) and hol
 (non-members) is rendered as in training — the prompt, then the answer — and the NLL of each
 scored token is kept: the answer's tokens (``mia_tokens="answer"``, OpenUnlearning's TOFU
 privleak, whose QA collator masks the question) or all tokens (``"document"``). Min-K% Prob and
-the loss attack rank them (:mod:`unlearn.eval.tofu_metrics`).
+the loss attack rank them (:func:`unlearn.eval.metrics.min_k_score`, :func:`~unlearn.eval.metrics.loss_score`;
+the AUC and privleak: :mod:`pipelines.tofu.metrics`).
 
 Prompts are the question rendered with :func:`unlearn.prompts.render_prompts` (``raw``: the
-question and a newline, :func:`unlearn.tofu_data.question_text`; ``chat``: the tokenizer's chat
+question and a newline, :func:`pipelines.tofu.data.question_text`; ``chat``: the tokenizer's chat
 template — the one prompt format of a run) and each completion is scored with
 :func:`unlearn.eval.nll.completion_labels` (the prompt's tokens masked); all losses go through
 the batched :func:`~unlearn.eval.nll.sequence_nll` / :func:`~unlearn.eval.nll.sequence_token_nll`
@@ -34,17 +35,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-
 from tracing.errors import AmnesiaError
+from unlearn.eval import metrics as membership
+from unlearn.eval.core import tie_margin
+from unlearn.eval.nll import (
+    NLLOptions,
+    completion_labels,
+    sequence_nll,
+    sequence_token_nll,
+)
+from unlearn.generation import GenerationOptions, generate
+from unlearn.models import context_length, model_id
+from unlearn.prompts import format_mismatch, render_prompts
 
-from ..generation import GenerationOptions, generate
-from ..models import context_length, model_id
-from ..prompts import format_mismatch, render_prompts
-from ..tofu_data import TofuData, question_text
-from . import tofu_metrics as tm
-from .config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TIE_MARGIN, MIA_TOKENS, TofuEvalConfig  # noqa: F401 - part of this module's API
-from .core import tie_margin
-from .nll import NLLOptions, completion_labels, sequence_nll, sequence_token_nll
+from . import metrics as tm
+from .config import TofuEvalConfig
+from .data import TofuData, question_text
 
 SCHEMA = 1
 KIND = "tofu_scores"
@@ -196,7 +202,7 @@ def _membership(model, tokenizer, data: TofuData, config: TofuEvalConfig, nll_op
     for name, values in zip(names, tokens):
         if not values:
             raise AmnesiaError(f"{data.source}: {name}: no token to score for membership inference (an empty answer)")
-        scored.append({"min_k_score": tm.min_k_score(values, config.mink_k), "loss_score": tm.loss_score(values)})
+        scored.append({"min_k_score": membership.min_k_score(values, config.mink_k), "loss_score": membership.loss_score(values)})
     members, nonmembers = scored[: len(forget)], scored[len(forget) :]
     mia = {
         "mia.min_k_auc": tm.membership_auc([s["min_k_score"] for s in members], [s["min_k_score"] for s in nonmembers]),
@@ -340,6 +346,6 @@ def compare_to_retain(scores: dict, retain_scores: dict) -> dict:
 def write_outputs(out, evaluation: TofuEvaluation, *, overwrite: bool = True) -> dict:
     """``predictions.csv`` (columns :data:`PREDICTION_COLUMNS`), ``timings.json`` and, last, ``scores.json`` into ``out``
     (:func:`unlearn.eval.report.write_outputs`, the SemEval evaluation's writer)."""
-    from .report import write_outputs as write
+    from unlearn.eval.report import write_outputs as write
 
     return write(out, evaluation.scores, evaluation.predictions, overwrite=overwrite, timings=evaluation.timings, columns=PREDICTION_COLUMNS)

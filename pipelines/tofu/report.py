@@ -32,7 +32,7 @@ from pipelines.report import (
     write_documents,
 )
 from pipelines.stages import StageResult
-from unlearn.eval.tofu_core import compare_to_retain
+from pipelines.tofu.evaluation import compare_to_retain
 
 #: The per-set columns of the detailed table: (heading, scores.json key).
 SET_COLUMNS = (

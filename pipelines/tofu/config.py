@@ -1,0 +1,91 @@
+"""TOFU's settings, importable without torch: how a TOFU row becomes a prompt, and how the TOFU
+evaluation (:mod:`pipelines.tofu.evaluation`) scores a model (:class:`TofuEvalConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracing.errors import AmnesiaError
+from unlearn.eval.config import DEFAULT_MINK_K
+from unlearn.prompts import PROMPT_FORMATS
+
+#: With ``prompt_format: raw`` a TOFU row is ``question + "\n" + answer`` (TOFU's own templates
+#: also put a separator between them; SemEval's ``input`` and ``output`` join with none because
+#: its inputs are cut mid-sentence). A newline, not a space: byte-level BPE tokenizers attach a
+#: space to the next word, so a prompt ending in " " would tokenize differently from the same
+#: text inside the training row, while "\n" is a token of its own either way. ``chat`` renders
+#: the question with the tokenizer's chat template instead (``unlearn.prompts``).
+RAW_SEPARATOR = "\n"
+#: The raw prompt of a TOFU question: ``{question}`` and the separator. A model fine-tuned with its
+#: own tags takes a template of them (OpenUnlearning's Llama 3 tags: configs/tofu_llama32_1b.yaml).
+DEFAULT_QUESTION_TEMPLATE = "{question}" + RAW_SEPARATOR
+
+
+def check_question_template(template: str) -> str:
+    """``template`` if it holds ``{question}`` once, else a one-line error."""
+    if not isinstance(template, str) or template.count("{question}") != 1:
+        raise AmnesiaError(f"question_template {template!r}: expected a text with {{question}} exactly once (e.g. {DEFAULT_QUESTION_TEMPLATE!r})")
+    return template
+
+
+#: TOFU's membership test reads the answer after its question (OpenUnlearning) or the whole row.
+MIA_TOKENS = ("answer", "document")
+#: Generation budget: the longest TOFU answer is 90 OLMo tokens (``full.json``), see TofuEvalConfig.
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class TofuEvalConfig:
+    """How :func:`pipelines.tofu.evaluation.run_tofu_evaluation` scores a model.
+
+    * ``prompt_format``: ``raw`` (the question, a newline, the answer: :func:`pipelines.tofu.data.question_text`) or
+      ``chat`` (the tokenizer's chat template) — the format the model was trained with.
+    * ``max_new_tokens``: greedy generation budget. TOFU generates up to ``max_length=200``
+      tokens *including* the prompt; the default 128 covers the longest TOFU answer (90 OLMo
+      tokens) with room to spare, and a model that stops at EOS stops earlier. ROUGE-L recall
+      only counts the answer's words, so a longer budget could only matter for a model that
+      rambles more than 38 tokens past the longest answer before saying it.
+    * ``batch_size``: rows per forward pass for the losses; ``generation_batch_size``: rows per
+      generation batch; None = automatic (memory budget).
+    * ``limit``: only the first N rows of each set and of the forget/holdout membership rows (a
+      quick look; numbers not comparable to the benchmark's). TOFU's own ``eval_everything.yaml``
+      uses ``ds_size: 300``, which only cuts forget10 and retain_perturbed (400 rows each).
+    * ``mink_k``: the fraction of tokens Min-K% Prob averages (OpenUnlearning's TOFU default 0.4).
+    * ``mia_tokens``: ``answer`` (the answer's tokens after the question, OpenUnlearning) or
+      ``document`` (every token of question + answer).
+    * ``question_template``: the raw prompt of a question, ``{question}`` in it (default: the
+      question and a newline; a model fine-tuned with its own tags takes those, as OpenUnlearning's
+      Llama 3 models: ``configs/tofu_llama32_1b.yaml``). Not used with ``chat``.
+    * ``clean_up_spaces``: decode as transformers 4's ``clean_up_tokenization`` did.
+    * ``tie_margin``: rerun a generation alone when two top logits come closer than this; None =
+      1e-3 when the model runs in float32, else off; 0 = off (see :mod:`unlearn.generation`).
+    """
+
+    prompt_format: str = "raw"
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    batch_size: int | None = None
+    generation_batch_size: int | None = None
+    limit: int | None = None
+    mink_k: float = DEFAULT_MINK_K
+    mia_tokens: str = "answer"
+    question_template: str = DEFAULT_QUESTION_TEMPLATE
+    clean_up_spaces: bool = False
+    tie_margin: float | None = None
+
+    def check(self) -> None:
+        """One-line :class:`AmnesiaError` for a setting out of range."""
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise AmnesiaError(f"prompt_format {self.prompt_format!r}: expected one of {', '.join(PROMPT_FORMATS)}")
+        if self.max_new_tokens < 1:
+            raise AmnesiaError(f"max_new_tokens {self.max_new_tokens}: expected a positive integer")
+        for name in ("batch_size", "generation_batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise AmnesiaError(f"{name} {value}: expected a positive integer or None")
+        if not 0 < self.mink_k <= 1:
+            raise AmnesiaError(f"mink_k {self.mink_k}: expected a fraction 0 < k ≤ 1")
+        check_question_template(self.question_template)
+        if self.mia_tokens not in MIA_TOKENS:
+            raise AmnesiaError(f"mia_tokens {self.mia_tokens!r}: expected one of {', '.join(MIA_TOKENS)}")
+        if self.tie_margin is not None and self.tie_margin < 0:
+            raise AmnesiaError(f"tie_margin {self.tie_margin}: expected a margin ≥ 0 or None")
