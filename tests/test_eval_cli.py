@@ -141,3 +141,30 @@ def test_auto_splits_score_the_rows_the_request_names(fixture_world):
     assert choose_part(data, "auto") == "train"  # the validation rows select unlearning's checkpoint
     only_val = SemEvalData(source="v", splits={k: v for k, v in data.splits.items() if k.endswith("validation")})
     assert choose_part(only_val, "auto") == "validation"
+
+
+EVALUATE_OPTIONS = [  # `amnesia evaluate`'s options before they were generated from EvalConfig's fields (and since)
+    "--allow-pickle", "--allow-weight-mismatch", "--baseline", "--batch-size", "--clean-up-spaces", "--data", "--device", "--dtype", "--help",
+    "--limit", "--max-new-tokens", "--mia", "--mmlu", "--mmlu-limit", "--mmlu-shots", "--mmlu-subjects", "--mmlu-threshold", "--model",
+    "--no-clean-up-spaces", "--out", "--overwrite", "--prompt-format", "--quiet", "--splits", "--tie-margin", "--trust-remote-code", "-h",
+]
+
+
+def test_evaluate_options_are_evalconfig_fields():
+    import argparse
+    import dataclasses
+
+    from pipelines.commands import evaluate as command
+    from tracing.settings import flag, help_text, undeclared
+    from unlearn.eval.config import EvalConfig
+
+    assert undeclared(EvalConfig) == []
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    assert sorted(o for a in p._actions for o in a.option_strings) == EVALUATE_OPTIONS
+    by_dest = {a.dest: a for a in p._actions}
+    for f in dataclasses.fields(EvalConfig):
+        assert by_dest[f.name].option_strings[0] == flag(f.name) and by_dest[f.name].help == help_text(f).replace("%", "%%")
+    assert command.config_from_args(p.parse_args(["--model", "m", "--data", "d", "--out", "o"])) == EvalConfig()
+    args = p.parse_args(["--model", "m", "--data", "d", "--out", "o", "--mmlu-subjects", "anatomy, philosophy", "--no-clean-up-spaces", "--splits", "train"])
+    assert command.config_from_args(args) == dataclasses.replace(EvalConfig(), mmlu_subjects=("anatomy", "philosophy"), clean_up_spaces=False, splits="train")

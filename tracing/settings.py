@@ -7,7 +7,7 @@ read with :func:`load_yaml_text` (safe loader, ``1e-5`` a float, a key given twi
 The option for field ``max_grad_norm`` is ``--max-grad-norm``. From the field's type:
 ``bool`` → a flag (``--x``; ``--x/--no-x`` when it defaults to true or ``negatable=True``),
 ``Literal[...]`` → choices, ``int``/``float``/``str`` → that type, ``X | None`` → ``X``,
-``list[str]`` → one comma-separated value. Anything else needs ``type=`` in the metadata (or
+``list[str]`` / ``tuple[str, ...]`` → one comma-separated value. Anything else needs ``type=`` in the metadata (or
 ``cli=False``: not a command-line option). Importable without torch, as ``--help`` must be.
 """
 
@@ -60,6 +60,12 @@ def _unwrap_optional(hint):
     return hint
 
 
+def _is_str_sequence(hint) -> bool:
+    """``list[str]`` or ``tuple[str, ...]``: one comma-separated value on the command line."""
+    args = typing.get_args(hint)
+    return (typing.get_origin(hint) is list and args == (str,)) or (typing.get_origin(hint) is tuple and args == (str, Ellipsis))
+
+
 def _comma_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -75,7 +81,7 @@ def option(field: dataclasses.Field, hint, default) -> tuple[list[str], dict]:
         kwargs["default"] = default
     elif typing.get_origin(hint) is Literal:
         kwargs.update(default=default, choices=typing.get_args(hint))
-    elif typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
+    elif _is_str_sequence(hint):
         kwargs.update(default=",".join(default), type=str, metavar=field.name.upper())
     elif hint in (int, float, str):
         kwargs.update(default=default, type=hint)
@@ -116,8 +122,8 @@ def from_args(args: argparse.Namespace, cls: type, *, exclude: tuple[str, ...] =
             continue
         value = getattr(args, field.name)
         hint = _unwrap_optional(hints[field.name])
-        if typing.get_origin(hint) is list and typing.get_args(hint) == (str,) and isinstance(value, str):
-            value = _comma_list(value)
+        if _is_str_sequence(hint) and isinstance(value, str):
+            value = _comma_list(value) if typing.get_origin(hint) is list else tuple(_comma_list(value))
         out[field.name] = value
     return out
 

@@ -16,36 +16,19 @@ import sys
 from pathlib import Path
 
 from pipelines.options import add_model_options, model_options, quiet_progress
+from tracing import settings
 from tracing.io import check_output_path
-from unlearn.eval.config import MMLU_THRESHOLD, EvalConfig
-from unlearn.eval.mmlu import ENV_DIR
+from unlearn.eval.config import EvalConfig
 
 NAME = "evaluate"
 HELP = "score a model: SemEval-2025 Task 4 metrics, MIA and MMLU"
 
 
-def _subjects(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = EvalConfig()
     p.add_argument("--model", required=True, help="model folder (or Hub id) to score")
     p.add_argument("--data", required=True, help="SemEval data: organizers' layout folder, forget/retain.jsonl folder or Hub dataset id")
     p.add_argument("--out", required=True, help="folder for scores.json and predictions.csv (created if needed)")
-    p.add_argument("--splits", default=d.splits, choices=("auto", "train", "validation"), help="which rows to score; auto = train (the rows an unlearning request names; `amnesia unlearn` also reads the validation rows, which select its checkpoint) when the data has them, else validation")
-    p.add_argument("--mia", default=None, help="folder with member.jsonl and nonmember.jsonl; None = DATA/mia_data when present; 'off' to skip")
-    p.add_argument("--mmlu", default=d.mmlu, help=f"auto (the local copy in ${ENV_DIR} if set, else the Hub when it answers, else builtin), hub (lm-eval's mmlu from the Hub), builtin (the package's subset: 5 test questions per subject, 285 in all), off, or a folder in hails/mmlu_no_train layout")
-    p.add_argument("--mmlu-shots", type=int, default=d.mmlu_shots, help="few-shot examples per MMLU question (0 = lm-eval's default; 5 = the classic MMLU setting)")
-    p.add_argument("--mmlu-limit", type=int, default=None, help="questions per MMLU subject; None = all")
-    p.add_argument("--mmlu-subjects", type=_subjects, default=None, help="comma-separated MMLU subjects, e.g. anatomy,philosophy; None = all 57")
-    p.add_argument("--mmlu-threshold", type=float, default=MMLU_THRESHOLD, help="warn when the MMLU average is below this (the shared task's floor for 7B)")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per batch for generation, NLL and MMLU; None = automatic from a memory budget")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens generated per row (the organizers use 256)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N rows of each split (a quick look; numbers are not comparable); None = all")
-    p.add_argument("--prompt-format", default=d.prompt_format, choices=("raw", "chat"), help="raw = each input as is (the organizers' format); chat = wrapped in the tokenizer's chat template; use the format the model was trained with (a warning says when its unlearn.json names another)")
-    p.add_argument("--clean-up-spaces", action=argparse.BooleanOptionalAction, default=d.clean_up_spaces, help="decode with transformers 4's clean_up_tokenization, as the organizers' script did")
-    p.add_argument("--tie-margin", type=float, default=None, help="rerun a row alone when its two best logits come closer than this; None = 1e-3 in float32, off otherwise; 0 = off")
+    settings.add_arguments(p, EvalConfig)  # one option per EvalConfig field, its help from the field
     p.add_argument("--baseline", default=None, help="a scores.json (or its folder) to compare with: prints and writes comparison.md / comparison.json; None = no comparison")
     p.add_argument("--overwrite", action="store_true", help="replace existing scores.json / predictions.csv / comparison files in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,12 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    return EvalConfig(
-        splits=args.splits, mia=args.mia, mmlu=args.mmlu, mmlu_shots=args.mmlu_shots, mmlu_limit=args.mmlu_limit,
-        mmlu_subjects=tuple(args.mmlu_subjects or ()), mmlu_threshold=args.mmlu_threshold, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, limit=args.limit, prompt_format=args.prompt_format, clean_up_spaces=args.clean_up_spaces,
-        tie_margin=args.tie_margin,
-    )
+    return EvalConfig(**settings.from_args(args, EvalConfig))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracing.errors import AmnesiaError
+from tracing.settings import setting
 
 from ..prompts import PROMPT_FORMATS
 
@@ -36,7 +37,7 @@ class MMLUConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What :func:`unlearn.eval.evaluate` scores and how.
+    """What :func:`unlearn.eval.evaluate` scores and how; each field's help is its ``amnesia evaluate`` option's.
 
     * ``splits``: ``train`` (the rows an unlearning request names, as the official script reads
       forget.jsonl / retain.jsonl), ``validation`` (the rows ``amnesia unlearn`` selects its
@@ -53,19 +54,21 @@ class EvalConfig:
       when the model runs in float32, else off; 0 = off.
     """
 
-    splits: str = "auto"
-    mia: str | None = None
-    mmlu: str = "auto"
-    mmlu_shots: int = 0
-    mmlu_limit: int | None = None
-    mmlu_subjects: tuple[str, ...] = ()
-    mmlu_threshold: float = MMLU_THRESHOLD
-    max_new_tokens: int = 256
-    batch_size: int | None = None
-    limit: int | None = None
-    prompt_format: str = "raw"
-    clean_up_spaces: bool = True
-    tie_margin: float | None = None
+    splits: str = setting("auto", choices=SPLIT_CHOICES,
+        help="which rows to score; auto = train (the rows an unlearning request names; `amnesia unlearn` also reads the validation rows, which select its checkpoint) when the data has them, else validation")
+    mia: str | None = setting(None, help="folder with member.jsonl and nonmember.jsonl; None = DATA/mia_data when present; 'off' to skip")
+    mmlu: str = setting("auto", help="auto (the local copy in $AMNESIA_MMLU_DIR if set, else the Hub when it answers, else builtin), hub (lm-eval's mmlu from the Hub), builtin (the package's subset: 5 test questions per subject, 285 in all), off, or a folder in hails/mmlu_no_train layout")
+    mmlu_shots: int = setting(0, help="few-shot examples per MMLU question (0 = lm-eval's default; 5 = the classic MMLU setting)")
+    mmlu_limit: int | None = setting(None, help="questions per MMLU subject; None = all")
+    mmlu_subjects: tuple[str, ...] = setting((), help="comma-separated MMLU subjects, e.g. anatomy,philosophy; empty = all 57")
+    mmlu_threshold: float = setting(MMLU_THRESHOLD, help="warn when the MMLU average is below this (the shared task's floor for 7B)")
+    max_new_tokens: int = setting(256, help="tokens generated per row (the organizers use 256)")
+    batch_size: int | None = setting(None, help="rows per batch for generation, NLL and MMLU; None = automatic from a memory budget")
+    limit: int | None = setting(None, help="score only the first N rows of each split (a quick look; numbers are not comparable); None = all")
+    prompt_format: str = setting("raw", choices=PROMPT_FORMATS,
+        help="raw = each input as is (the organizers' format); chat = wrapped in the tokenizer's chat template; use the format the model was trained with (a warning says when its unlearn.json names another)")
+    clean_up_spaces: bool = setting(True, help="decode with transformers 4's clean_up_tokenization, as the organizers' script did")
+    tie_margin: float | None = setting(None, help="rerun a row alone when its two best logits come closer than this; None = 1e-3 in float32, off otherwise; 0 = off")
 
     def check(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
