@@ -28,12 +28,8 @@ def _authors(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipelines.tofu.config import (
-        DEFAULT_MAX_NEW_TOKENS,
-        DEFAULT_MINK_K,
-        DEFAULT_QUESTION_TEMPLATE,
-        MIA_TOKENS,
-    )
+    from pipelines.tofu.config import TofuEvalConfig
+    from tracing import settings
 
     p.add_argument("--model", required=True, help="model folder (or Hub id) to score, e.g. an unlearned model")
     p.add_argument("--data", default="locuslab/TOFU", help="TOFU data: a folder in the Hub dataset's layout or the Hub id")
@@ -42,13 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-scores", default=None, help="instead of --retain-model: the retain model's scores.json from an earlier evaluate-tofu or TOFU run (same split and settings)")
     p.add_argument("--out", required=True, help="folder for scores.json, predictions.csv and tofu.json (created if needed)")
     p.add_argument("--retain-authors", type=_authors, default=None, help="comma-separated retain authors to keep (a CPU-sized subset, as tofu.retain_authors); default: all")
-    p.add_argument("--prompt-format", default="raw", choices=("raw", "chat"), help="raw = --question-template, then the answer; chat = the question as the user turn of the tokenizer's chat template")
-    p.add_argument("--question-template", default=DEFAULT_QUESTION_TEMPLATE, help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens generated per question for ROUGE-L")
-    p.add_argument("--mink-k", type=float, default=DEFAULT_MINK_K, help="fraction of tokens Min-K%% Prob averages for privleak (OpenUnlearning's TOFU setting)")
-    p.add_argument("--mia-tokens", default="answer", choices=MIA_TOKENS, help="tokens membership inference reads: the answer after its question (OpenUnlearning) or the whole question + answer")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N rows of each set (a quick look; numbers not the benchmark's); None = all")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass; None = automatic from a memory budget")
+    settings.add_arguments(p, TofuEvalConfig)  # one option per TofuEvalConfig field, its help from the field
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_options(p)
@@ -67,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.tofu.config import TofuEvalConfig
     from pipelines.tofu.data import load_tofu, subset
+    from tracing import settings
     from pipelines.tofu.evaluation import compare_to_retain, write_outputs
     from tracing.errors import AmnesiaError
     from tracing.io import check_output_path, write_json
@@ -74,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.retain_model is None) == (args.retain_scores is None):
         raise AmnesiaError("give exactly one of --retain-model (score it here) and --retain-scores (its scores.json): forget quality compares with the retain model")
-    config = TofuEvalConfig(prompt_format=args.prompt_format, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                            limit=args.limit, mink_k=args.mink_k, mia_tokens=args.mia_tokens, question_template=args.question_template)
+    config = TofuEvalConfig(**settings.from_args(args, TofuEvalConfig))
     config.check()
     out = Path(args.out)
     model_dir = Path(args.model)

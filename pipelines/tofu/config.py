@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracing.errors import AmnesiaError
+from tracing.settings import setting
 from unlearn.eval.config import DEFAULT_MINK_K
 from unlearn.prompts import PROMPT_FORMATS
 
@@ -36,7 +37,7 @@ DEFAULT_MAX_NEW_TOKENS = 128
 
 @dataclass(frozen=True)
 class TofuEvalConfig:
-    """How :func:`pipelines.tofu.evaluation.run_tofu_evaluation` scores a model.
+    """How :func:`pipelines.tofu.evaluation.run_tofu_evaluation` scores a model; each field's help is its ``amnesia evaluate-tofu`` option's.
 
     * ``prompt_format``: ``raw`` (the question, a newline, the answer: :func:`pipelines.tofu.data.question_text`) or
       ``chat`` (the tokenizer's chat template) — the format the model was trained with.
@@ -61,16 +62,19 @@ class TofuEvalConfig:
       1e-3 when the model runs in float32, else off; 0 = off (see :mod:`unlearn.generation`).
     """
 
-    prompt_format: str = "raw"
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    batch_size: int | None = None
-    generation_batch_size: int | None = None
-    limit: int | None = None
-    mink_k: float = DEFAULT_MINK_K
-    mia_tokens: str = "answer"
-    question_template: str = DEFAULT_QUESTION_TEMPLATE
-    clean_up_spaces: bool = False
-    tie_margin: float | None = None
+    prompt_format: str = setting("raw", choices=PROMPT_FORMATS,
+        help="raw = --question-template, then the answer; chat = the question as the user turn of the tokenizer's chat template")
+    max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, help="tokens generated per question for ROUGE-L")
+    batch_size: int | None = setting(None, help="rows per forward pass; None = automatic from a memory budget")
+    generation_batch_size: int | None = setting(None, help="rows per generation batch; None = automatic from a memory budget")
+    limit: int | None = setting(None, help="score only the first N rows of each set (a quick look; numbers not the benchmark's); None = all")
+    mink_k: float = setting(DEFAULT_MINK_K, help="fraction of tokens Min-K% Prob averages for privleak (OpenUnlearning's TOFU setting)")
+    mia_tokens: str = setting("answer", choices=MIA_TOKENS,
+        help="tokens membership inference reads: the answer after its question (OpenUnlearning) or the whole question + answer")
+    question_template: str = setting(DEFAULT_QUESTION_TEMPLATE,
+        help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
+    clean_up_spaces: bool = setting(False, negatable=True, help="decode as transformers 4's clean_up_tokenization did")
+    tie_margin: float | None = setting(None, help="rerun a generation alone when its two best logits come closer than this; None = 1e-3 in float32, off otherwise; 0 = off")
 
     def check(self) -> None:
         """One-line :class:`AmnesiaError` for a setting out of range."""
