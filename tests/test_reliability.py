@@ -160,6 +160,59 @@ def test_resume_with_layers_auto_reuses_the_interrupted_runs_trace(tmp_path, fix
     assert json.loads((out / "unlearn.json").read_text())["resumed_from"] == str(tmp_path / "out.checkpoints" / "checkpoint-1")
 
 
+def debris(root: Path) -> list[str]:
+    """What a killed write can leave: ``.tmp-*`` and ``.old-*`` siblings anywhere under ``root``."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name.startswith((".tmp-", ".old-")))
+
+
+@pytest.mark.parametrize("command", ["trace", "evaluate"])
+def test_kill_9_at_any_point_leaves_the_old_output_or_none_and_a_rerun_cleans_up(command, tmp_path, fixture_world, fixture_target):
+    """A real SIGKILL at several points of an --overwrite run over a complete output: afterwards the
+    output is the old complete one, the new complete one or none (never half of one), the same
+    command completes, and no .tmp-*/.old-* debris is left."""
+    out = tmp_path / "out"
+    argv = {"trace": ["trace", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--max-facts", "4", "--samples", "2",
+                      "--kinds", "mlp", "--heatmaps", "1", "--quiet", "--overwrite"],
+            "evaluate": ["evaluate", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--mmlu", "off", "--limit", "8",
+                         "--quiet", "--overwrite"]}[command]
+    marker = {"trace": "trace.json", "evaluate": "scores.json"}[command]
+    log = tmp_path / "log.txt"
+    started = time.time()
+    assert start(argv, log).wait(timeout=300) == 0, log.read_text()[-2000:]
+    full = time.time() - started
+    complete = sorted(p.name for p in out.iterdir())
+    for fraction in (0.6, 0.9, 0.98):
+        proc = start(argv, log)
+        time.sleep(full * fraction)
+        proc.kill()
+        proc.wait(timeout=60)
+        if out.exists() and (out / marker).exists():
+            assert sorted(p.name for p in out.iterdir()) == complete, fraction  # a complete output, old or new
+        else:  # none: no marker (evaluate may leave the predictions it wrote before scores.json, which a rerun replaces)
+            assert not out.exists() or command == "evaluate", fraction
+        assert start(argv, log).wait(timeout=300) == 0, (fraction, log.read_text()[-2000:])
+        assert sorted(p.name for p in out.iterdir()) == complete and debris(tmp_path) == [], (fraction, debris(tmp_path))
+
+
+def test_an_output_moved_aside_by_a_killed_replacement_comes_back(tmp_path):
+    """The one window a rename cannot close: the old folder moved aside, the new one not yet in.
+    The next write to (or check of) that output puts the old one back first."""
+    from tracing.io import atomic_path, check_output_dir, recover_output
+
+    out = tmp_path / "trace"
+    with atomic_path(out, directory=True) as tmp:
+        (tmp / "trace.json").write_text("old")
+    aside = tmp_path / ".old-trace-ab12cd34"
+    aside.mkdir()
+    out.rename(aside / "trace")
+    (tmp_path / ".tmp-trace-x9y8z7w6").mkdir()  # the new one, half written, when the kill came
+    (tmp_path / ".tmp-trace2-x9y8z7w6").mkdir()  # another output's: not ours to touch
+    recover_output(out)
+    assert (out / "trace.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [".tmp-trace2-x9y8z7w6", "trace"]
+    with pytest.raises(AmnesiaError, match="already exists; pass --overwrite"):  # the old complete output is protected again
+        check_output_dir(out, overwrite=False, marker="trace.json", command="trace")
+
+
 # --------------------------------------------------------------------------- atomic outputs
 
 

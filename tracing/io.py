@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -107,6 +108,7 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool, marker: str, co
     and only when it holds ``marker`` (the file ``command`` writes into every output of its own).
     """
     out = Path(out)
+    recover_output(out)
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir():
@@ -122,6 +124,30 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool, marker: str, co
         )
 
 
+def _siblings(dest: Path, kind: str) -> list[Path]:
+    """``.tmp-NAME-XXXXXXXX`` / ``.old-NAME-XXXXXXXX`` siblings of ``dest`` (tempfile's 8-character names, exactly)."""
+    pattern = re.compile(re.escape(f".{kind}-{dest.name}-") + r"[a-z0-9_]{8}")
+    if not dest.parent.is_dir():
+        return []
+    return sorted(p for p in dest.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def recover_output(dest: str | os.PathLike) -> None:
+    """Undo what a kill left around ``dest``: an old output moved aside by :func:`atomic_path` and not
+    yet replaced comes back (the old complete output, not none), and temporary siblings go."""
+    dest = Path(dest)
+    for old in _siblings(dest, "old"):
+        inner = old / dest.name
+        if (inner.exists() or inner.is_symlink()) and not (dest.exists() or dest.is_symlink()):
+            os.replace(inner, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in _siblings(dest, "tmp"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of ``dest``; on success rename it to ``dest``.
@@ -129,9 +155,13 @@ def atomic_path(dest: str | os.PathLike, *, directory: bool = False, overwrite: 
     With ``directory=True`` the temporary path is an (empty) directory. With
     ``overwrite=False`` an existing ``dest`` is an :class:`AmnesiaError` (checked before and
     after writing; an empty destination folder counts as absent). An existing destination
-    folder is replaced whole.
+    folder is replaced whole: moved aside to ``.old-NAME-*``, the new one renamed in, the old one
+    removed; a kill between the two renames leaves the old one aside, which the next write to
+    ``dest`` (or :func:`check_output_dir`) puts back first (:func:`recover_output`), together with
+    removing the ``.tmp-NAME-*`` a killed write left.
     """
     dest = Path(dest)
+    recover_output(dest)
 
     def taken() -> bool:
         return dest.exists() and not (directory and dest.is_dir() and not any(dest.iterdir()))
