@@ -2,8 +2,10 @@
 problem and writes nothing (every file under tmp_path and the fixture folders is unchanged).
 
 Commands that load a model run with ``--quiet`` (progress bars are not messages). Most cases
-call ``pipelines.cli.main`` in this process (capturing stderr, and counting every Python warning
-as one more line, as a terminal would show it); the cases marked ``SUBPROCESS``
+call ``pipelines.cli.main`` in this process, capturing file descriptor 2 (so a library's log
+handler that kept a reference to the original stderr is counted too) and every Python warning
+as one more line, as a terminal would show them; "wrote nothing" compares sizes, mtimes and
+content hashes of every file under the test folder and the fixtures; the cases marked ``SUBPROCESS``
 also run as a real ``python -m pipelines.cli`` process, where import-time noise, logging and
 warnings reach stderr as they would for a user. The NaN case is the one that does work before it
 fails: it keeps its last good checkpoint, says where, and writes no model.
@@ -408,13 +410,16 @@ CASES = {f.__name__: f for f in (
 # --------------------------------------------------------------------------- the harness
 
 
-def tree(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``roots``: size and mtime (what "wrote nothing" compares)."""
+def tree(*roots: Path) -> dict[str, tuple]:
+    """Every file and folder under ``roots``: size, mtime and, for files, a hash of the contents (what "wrote nothing" compares)."""
+    import hashlib
+
     out = {}
     for root in roots:
         for path in [root, *root.rglob("*")]:
             st = path.lstat()
-            out[str(path)] = (st.st_size if path.is_file() else -1, st.st_mtime_ns)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else None
+            out[str(path)] = (st.st_size if path.is_file() else -1, st.st_mtime_ns, digest)
     return out
 
 
@@ -456,7 +461,7 @@ def run_subprocess(argv: list[str]) -> tuple[int, list[str]]:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_exits_with_one_line_and_writes_nothing(name, tmp_path, fixture_world, fixture_target, capsys, request):
+def test_bad_input_exits_with_one_line_and_writes_nothing(name, tmp_path, fixture_world, fixture_target, capfd, request):
     ctx = Ctx(tmp_path, fixture_world, fixture_target)
     argv, expected, *extra = CASES[name](ctx)
     argv = quiet(argv)
@@ -464,7 +469,7 @@ def test_bad_input_exits_with_one_line_and_writes_nothing(name, tmp_path, fixtur
         request.getfixturevalue("offline")
     command = argv[0]
     before = tree(tmp_path, fixture_world, fixture_target)
-    runs = [("in-process", *run_in_process(argv, capsys))]
+    runs = [("in-process", *run_in_process(argv, capfd))]  # capfd: what reaches file descriptor 2, library log handlers included
     if name in SUBPROCESS:
         runs.append(("subprocess", *run_subprocess(argv)))
     for how, code, lines in runs:
@@ -529,3 +534,13 @@ def test_mistyped_relative_model_path_fails_fast_naming_the_nearest_folder(hub, 
     assert ("offline (HF_HUB_OFFLINE=1)" if hub == "offline" else "Hugging Face Hub is unreachable") in lines[0], lines
     assert seconds < 5, f"{seconds:.1f} s"
     assert tree(tmp_path, fixture_world) == before and not (tmp_path / "out").exists()
+
+
+def test_the_matrix_counts_what_a_library_logs(capfd):
+    """transformers' log handler writes to the stderr it found at import (before pytest's capture):
+    capturing file descriptor 2, as the matrix does, sees it; capturing sys.stderr would not."""
+    from transformers.utils import logging as hf_logging
+
+    capfd.readouterr()
+    hf_logging.get_logger("transformers.modeling_utils").warning("one line of a load report")
+    assert "one line of a load report" in capfd.readouterr().err
