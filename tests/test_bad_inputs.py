@@ -393,6 +393,33 @@ def config_with_fewer_layers_than_weights(c: Ctx):
             "14 tensors unexpected (they would be ignored): model.layers.4.")
 
 
+def run_name_too_long(c: Ctx):
+    path = c.tmp / "long.yaml"
+    path.write_text(json.dumps({"name": "x" * 300, "data": str(c.world), "model": str(c.target)}))
+    return ["run", str(path)], "300 bytes, too long for a folder name (expected at most 200)"
+
+
+def infinite_lr(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--lr", "inf"],
+            "lr inf: expected auto or a positive, finite learning rate")
+
+
+def negative_weight_decay(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--weight-decay", "-0.1"],
+            "weight_decay -0.1: expected a finite number >= 0")
+
+
+def negative_max_steps(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--max-steps", "-5"],
+            "max_steps -5: expected -1 (no limit: --epochs decides) or a positive number of optimizer steps")
+
+
+def compare_string_metric(c: Ctx):
+    text = c.tmp / "text.json"
+    text.write_text('{"forget-set": {"overall-knowledge-score": "0.5"}, "retain-set": {}}')
+    return ["compare", str(text), str(text)], "text.json: forget-set/overall-knowledge-score is str '0.5' (expected a number)"
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -403,7 +430,8 @@ CASES = {f.__name__: f for f in (
     resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
     run_data_missing, forget_row_with_empty_input, whitespace_output, id_in_forget_and_retain, run_name_dot_dot, yaml_key_twice, negative_warmup,
     compare_without_metrics, out_under_a_file, out_where_nothing_can_be_written, run_out_under_a_file,
-    config_with_more_layers_than_weights, config_with_fewer_layers_than_weights,
+    config_with_more_layers_than_weights, config_with_fewer_layers_than_weights, run_name_too_long, infinite_lr, negative_weight_decay,
+    negative_max_steps, compare_string_metric,
 )}
 
 

@@ -165,7 +165,7 @@ def debris(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name.startswith((".tmp-", ".old-")))
 
 
-@pytest.mark.parametrize("command", ["trace", "evaluate"])
+@pytest.mark.parametrize("command", ["trace", "evaluate", "unlearn"])
 def test_kill_9_at_any_point_leaves_the_old_output_or_none_and_a_rerun_cleans_up(command, tmp_path, fixture_world, fixture_target):
     """A real SIGKILL at several points of an --overwrite run over a complete output: afterwards the
     output is the old complete one, the new complete one or none (never half of one), the same
@@ -174,8 +174,11 @@ def test_kill_9_at_any_point_leaves_the_old_output_or_none_and_a_rerun_cleans_up
     argv = {"trace": ["trace", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--max-facts", "4", "--samples", "2",
                       "--kinds", "mlp", "--heatmaps", "1", "--quiet", "--overwrite"],
             "evaluate": ["evaluate", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--mmlu", "off", "--limit", "8",
-                         "--quiet", "--overwrite"]}[command]
-    marker = {"trace": "trace.json", "evaluate": "scores.json"}[command]
+                         "--quiet", "--overwrite"],
+            "unlearn": ["unlearn", "--model", str(fixture_target), "--data", str(fixture_world), "--out", str(out), "--layers", "0-1", "--kind", "mlp",
+                        "--batch-size", "4", "--grad-accum", "1", "--max-length", "64", "--lr", "1e-3", "--max-steps", "6", "--device", "cpu",
+                        "--quiet", "--overwrite"]}[command]
+    marker = {"trace": "trace.json", "evaluate": "scores.json", "unlearn": "unlearn.json"}[command]
     log = tmp_path / "log.txt"
     started = time.time()
     assert start(argv, log).wait(timeout=300) == 0, log.read_text()[-2000:]
@@ -192,6 +195,35 @@ def test_kill_9_at_any_point_leaves_the_old_output_or_none_and_a_rerun_cleans_up
             assert not out.exists() or command == "evaluate", fraction
         assert start(argv, log).wait(timeout=300) == 0, (fraction, log.read_text()[-2000:])
         assert sorted(p.name for p in out.iterdir()) == complete and debris(tmp_path) == [], (fraction, debris(tmp_path))
+
+
+def test_kill_9_run_at_several_points_then_plain_rerun_completes(tmp_path, fixture_world, fixture_target):
+    """`amnesia run` SIGKILLed at several points: every stage folder there is complete (stage.json in it),
+    a plain rerun completes, and no .tmp-*/.old-* is left."""
+    run_dir = tmp_path / "run"
+    config = {
+        "name": "kill", "out": str(run_dir), "data": str(fixture_world), "model": str(fixture_target), "loading": {"device": "cpu"},
+        "trace": {"kinds": ["mlp"], "samples": 1, "window": 1, "max_facts": 2, "select_k": 2, "heatmaps": 0},
+        "unlearn": {**SETTINGS, "save_steps": 0},
+        "evaluate": {"splits": "train", "mmlu": "off", "mia": "off", "limit": 2, "max_new_tokens": 4},
+        "retrace": True,
+    }
+    path = tmp_path / "kill.yaml"
+    path.write_text(json.dumps(config))
+    log = tmp_path / "log.txt"
+    started = time.time()
+    assert start(["run", str(path), "--quiet"], log).wait(timeout=600) == 0, log.read_text()[-2000:]
+    full = time.time() - started
+    stages = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
+    for fraction in (0.4, 0.7, 0.95):
+        proc = start(["run", str(path), "--quiet", "--force"], log)  # --force: every stage is redone, so the kill lands in one
+        time.sleep(full * fraction)
+        proc.kill()
+        proc.wait(timeout=60)
+        for folder in (p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "checkpoints"):
+            assert (folder / "stage.json").is_file() or folder.name == "figures", (fraction, folder.name)
+        assert start(["run", str(path), "--quiet"], log).wait(timeout=600) == 0, (fraction, log.read_text()[-2000:])
+        assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == stages and debris(tmp_path) == [], (fraction, debris(tmp_path))
 
 
 def test_an_output_moved_aside_by_a_killed_replacement_comes_back(tmp_path):
