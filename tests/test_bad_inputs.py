@@ -420,6 +420,22 @@ def compare_string_metric(c: Ctx):
     return ["compare", str(text), str(text)], "text.json: forget-set/overall-knowledge-score is str '0.5' (expected a number)"
 
 
+def unknown_method(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--method", "gdd"],
+            "method 'gdd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo")
+
+
+def method_arg_for_a_builtin(c: Ctx):
+    return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--method", "npo", "--method-arg", "beta=1"],
+            "method_args ['beta']: method npo takes its settings from npo_beta")
+
+
+def unknown_benchmark(c: Ctx):
+    path = c.tmp / "bench.yaml"
+    path.write_text(json.dumps({"benchmark": "tofo", "data": str(c.world), "model": str(c.target)}))
+    return ["run", str(path)], "benchmark 'tofo': unknown (did you mean tofu?); expected one of semeval, tofu"
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -431,7 +447,7 @@ CASES = {f.__name__: f for f in (
     run_data_missing, forget_row_with_empty_input, whitespace_output, id_in_forget_and_retain, run_name_dot_dot, yaml_key_twice, negative_warmup,
     compare_without_metrics, out_under_a_file, out_where_nothing_can_be_written, run_out_under_a_file,
     config_with_more_layers_than_weights, config_with_fewer_layers_than_weights, run_name_too_long, infinite_lr, negative_weight_decay,
-    negative_max_steps, compare_string_metric,
+    negative_max_steps, compare_string_metric, unknown_method, method_arg_for_a_builtin, unknown_benchmark,
 )}
 
 
