@@ -13,6 +13,7 @@ fails: it keeps its last good checkpoint, says where, and writes no model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -482,12 +483,30 @@ def quiet(argv: list[str]) -> list[str]:
     return argv + ["--quiet"] if argv[0] in ("trace", "unlearn", "evaluate") and "--quiet" not in argv else argv
 
 
+@contextlib.contextmanager
+def terminal_logging():
+    """Library log handlers write where a fresh process's would: to the stderr of now.
+
+    transformers' handler keeps the stream it found when transformers was first imported — in a
+    test run, a capture file of pytest's, whose lines no check would ever see. For the length of
+    the block it writes to the current ``sys.stderr`` (under ``capfd``: file descriptor 2)."""
+    import logging
+
+    handlers = [h for h in logging.getLogger("transformers").handlers if type(h) is logging.StreamHandler]
+    streams = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        yield
+    finally:
+        for h, stream in zip(handlers, streams):
+            h.setStream(stream)
+
+
 def run_in_process(argv: list[str], capsys) -> tuple[int, list[str]]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()  # as in a fresh process: an earlier --quiet must not hide this one's bars
     capsys.readouterr()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, terminal_logging():
         warnings.simplefilter("always")
         try:
             code = main(argv)
@@ -581,10 +600,19 @@ def test_mistyped_relative_model_path_fails_fast_naming_the_nearest_folder(hub, 
 
 
 def test_the_matrix_counts_what_a_library_logs(capfd):
-    """transformers' log handler writes to the stderr it found at import (before pytest's capture):
-    capturing file descriptor 2, as the matrix does, sees it; capturing sys.stderr would not."""
+    """transformers' log handler writes to the stream it found at import — in a test run a capture
+    file of pytest's; the matrix points it at file descriptor 2 (``terminal_logging``) and counts it."""
     from transformers.utils import logging as hf_logging
 
-    capfd.readouterr()
-    hf_logging.get_logger("transformers.modeling_utils").warning("one line of a load report")
-    assert "one line of a load report" in capfd.readouterr().err
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    verbosity, level = hf_logging.get_verbosity(), logger.level
+    hf_logging.set_verbosity_warning()  # as in a fresh process (an earlier --quiet command may have raised it)
+    logger.setLevel(0)
+    try:
+        capfd.readouterr()
+        with terminal_logging():
+            logger.warning("one line of a load report")
+        assert "one line of a load report" in capfd.readouterr().err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        logger.setLevel(level)
