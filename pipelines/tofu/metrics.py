@@ -20,17 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracing.errors import AmnesiaError
-from unlearn.eval.metrics import harmonic_mean, rouge_recall
-
-
-def _finite(values: Sequence[float], what: str) -> list[float]:
-    out = [float(v) for v in values]
-    if not out:
-        raise AmnesiaError(f"{what}: no values (expected at least one)")
-    for i, v in enumerate(out):
-        if not math.isfinite(v):
-            raise AmnesiaError(f"{what}: value {i} is {v} (expected finite numbers: an empty answer, or a model whose outputs are not finite)")
-    return out
+from unlearn.eval.metrics import finite_values, harmonic_mean, rouge_recall
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -76,7 +66,7 @@ def option_probability(true_nll: float, perturbed_nlls: Sequence[float]) -> floa
     when every probability is tiny).
     """
     true = float(true_nll)
-    return 1.0 / (1.0 + math.fsum(_exp(true - x) for x in _finite(perturbed_nlls, "perturbed answers")))
+    return 1.0 / (1.0 + math.fsum(_exp(true - x) for x in finite_values(perturbed_nlls, "perturbed answers")))
 
 
 # --------------------------------------------------------------------------- truth ratio
@@ -90,7 +80,7 @@ def truth_ratio_stat(paraphrased_nll: float, perturbed_nlls: Sequence[float]) ->
     On real authors and world facts the "paraphrased" answer is the answer itself (TOFU's
     ``base_answer_key: answer``). It is the inverse of the paper's :func:`truth_ratio`.
     """
-    perturbed = _finite(perturbed_nlls, "perturbed answers")
+    perturbed = finite_values(perturbed_nlls, "perturbed answers")
     return _exp(_mean(perturbed) - float(paraphrased_nll))
 
 
@@ -99,7 +89,7 @@ def truth_ratio(paraphrased_nll: float, perturbed_nlls: Sequence[float]) -> floa
 
     Below 1 when the model prefers the (paraphrased) true answer; ``1 / truth_ratio_stat``.
     """
-    perturbed = _finite(perturbed_nlls, "perturbed answers")
+    perturbed = finite_values(perturbed_nlls, "perturbed answers")
     return _exp(float(paraphrased_nll) - _mean(perturbed))
 
 
@@ -205,8 +195,8 @@ def membership_auc(forget_scores: Sequence[float], holdout_scores: Sequence[floa
     """
     from sklearn.metrics import roc_auc_score
 
-    forget = _finite(forget_scores, "forget membership scores")
-    holdout = _finite(holdout_scores, "holdout membership scores")
+    forget = finite_values(forget_scores, "forget membership scores")
+    holdout = finite_values(holdout_scores, "holdout membership scores")
     labels = [0] * len(forget) + [1] * len(holdout)
     return float(roc_auc_score(labels, forget + holdout))
 

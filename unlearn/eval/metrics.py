@@ -199,17 +199,19 @@ def final_aggregate(task_aggregate: float | None, mmlu_average: float | None, mi
         return -1
     return float(statistics.mean([task_aggregate, mmlu_average, mia_final_score]))
 
+
 # --------------------------------------------------------------------------- membership scores of token NLLs
 
 
-def _finite_tokens(token_nlls: Sequence[float]) -> list[float]:
-    values = [float(v) for v in token_nlls]
-    if not values:
-        raise AmnesiaError("token losses: no values (expected at least one)")
-    for i, v in enumerate(values):
+def finite_values(values: Sequence[float], what: str) -> list[float]:
+    """``values`` as floats; a one-line error naming ``what`` when there are none or one is not finite."""
+    out = [float(v) for v in values]
+    if not out:
+        raise AmnesiaError(f"{what}: no values (expected at least one)")
+    for i, v in enumerate(out):
         if not math.isfinite(v):
-            raise AmnesiaError(f"token losses: value {i} is {v} (expected finite numbers: an empty answer, or a model whose outputs are not finite)")
-    return values
+            raise AmnesiaError(f"{what}: value {i} is {v} (expected finite numbers: an empty answer, or a model whose outputs are not finite)")
+    return out
 
 
 def min_k_score(token_nlls: Sequence[float], k: float = DEFAULT_MINK_K) -> float:
@@ -221,12 +223,12 @@ def min_k_score(token_nlls: Sequence[float], k: float = DEFAULT_MINK_K) -> float
     """
     if not 0 < k <= 1:
         raise AmnesiaError(f"min-k fraction {k}: expected 0 < k ≤ 1")
-    values = _finite_tokens(token_nlls)
+    values = finite_values(token_nlls, "token losses")
     count = max(1, int(len(values) * k))
     return math.fsum(sorted(values, reverse=True)[:count]) / count
 
 
 def loss_score(token_nlls: Sequence[float]) -> float:
     """The loss attack's non-membership score: the mean token NLL (OpenUnlearning ``LOSSAttack``)."""
-    values = _finite_tokens(token_nlls)
+    values = finite_values(token_nlls, "token losses")
     return math.fsum(values) / len(values)
