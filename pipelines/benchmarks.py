@@ -14,13 +14,12 @@ benchmark it does not need.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tracing.errors import AmnesiaError
+from tracing.errors import AmnesiaError, did_you_mean
 
 #: The built-in benchmarks: the module whose import registers each.
 BUILTIN = {"semeval": "pipelines.run", "tofu": "pipelines.tofu.pipeline"}
@@ -66,9 +65,7 @@ def get_benchmark(name: str) -> Benchmark:
     if name in _registry:
         return _registry[name]
     names = benchmark_names()
-    near = difflib.get_close_matches(str(name), names, n=1)
-    hint = f" (did you mean {near[0]}?)" if near else ""
-    raise AmnesiaError(f"benchmark {name!r}: unknown{hint}; expected one of {', '.join(names)}")
+    raise AmnesiaError(f"benchmark {name!r}: unknown{did_you_mean(name, names)}; expected one of {', '.join(names)}")
 
 
 __all__ = ["BUILTIN", "Benchmark", "benchmark_names", "get_benchmark", "register_benchmark", "unregister_benchmark"]

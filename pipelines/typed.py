@@ -11,12 +11,11 @@ so a user knows exactly which line of which file to fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-from tracing.errors import AmnesiaError
+from tracing.errors import AmnesiaError, did_you_mean
 from tracing.settings import load_yaml_text
 
 
@@ -93,8 +92,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def unknown_key_error(key: str, valid: list[str], where: str) -> AmnesiaError:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(key, valid, quote=True)
     prefix = f"{where}: " if where else ""
     return AmnesiaError(f"{prefix}unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
 

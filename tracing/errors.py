@@ -8,3 +8,13 @@ one line and exits non-zero; Python users can catch it. Other exceptions are bug
 
 class AmnesiaError(ValueError):
     """Bad input or an impossible request, with a one-line message a user can act on."""
+
+
+def did_you_mean(name: str, choices, *, quote: bool = False) -> str:
+    """`` (did you mean X?)`` with the choice nearest ``name`` (difflib's), or "" when none is near."""
+    import difflib
+
+    near = difflib.get_close_matches(str(name), list(choices), n=1)
+    if not near:
+        return ""
+    return f" (did you mean {near[0]!r}?)" if quote else f" (did you mean {near[0]}?)"

@@ -23,11 +23,10 @@ This module imports no torch: the registry is read by ``--help`` and the config 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from tracing.errors import AmnesiaError
+from tracing.errors import AmnesiaError, did_you_mean
 
 _registry: dict[str, type["Method"]] = {}
 
@@ -120,10 +119,8 @@ def parse_settings(method: type[Method], args: dict):
     values = {}
     for key, value in args.items():
         if key not in fields:
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {near[0]}?)" if near else ""
             valid = ", ".join(fields) or "none"
-            raise AmnesiaError(f"method_args {key!r}: method {method.name} has no such setting{hint}; its settings: {valid}")
+            raise AmnesiaError(f"method_args {key!r}: method {method.name} has no such setting{did_you_mean(key, fields)}; its settings: {valid}")
         kind = fields[key].type if isinstance(fields[key].type, str) else getattr(fields[key].type, "__name__", "Any")
         values[key] = _coerce(value, kind, f"method_args {key}")
     settings = method.Settings(**values)
@@ -162,9 +159,7 @@ def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; a one-line error with the nearest name otherwise."""
     if name in _registry:
         return _registry[name]
-    near = difflib.get_close_matches(str(name), list(_registry), n=1)
-    hint = f" (did you mean {near[0]}?)" if near else ""
-    raise AmnesiaError(f"method {name!r}: unknown{hint}; expected one of {', '.join(_registry)}")
+    raise AmnesiaError(f"method {name!r}: unknown{did_you_mean(name, _registry)}; expected one of {', '.join(_registry)}")
 
 
 def describe_methods() -> str:
