@@ -49,21 +49,21 @@ def predictions_csv(predictions: Sequence[dict], columns: Sequence[str] = PREDIC
 OUTPUT_NAMES = ("predictions.csv", "scores.json", "timings.json")
 
 
-def _leftover(path: Path, complete: Path | None) -> bool:
+def _leftover(path: Path, complete: Path | None, columns: Sequence[str]) -> bool:
     """An output of an evaluation killed before it finished: ``complete`` (scores.json) is absent and
-    ``path`` is one of ours (a predictions.csv in our columns, a timings.json), so a rerun may replace it."""
+    ``path`` is one of ours (a predictions.csv with the writer's ``columns``, a timings.json), so a rerun may replace it."""
     if complete is None or complete.exists() or path == complete:
         return False
     if path.name == "predictions.csv":
         with path.open(encoding="utf-8", errors="replace") as f:
-            header = f.readline().strip().split(",")
-        return header[:3] in (list(PREDICTION_COLUMNS[:3]), ["set", "index", "question"])
+            return f.readline().rstrip("\n").split(",") == list(columns)
     return path.name == "timings.json"
 
 
-def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_NAMES, complete: str | None = None) -> list[Path]:
+def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_NAMES, complete: str | None = None,
+                  columns: Sequence[str] = PREDICTION_COLUMNS) -> list[Path]:
     """The output paths in ``out``; raises when ``out`` is a file or (without ``overwrite``) one exists —
-    except the leftovers of a run killed before it wrote ``complete`` (scores.json), which a rerun replaces."""
+    except the leftovers of a run killed before it wrote ``complete`` (scores.json; its predictions.csv in ``columns``), which a rerun replaces."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AmnesiaError(f"--out {out}: is a file; expected a folder for {' and '.join(names)}")
@@ -71,7 +71,7 @@ def check_outputs(out: str | Path, *, overwrite: bool = False, names: Sequence[s
     done = out / complete if complete else None
     if not overwrite:
         for path in paths:
-            if path.exists() and not _leftover(path, done):
+            if path.exists() and not _leftover(path, done, columns):
                 raise AmnesiaError(f"{path} already exists; pass --overwrite to replace it")
     return paths
 
@@ -85,7 +85,7 @@ def write_outputs(out: str | Path, scores: dict, predictions: Sequence[dict], *,
     predictions of another run.
     """
     out = Path(out)
-    csv_path, json_path, timings_path = check_outputs(out, overwrite=overwrite, complete="scores.json")
+    csv_path, json_path, timings_path = check_outputs(out, overwrite=overwrite, complete="scores.json", columns=columns)
     paths = {"predictions": csv_path, "scores": json_path}
     out.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)
