@@ -228,35 +228,26 @@ def control_runs(config: RunConfig, traced: list[int], n_layers: int) -> list[tu
 RESOLVED = "config.resolved.yaml"
 
 
-def check_models(*names: str | None) -> None:
-    """Fail before any stage when a configured model is neither a folder nor a Hub id that can be
-    fetched (offline, unreachable, no such repository): one line, nothing written."""
+def check_source(name: str | None, *, what: str = "model") -> None:
+    """Fail before any stage (and before ``config.resolved.yaml`` is written) when a configured model
+    or data (``what``) is neither a path that exists nor a Hub id that can be fetched (offline,
+    unreachable, no such repository): one line, nothing written."""
     from unlearn.hub import check_hub_source
     from unlearn.models import is_local
 
-    for name in names:
-        if not name:
-            continue
-        if is_local(name):
-            if not Path(name).expanduser().exists():
-                raise AmnesiaError(f"{name}: model path does not exist")
-        else:
-            check_hub_source(name, what="model")
-
-
-def check_data(data: str | None) -> None:
-    """Fail before any stage (and before ``config.resolved.yaml`` is written) when the configured
-    data is neither a folder nor a Hub dataset that can be fetched: one line, nothing written."""
-    from unlearn.hub import check_hub_source
-    from unlearn.models import is_local
-
-    if data is None:
+    if not name:
         return
-    if is_local(data):
-        if not Path(data).expanduser().exists():
-            raise AmnesiaError(f"{data}: data folder does not exist")
+    if is_local(name):
+        if not Path(name).expanduser().exists():
+            raise AmnesiaError(f"{name}: {'model path' if what == 'model' else 'data folder'} does not exist")
     else:
-        check_hub_source(data, repo_type="dataset", what="data")
+        check_hub_source(name, repo_type="model" if what == "model" else "dataset", what=what)
+
+
+def check_models(*names: str | None) -> None:
+    """:func:`check_source` for each configured model."""
+    for name in names:
+        check_source(name)
 
 
 def check_run_dir(run_dir: Path, config: RunConfig) -> None:
@@ -290,7 +281,7 @@ def run_semeval(config: RunConfig, *, out: str | Path | None = None, force: bool
     run_dir = Path(out) if out is not None else config.run_dir()
     check_run_dir(run_dir, config)
     check_models(config.model)
-    check_data(config.data)
+    check_source(config.data, what="data")
     started = time.time()
     p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
     write_text(run_dir / RESOLVED, dump_config(config))
