@@ -41,6 +41,7 @@ from unlearn.eval.core import tie_margin
 from unlearn.eval.nll import (
     NLLOptions,
     completion_labels,
+    membership_sequences,
     sequence_nll,
     sequence_token_nll,
 )
@@ -120,17 +121,6 @@ def _qa_sequences(tokenizer, rows: dict[str, list[dict]], prompts: dict[str, lis
     return keys, pairs
 
 
-def _mia_sequences(tokenizer, prompts: list[str], answers: list[str], tokens: str) -> list[tuple[list[int], list[int]]]:
-    """Prompt + answer as in training; labels on the answer's tokens (``answer``) or on all of them (``document``)."""
-    if tokens == "answer":
-        return [completion_labels(tokenizer, p, a) for p, a in zip(prompts, answers)]
-    out = []
-    for p, a in zip(prompts, answers):
-        ids = tokenizer(p + a)["input_ids"]
-        out.append((ids, list(ids)))
-    return out
-
-
 def _check_context(model, where: str, pairs: list[tuple[list[int], list[int]]], names: list[str]) -> None:
     ctx = context_length(model)
     if ctx is None:
@@ -194,7 +184,7 @@ def _membership(model, tokenizer, data: TofuData, config: TofuEvalConfig, nll_op
     """Min-K% and loss scores of the forget (member) and holdout (non-member) rows, and both AUCs."""
     forget, holdout = _first(data.forget, config.limit), _first(data.holdout, config.limit)
     prompts = render_prompts(tokenizer, [question_text(r["question"], config.prompt_format, config.question_template) for r in forget + holdout], config.prompt_format)
-    pairs = _mia_sequences(tokenizer, prompts, [r["answer"] for r in forget + holdout], config.mia_tokens)
+    pairs = membership_sequences(tokenizer, prompts, [r["answer"] for r in forget + holdout], config.mia_tokens)
     names = [f"forget row {i}" for i in range(len(forget))] + [f"holdout row {i}" for i in range(len(holdout))]
     _check_context(model, data.source, pairs, names)
     tokens = sequence_token_nll(model, pairs, nll_options)

@@ -50,6 +50,14 @@ def completion_labels(tokenizer, prompt: str, completion: str, add_special_token
     return ids, labels
 
 
+def membership_sequences(tokenizer, prompts: Sequence[str], completions: Sequence[str], tokens: str) -> list[tuple[list[int], list[int]]]:
+    """``(input_ids, labels)`` of each ``prompt + completion`` as a membership test scores it: labels on
+    the completion's tokens (``"answer"``, :func:`completion_labels`) or on every token (``"document"``)."""
+    if tokens == "answer":
+        return [completion_labels(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    return [(ids, list(ids)) for ids in (tokenizer(p + c)["input_ids"] for p, c in zip(prompts, completions))]
+
+
 def _row_loss(model, logits: torch.Tensor, labels: list[int]) -> float:
     target = torch.tensor([labels], dtype=torch.long, device=logits.device)
     return float(model.loss_function(logits=logits, labels=target, vocab_size=model.config.vocab_size))

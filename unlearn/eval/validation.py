@@ -39,7 +39,7 @@ from ..prompts import render_prompts
 from . import metrics
 from .config import DEFAULT_MINK_K
 from .core import measure_mia
-from .nll import NLLOptions, completion_labels, sequence_token_nll
+from .nll import NLLOptions, membership_sequences, sequence_token_nll
 
 ANSWER_MARGIN = 8  # tokens generated past the longest expected answer
 
@@ -110,9 +110,8 @@ def _membership(model, tokenizer, vs: ValidationSet, options: NLLOptions) -> dic
         return measure_mia(model, tokenizer, vs.members, vs.nonmembers, options)
 
     def sequences(documents: list[str], prompts: list[str] | None):
-        if vs.mia_tokens == "answer":
-            return [completion_labels(tokenizer, p, d[len(p):]) for p, d in zip(prompts, documents)]
-        return [(ids, list(ids)) for ids in (tokenizer(d)["input_ids"] for d in documents)]
+        prompts = prompts if vs.mia_tokens == "answer" else [""] * len(documents)
+        return membership_sequences(tokenizer, prompts, [d[len(p):] for p, d in zip(prompts, documents)], vs.mia_tokens)
 
     def statistic(values: list[float]) -> float:
         return metrics.min_k_score(values, DEFAULT_MINK_K) if vs.mia_attack == "min_k" else metrics.loss_score(values)
