@@ -22,7 +22,7 @@ COMMANDS = (
     "pipelines.commands.trace",
     "pipelines.commands.unlearn",
     "pipelines.commands.evaluate",
-    "pipelines.commands.evaluate_tofu",
+    "pipelines.tofu.command",  # a benchmark's own command lives in its package
     "pipelines.commands.compare",
     "pipelines.commands.run",
     "pipelines.commands.demo",
