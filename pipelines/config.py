@@ -1,18 +1,21 @@
-"""The run configuration of ``amnesia run``: one YAML file → one typed :class:`RunConfig`.
+"""The run configuration of ``amnesia run``: one YAML file → one typed run config.
 
-Sections (every key optional; defaults in the dataclasses below and in each stage's config):
+The sections every benchmark shares live here (:class:`RunSections`; every key optional, defaults
+in the dataclasses below and in each stage's config); a benchmark's own config subclasses it
+(SemEval's :class:`pipelines.semeval.config.SemEvalRunConfig`, TOFU's
+:class:`pipelines.tofu.pipeline.TofuRunConfig`) and ``benchmark:`` picks it
+(:mod:`pipelines.benchmarks`):
 
 * top level: ``name``, ``out`` (run directory; default ``runs/NAME``), ``benchmark`` (``semeval``,
-  the default, ``tofu``, or a registered one: :mod:`pipelines.benchmarks` — its own config class reads the file), ``data`` (SemEval data:
-  folder or Hub id), ``model`` (the target: folder or Hub id), ``prompt_format`` (``raw`` or
-  ``chat``: the one prompt format every stage reads — target training, tracing, unlearning,
-  evaluation; set only here), ``retrace``, ``control``, ``control_layers``, ``control_seed``;
-* ``world`` (:class:`pipelines.world.WorldConfig`): build the synthetic world instead of ``data``;
-* ``target`` (:class:`pipelines.target.TargetConfig`): train the tiny target instead of ``model``;
-* ``loading`` (:class:`unlearn.models.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
+  the default, ``tofu``, or a registered one), ``data``, ``model`` (the target: folder or Hub id),
+  ``prompt_format`` (``raw`` or ``chat``: the one prompt format every stage reads — target
+  training, tracing, unlearning, evaluation; set only here), ``retrace``, ``control``,
+  ``control_layers``, ``control_seed``;
+* ``target`` (:class:`TargetConfig`): train the tiny target instead of ``model``;
+* ``loading`` (:class:`unlearn.config.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
 * ``trace`` (:class:`TraceSection`): the tracing stage, flat (``trace.samples``, ``trace.select_k``…);
-* ``unlearn`` (:class:`unlearn.trainer.UnlearnConfig`): ``layers: auto`` = the traced selection;
-* ``evaluate`` (:class:`unlearn.eval.EvalConfig`).
+* ``unlearn`` (:class:`unlearn.config.UnlearnConfig`): ``layers: auto`` = the traced selection;
+* ``evaluate``: the benchmark's evaluation settings.
 
 An unknown key, a wrong type or an out-of-range value is an :class:`AmnesiaError` naming the
 file and the dotted key (and, for unknown keys, the valid ones). Command-line overrides are
@@ -24,16 +27,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipelines.benchmarks import get_benchmark
 from pipelines.typed import apply_overrides, from_mapping, to_mapping
-from pipelines.world import WorldConfig
 from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
-from tracing.settings import load_yaml_text
+from tracing.settings import load_yaml_text, setting
 from unlearn.config import ModelOptions, UnlearnConfig
-from unlearn.eval.config import EvalConfig
 from unlearn.prompts import PROMPT_FORMATS
 
 # ---------------------------------------------------------------- the target (pipelines.target)
@@ -51,23 +52,25 @@ class TargetConfig:
     quality); build it with the target's tokenizer (``tokenizer``) so their losses compare.
     """
 
-    layers: int = 6
-    hidden: int = 128
-    heads: int = 4
-    intermediate: int = 512
-    vocab_size: int = 1024
-    max_length: int = 128
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float | None = None
-    warmup: int = 20
-    eval_every: int = 50
-    target_em: float = 0.95
-    seed: int = 0
-    tokenizer: str | None = None
-    base_model: str | None = None
-    prompt_format: str = "raw"
-    train_on: Literal["all", "retain"] = "all"
+    layers: int = setting(6, help="transformer layers of the fresh model")
+    hidden: int = setting(128, help="hidden size of the fresh model")
+    heads: int = setting(4, help="attention heads of the fresh model")
+    intermediate: int = setting(512, help="MLP width of the fresh model")
+    vocab_size: int = setting(1024, help="size of the trained BPE vocabulary")
+    max_length: int = setting(128, help="tokens per training row (longer rows are cut); a fresh model has at least 256 positions")
+    steps: int = setting(1500, help="maximum optimizer steps")
+    batch_size: int = setting(32, help="rows per step")
+    lr: float | None = setting(None, help=f"AdamW learning rate; default {SCRATCH_LR:g} for a fresh model, {FINETUNE_LR:g} with --base-model (full fine-tuning of a pretrained model)")
+    warmup: int = setting(20, help="linear warm-up steps of the learning rate")
+    eval_every: int = setting(50, help="measure QA exact match every N steps (and stop once it reaches --target-em)")
+    target_em: float = setting(0.95, help="stop when greedy exact match on the QA rows reaches this")
+    seed: int = setting(0, help="random seed (initialisation and batch order)")
+    tokenizer: str | None = setting(None, help="use this tokenizer (folder or Hub id) instead of training one")
+    base_model: str | None = setting(None, help="fine-tune this HF causal LM instead of building a fresh OLMo")
+    prompt_format: str = setting("raw", cli=False, help="raw or chat: how the QA prompts are rendered (a run's top-level prompt_format)")
+    train_on: Literal["all", "retain"] = setting("all", help=(
+        "all = every forget and retain row (the target); retain = the retain rows only (the retain model an unlearned model is compared with; "
+        "pass --tokenizer TARGET so the two share a tokenizer)"))
 
     def check(self) -> None:
         for name in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_length", "steps", "batch_size", "eval_every"):
@@ -102,12 +105,12 @@ PARTS = ("train", "validation")
 class FactSource:
     """Which rows become facts. Default: forget-set train rows, Task 2, as asked."""
 
-    split: Literal["forget", "retain", "all"] = "forget"
-    part: Literal["train", "validation"] = "train"
-    tasks: tuple[str, ...] = ("Task2",)
-    rephrase: bool = False
-    max_facts: int | None = None
-    prompt_format: str = "raw"
+    split: Literal["forget", "retain", "all"] = setting("forget", group="facts", help="which set's QA rows become facts")
+    part: Literal["train", "validation"] = setting("train", group="facts", help="which part of the set")
+    tasks: tuple[str, ...] = setting(("Task2",), group="facts", help="comma-separated task names whose QA rows are used")
+    rephrase: bool = setting(False, group="facts", help="ask the paper's rephrasing \"What is SUBJECT's RELATION?\" instead of the row's question")
+    max_facts: int | None = setting(None, group="facts", help="trace at most this many kept facts (the first in data order); default all")
+    prompt_format: str = setting("raw", cli=False, help="raw or chat: how the facts' prompts are rendered (a run's top-level prompt_format)")
 
     def check(self) -> "FactSource":
         if self.split not in SPLITS:
@@ -128,7 +131,7 @@ class TraceStageConfig:
     trace: TraceConfig = field(default_factory=TraceConfig)
     select: SelectionConfig = field(default_factory=SelectionConfig)
     facts: FactSource = field(default_factory=FactSource)
-    heatmaps: int = 4
+    heatmaps: int = setting(4, help="write heatmaps for this many facts")
 
     def __post_init__(self):
         missing = tuple(g for g in self.select.groups if g not in self.trace.confirm)
@@ -151,46 +154,85 @@ class TraceStageConfig:
 CONTROLS = ("none", "random", "fixed", "sweep", "methods")
 
 
+#: Where each flat ``trace.*`` key of a run config comes from: (config class, key prefix, fields left out).
+TRACE_SOURCES = ((TraceConfig, "", ()), (FactSource, "", ("prompt_format",)), (SelectionConfig, "select_", ()),
+                 (TraceStageConfig, "", ("trace", "select", "facts")))
+#: Where a run's default differs from ``amnesia trace``'s: the attribution screen with exact tracing where selection reads.
+RUN_TRACE_DEFAULTS = {"method": "auto"}
+
+
+def _trace_section_fields() -> list[tuple[str, Any, Any]]:
+    """The fields of :class:`TraceSection`: every field of :data:`TRACE_SOURCES`, with its help,
+    type (choices become a ``Literal``) and default — declared once, in those classes."""
+    import typing
+
+    out = []
+    for cls, prefix, skip in TRACE_SOURCES:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            name = prefix + f.name
+            hint = hints[f.name]
+            choices = f.metadata.get("argparse", {}).get("choices")
+            if choices:
+                hint = Literal[tuple(choices)]
+            default = RUN_TRACE_DEFAULTS.get(name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            out.append((name, hint, field(default=default, metadata=f.metadata)))
+    return out
+
+
+def _stage_config(self, prompt_format: str = "raw") -> TraceStageConfig:
+    """The tracing stage's config from the flat section (``prompt_format``: the run's)."""
+    parts = {}
+    for cls, prefix, skip in TRACE_SOURCES:
+        parts[cls] = {f.name: getattr(self, prefix + f.name) for f in dataclasses.fields(cls) if f.name not in skip}
+    stage = parts[TraceStageConfig]
+    return TraceStageConfig(trace=TraceConfig(**parts[TraceConfig]), select=SelectionConfig(**parts[SelectionConfig]),
+                            facts=FactSource(**parts[FactSource], prompt_format=prompt_format), **stage)
+
+
+def _check_section(self) -> None:
+    self.stage_config().check()
+
+
+#: The tracing stage's options, flat as users write them in a run config (``trace.samples=5``,
+#: ``trace.select_k=4``): every field of ``TraceConfig``, ``FactSource`` (its ``prompt_format`` is the
+#: run's), ``SelectionConfig`` (prefixed ``select_``) and ``TraceStageConfig.heatmaps``, with their
+#: defaults but ``method: auto`` (:data:`RUN_TRACE_DEFAULTS`). Generated: a new tracing setting is one field there.
+TraceSection = dataclasses.make_dataclass("TraceSection", _trace_section_fields(), frozen=True,
+                                          namespace={"stage_config": _stage_config, "check": _check_section, "__module__": __name__})
+
+
 @dataclass(frozen=True)
-class TraceSection:
-    """The tracing stage's options, flat as users write them (``trace.select_k=4``)."""
+class RunSections:
+    """The sections every benchmark's run config has, and what a run does with them.
 
-    kinds: list[str] = field(default_factory=lambda: ["hidden", "mlp", "attn"])
-    samples: int = 10
-    noise: str | float = "s3"
-    window: int = 10
-    method: Literal["exact", "attribution", "auto"] = "auto"
-    batch_size: int | None = None
-    seed: int = 0
-    split: Literal["forget", "retain", "all"] = "forget"
-    part: Literal["train", "validation"] = "train"
-    rephrase: bool = False
-    max_facts: int | None = None
-    select_mode: Literal["window", "threshold"] = "window"
-    select_k: int | None = None
-    select_fraction: float = 0.5
-    select_kind: Literal["mlp", "attn", "hidden"] = "mlp"
-    select_group: str = "auto"
-    select_depth_fraction: float = 0.375
-    select_evidence: bool = True
-    heatmaps: int = 4
+    A benchmark's config (:class:`pipelines.semeval.config.SemEvalRunConfig`,
+    :class:`pipelines.tofu.pipeline.TofuRunConfig`, a plug-in's) subclasses it: it re-declares
+    ``name``, ``benchmark``, ``data`` and ``evaluate`` with its own defaults and types, adds its
+    own sections and calls ``super().check()`` from its ``check()``."""
 
-    def stage_config(self, prompt_format: str = "raw") -> TraceStageConfig:
-        return TraceStageConfig(
-            trace=TraceConfig(kinds=tuple(self.kinds), samples=self.samples, noise=self.noise, window=self.window, seed=self.seed, method=self.method, batch_size=self.batch_size),
-            select=SelectionConfig(mode=self.select_mode, k=self.select_k, fraction=self.select_fraction, kind=self.select_kind, group=self.select_group,
-                                   depth_fraction=self.select_depth_fraction, evidence=self.select_evidence),
-            facts=FactSource(split=self.split, part=self.part, rephrase=self.rephrase, max_facts=self.max_facts, prompt_format=prompt_format),
-            heatmaps=self.heatmaps,
-        )
+    name: str = "run"
+    out: str | None = None
+    benchmark: str = "semeval"
+    data: str | None = None
+    model: str | None = None
+    target: TargetConfig | None = None
+    loading: ModelOptions = field(default_factory=ModelOptions)
+    trace: TraceSection = field(default_factory=TraceSection)
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
+    evaluate: Any = None
+    prompt_format: Literal["raw", "chat"] = "raw"
+    retrace: bool = True
+    control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
+    control_layers: list[int] | None = None
+    control_seed: int = 0
 
     def check(self) -> None:
-        self.stage_config().check()
-
-
-class RunMethods:
-    """What every run config (:class:`RunConfig`, :class:`pipelines.tofu.TofuRunConfig`) does with
-    its ``name``, ``out``, ``unlearn`` sections."""
+        if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
+            raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
+        self.check_name()
 
     def check_name(self) -> None:
         """``name`` becomes a folder (``runs/NAME``): one path component a file system accepts."""
@@ -212,39 +254,6 @@ class RunMethods:
         return to_mapping(self)
 
 
-@dataclass(frozen=True)
-class RunConfig(RunMethods):
-    """Everything ``amnesia run`` does, validated."""
-
-    name: str = "run"
-    out: str | None = None
-    benchmark: Literal["semeval"] = "semeval"
-    data: str | None = None
-    model: str | None = None
-    world: WorldConfig | None = None
-    target: TargetConfig | None = None
-    loading: ModelOptions = field(default_factory=ModelOptions)
-    trace: TraceSection = field(default_factory=TraceSection)
-    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
-    prompt_format: Literal["raw", "chat"] = "raw"
-    retrace: bool = True
-    control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
-    control_layers: list[int] | None = None
-    control_seed: int = 0
-
-    def check(self) -> None:
-        if (self.data is None) == (self.world is None):
-            raise AmnesiaError("give exactly one of 'data' (a SemEval data folder or Hub id) and 'world' (build the synthetic world)")
-        if (self.model is None) == (self.target is None):
-            raise AmnesiaError("give exactly one of 'model' (the target model folder or Hub id) and 'target' (train the tiny target)")
-        if self.target is not None and self.target.base_model is None and self.world is None and self.data is None:
-            raise AmnesiaError("'target' needs data to train on")
-        if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
-            raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
-        self.check_name()
-
-
 def _unlearn_checked(section) -> UnlearnConfig:
     """``unlearn`` with ``layers: auto`` allowed (resolved to the trace's layers.json at run time)."""
     raw = dict(section or {})
@@ -255,10 +264,10 @@ def _unlearn_checked(section) -> UnlearnConfig:
     return dataclasses.replace(config, layers="auto") if auto else config
 
 
-def config_from_mapping(data: dict, where: str = "config", cls: type | None = None):
-    """Validate a mapping (a parsed YAML file with overrides applied) into a :class:`RunConfig`
-    (or ``cls``, another benchmark's run config: a frozen dataclass with ``unlearn`` and
-    ``prompt_format`` fields and a ``check()``, as :class:`pipelines.tofu.TofuRunConfig`)."""
+def config_from_mapping(data: dict, where: str, cls: type):
+    """Validate a mapping (a parsed YAML file with overrides applied) into ``cls``, a benchmark's
+    run config (a :class:`RunSections` subclass): ``unlearn.layers: auto`` allowed, the top-level
+    ``prompt_format`` set in every section that has one, the config's ``check()`` run; errors name ``where``."""
     if not isinstance(data, dict):
         raise AmnesiaError(f"{where}: expected a mapping of sections (name, data, model, world, target, trace, unlearn, evaluate, …)")
     data = dict(data)
@@ -271,7 +280,7 @@ def config_from_mapping(data: dict, where: str = "config", cls: type | None = No
             raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")
     try:
         unlearn = _unlearn_checked(unlearn_section)
-        config = from_mapping(cls or RunConfig, data)
+        config = from_mapping(cls, data)
     except AmnesiaError as exc:
         raise AmnesiaError(f"{where}: {exc}") from None
     fmt = config.prompt_format
@@ -288,7 +297,7 @@ def config_from_mapping(data: dict, where: str = "config", cls: type | None = No
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunSections:
     """Read a YAML config (safe loader), apply dotted ``key=value`` overrides, validate."""
     path = Path(path)
     if not path.is_file():
@@ -304,7 +313,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return benchmark.config_from_mapping(data, str(path))
 
 
-def dump_config(config: RunConfig) -> str:
+def dump_config(config: RunSections) -> str:
     """The resolved config as YAML (what ``config.resolved.yaml`` holds)."""
     import yaml
 

@@ -11,7 +11,7 @@ Hub when it answers, else the package's built-in 285-question subset; the output
 
 from __future__ import annotations
 
-from pipelines.config import RunConfig, config_from_mapping
+from pipelines.semeval.config import SemEvalRunConfig, semeval_config_from_mapping
 from pipelines.typed import apply_overrides
 from tracing.settings import load_yaml_text
 
@@ -46,9 +46,9 @@ def resolve_mmlu(mmlu: str | None) -> tuple[str, str]:
     return str(source.path), f"MMLU: local copy {source.path} {where}"
 
 
-def demo_config(*, mmlu: str = "off", people: int | None = None, overrides: list[str] = ()) -> RunConfig:
+def demo_config(*, mmlu: str = "off", people: int | None = None, overrides: list[str] = ()) -> SemEvalRunConfig:
     data = demo_mapping()
     data["evaluate"]["mmlu"] = mmlu
     if people is not None:
         data["world"]["people"] = people
-    return config_from_mapping(apply_overrides(data, list(overrides)), "demo config")
+    return semeval_config_from_mapping(apply_overrides(data, list(overrides)), "demo config")

@@ -1,20 +1,26 @@
-"""``amnesia run``: trace → select → unlearn → re-trace → evaluate, cached in one run directory.
+"""``amnesia run``: one driver for every benchmark — trace → select → unlearn → re-trace → score.
 
-Stages, each a folder of the run directory (see :mod:`pipelines.stages` for caching):
+:class:`Pipeline` holds the stages every benchmark shares, each a folder of the run directory
+(see :mod:`pipelines.stages` for caching), and :meth:`Pipeline.execute` runs them in one order:
 
-``world/`` and ``target/`` (only when the config builds them), ``trace/`` (trace of the target:
-trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the new model + unlearn.json),
-``retrace/`` (the same facts traced on the unlearned model, without the known-facts filter),
-``scores_before/`` and ``scores_after/`` (scores.json + predictions.csv), and for controls
-``control_<label>/`` (the same unlearning with other layers, with its ``scores/``). Then
-``report.md``, ``report.html``, ``summary.json`` and ``config.resolved.yaml``.
+the data (``world/`` or a benchmark's own folder, e.g. TOFU's ``request/``), the target
+(``target/`` when the config builds it), the benchmark's reference models (TOFU's
+``retain_model/``), ``trace/`` (trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the
+new model + unlearn.json), ``retrace/`` (the same facts traced on the unlearned model, without the
+known-facts filter), one score stage per model (``scores_<label>/``: the benchmark names them),
+for controls ``control_<label>/`` (the same unlearning with other layers or methods) with its
+``control_<label>_scores/``; then the benchmark's ``report.md``, ``report.html``,
+``summary.json``, and ``config.resolved.yaml``.
 
-A stage is skipped when its config and inputs are unchanged since a completed run; ``force``
-reruns everything; an interrupted stage leaves only a ``.tmp-*`` folder, removed on the next run;
-an interrupted unlearning resumes from its last complete checkpoint (``checkpoints/`` of the run
-directory; written every ``unlearn.save_steps`` steps) when rerun with the same config. The run
-directory may not be inside the model's or the data's folder, and an existing folder is used
-only when it is a run directory (it holds ``config.resolved.yaml``).
+A benchmark (:mod:`pipelines.benchmarks`) subclasses :class:`Pipeline` with what differs: its
+scores (:meth:`Pipeline.evaluate`), its report (:meth:`Pipeline.report`) and, where it has them,
+its data, reference models and facts. A stage is skipped when its config and inputs are unchanged
+since a completed run; ``force`` reruns everything; an interrupted stage leaves only a ``.tmp-*``
+folder, removed on the next run; an interrupted unlearning resumes from its last complete
+checkpoint (``checkpoints/`` of the run directory; written every ``unlearn.save_steps`` steps)
+when rerun with the same config. The run directory may not be inside the model's or the data's
+folder, and an existing folder is used only when it is a run directory (it holds
+``config.resolved.yaml``).
 """
 
 from __future__ import annotations
@@ -27,13 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipelines.benchmarks import Benchmark, get_benchmark, register_benchmark
-from pipelines.config import RunConfig, config_from_mapping, dump_config
-from pipelines.report import print_semeval_headline
+from pipelines.benchmarks import get_benchmark
+from pipelines.config import RunSections, dump_config
 from pipelines.stages import RunDir, StageResult, path_fingerprint
 from pipelines.target import make_target
 from pipelines.trace_stage import run_trace
-from pipelines.world import make_world
 from tracing.errors import AmnesiaError
 from tracing.facts import Fact
 from tracing.io import check_creatable, is_inside, write_text
@@ -63,9 +67,14 @@ def free_model(model) -> None:
 
 
 class Pipeline:
-    """The stages of one run; each method is one cached stage."""
+    """The stages of one run, each method one cached stage; :meth:`execute` runs them all.
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
+    A benchmark subclasses it: :meth:`evaluate` (one model's scores, a cached stage) and
+    :meth:`report` are its own; :meth:`read_inputs`, :meth:`sources`, :meth:`data_path`,
+    :meth:`reference_models`, :meth:`trace_facts` and :meth:`score_stage` have defaults for
+    SemEval-layout data that it may override."""
+
+    def __init__(self, config: RunSections, run_dir: Path, *, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
         self.config = config
         self.run = RunDir(run_dir, force=force, log=log)
         self.progress = progress
@@ -73,15 +82,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ inputs
     def data_path(self) -> tuple[str, str]:
-        """(path, fingerprint) of the data: the built world or the configured one."""
-        if self.config.world is not None:
-            res = self.run.stage("world", dataclasses.asdict(self.config.world), lambda tmp: self._world(tmp))
-            return str(res.path), res.hash
+        """(path, fingerprint) of the data the stages read (SemEval's layout): by default the configured ``data``."""
         return self.config.data, path_fingerprint(self.config.data)
-
-    def _world(self, tmp: Path) -> dict:
-        make_world(tmp, self.config.world, overwrite=True)
-        return _read_json(tmp / "world.json")["rows"]
 
     def model_path(self, data: str, data_key: str) -> tuple[str, str]:
         if self.config.target is not None:
@@ -178,21 +180,59 @@ class Pipeline:
         return controls
 
     def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str) -> StageResult:
-        from unlearn.eval import run_evaluation, write_outputs
+        """Score ``model_path`` with the benchmark's metrics in stage ``name`` (its ``scores.json``)."""
+        raise NotImplementedError(f"{type(self).__name__}: a benchmark's pipeline defines evaluate()")
 
-        cfg = self.config.evaluate
+    # ------------------------------------------------------------------ the run
+    inputs = None  #: what :meth:`read_inputs` returned (e.g. TOFU's loaded rows)
 
-        def build(tmp: Path) -> dict:
-            model, tok = load_model(model_path, self.config.loading)
-            result = run_evaluation(model, tok, load_semeval(data), cfg, progress=self.progress)
-            free_model(model)
-            write_outputs(tmp, result.scores, result.predictions, overwrite=True, timings=result.timings)
-            return {"aggregate-score": result.scores.get("aggregate-score"), "harmonic-mean-task-aggregate": result.scores.get("harmonic-mean-task-aggregate")}
+    @classmethod
+    def read_inputs(cls, config):
+        """Read and check the benchmark's own inputs before anything is written (default: nothing)."""
+        return None
 
-        return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
+    @classmethod
+    def sources(cls, config) -> list[tuple[str | None, str]]:
+        """``(name, "model" | "data")`` of every configured model or data source: checked before anything is written."""
+        return [(config.model, "model"), (config.data, "data")]
+
+    def reference_models(self, data: str, data_key: str, model: str, model_key: str) -> dict[str, tuple[str, str]]:
+        """``{label: (path, fingerprint)}`` of models scored beside the target and the unlearned one (TOFU's retain model)."""
+        return {}
+
+    def score_stage(self, label: str) -> str:
+        """The stage folder of one model's scores (``label``: ``target``, ``unlearned`` or a reference model's)."""
+        return f"scores_{label}"
+
+    def report(self, run_dir: Path, *, trace: StageResult, retrace: StageResult | None, unlearned: StageResult,
+               scores: dict[str, StageResult], controls: dict, wall_time: float) -> dict:
+        """Write ``summary.json``, ``report.md`` and ``report.html``; return the summary."""
+        raise NotImplementedError(f"{type(self).__name__}: a benchmark's pipeline defines report()")
+
+    @classmethod
+    def execute(cls, config, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
+        """Run every stage of ``config`` in its run directory (``out``, default the config's); write the report."""
+        run_dir = Path(out) if out is not None else config.run_dir()
+        check_run_dir(run_dir, config)
+        for name, what in cls.sources(config):
+            check_source(name, what=what)
+        started = time.time()
+        inputs = cls.read_inputs(config)  # bad benchmark data fails before anything is written
+        p = cls(config, run_dir, force=force, progress=progress, log=log)
+        p.inputs = inputs
+        write_text(run_dir / RESOLVED, dump_config(config))
+        data, data_key = p.data_path()
+        model, model_key = p.model_path(data, data_key)
+        references = p.reference_models(data, data_key, model, model_key)
+        trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
+        models = {"target": (model, model_key), "unlearned": (str(unlearned.path), unlearned.hash), **references}
+        scores = {label: p.evaluate(p.score_stage(label), path, key, data, data_key) for label, (path, key) in models.items()}
+        controls = p.controls(trace, unlearned, model, model_key, data, data_key)
+        summary = p.report(run_dir, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores, controls=controls, wall_time=time.time() - started)
+        return RunOutcome(run_dir, summary, dict(p.run.results))
 
 
-def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> dict[str, list[int]]:
+def control_layer_sets(config: RunSections, traced: list[int], n_layers: int) -> dict[str, list[int]]:
     """The layer sets of the requested control: random (same count), fixed, or every window of k
     (``methods`` keeps the traced layers and changes the method: see :func:`control_runs`)."""
     k = len(traced)
@@ -215,7 +255,7 @@ def control_layer_sets(config: RunConfig, traced: list[int], n_layers: int) -> d
     return windows
 
 
-def control_runs(config: RunConfig, traced: list[int], n_layers: int) -> list[tuple[str, list[int], str | None]]:
+def control_runs(config: RunSections, traced: list[int], n_layers: int) -> list[tuple[str, list[int], str | None]]:
     """``(label, layers, method)`` of every control unlearning: other layers with the configured
     method, or (``methods``) every other registered method (:mod:`unlearn.methods`: the shared
     task's baselines ga, gd, kl, npo and any plug-in) on the same layers, budget, calibration and
@@ -244,13 +284,7 @@ def check_source(name: str | None, *, what: str = "model") -> None:
         check_hub_source(name, repo_type="model" if what == "model" else "dataset", what=what)
 
 
-def check_models(*names: str | None) -> None:
-    """:func:`check_source` for each configured model."""
-    for name in names:
-        check_source(name)
-
-
-def check_run_dir(run_dir: Path, config: RunConfig) -> None:
+def check_run_dir(run_dir: Path, config: RunSections) -> None:
     """Refuse a run directory inside the configured model's or data's folder, a file, or an existing
     folder that is not a run directory (it has no ``config.resolved.yaml``): a run writes and
     replaces stage folders there, and removes ``.tmp-*`` leftovers."""
@@ -268,37 +302,6 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
 def run_pipeline(config, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
     """Run every stage of ``config`` in its run directory; write the report; return the summary.
 
-    The config's ``benchmark`` (:mod:`pipelines.benchmarks`) says how: SemEval's
-    :func:`run_semeval`, TOFU's :func:`pipelines.tofu.run_tofu`, or a registered one."""
+    The config's ``benchmark`` (:mod:`pipelines.benchmarks`: ``semeval``, ``tofu`` or a registered
+    one) says how: its :meth:`Pipeline.execute`."""
     return get_benchmark(getattr(config, "benchmark", "semeval")).run(config, out=out, force=force, progress=progress, log=log)
-
-
-def run_semeval(config: RunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
-    """SemEval-2025 Task 4: the data (or the synthetic world) and the target, the method's stages,
-    the official scores before and after, the controls, the report."""
-    from pipelines.report import write_report
-
-    run_dir = Path(out) if out is not None else config.run_dir()
-    check_run_dir(run_dir, config)
-    check_models(config.model)
-    check_source(config.data, what="data")
-    started = time.time()
-    p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
-    write_text(run_dir / RESOLVED, dump_config(config))
-    data, data_key = p.data_path()
-    model, model_key = p.model_path(data, data_key)
-    trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
-    before = p.evaluate("scores_before", model, model_key, data, data_key)
-    after = p.evaluate("scores_after", str(unlearned.path), unlearned.hash, data, data_key)
-    controls = p.controls(trace, unlearned, model, model_key, data, data_key)
-    summary = write_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, before=before, after=after, controls=controls, wall_time=time.time() - started)
-    return RunOutcome(run_dir, summary, dict(p.run.results))
-
-
-BENCHMARK = register_benchmark(Benchmark(
-    name="semeval",
-    summary="SemEval-2025 Task 4: the official metrics and MMLU, before and after unlearning",
-    config_from_mapping=config_from_mapping,
-    run=run_semeval,
-    headline=print_semeval_headline,
-))

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, write_json
+from tracing.settings import setting
 
 FIRST = (
     "Goldi Rene Ingunna Marek Talia Osric Brin Cassia Dorian Elva Fenna Galen Hester Ivo Jorun "
@@ -82,10 +83,10 @@ BIOGRAPHIES = (
 class WorldConfig:
     """Size and shape of the synthetic world."""
 
-    people: int = 40
-    seed: int = 0
-    forget_fraction: float = 0.5
-    validation_fraction: float = 0.3
+    people: int = setting(40, help="number of fictional people (trained on)")
+    seed: int = setting(0, help="random seed; same seed, same files")
+    forget_fraction: float = setting(0.5, help="share of people in the forget set")
+    validation_fraction: float = setting(0.3, help="share of each set held out as validation")
 
     def check(self) -> None:
         if self.people < 4:

@@ -1,4 +1,4 @@
-"""Every shipped YAML config validates into a RunConfig (or, for unlearning-only files, an UnlearnConfig)."""
+"""Every shipped YAML config validates into its benchmark's run config (or, for unlearning-only files, an UnlearnConfig)."""
 
 from __future__ import annotations
 

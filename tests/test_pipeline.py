@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import config_from_mapping, load_config
+from pipelines.config import load_config
+from pipelines.semeval.config import semeval_config_from_mapping as config_from_mapping
 from pipelines.demo import demo_config, demo_mapping, resolve_mmlu
 from pipelines.run import control_layer_sets, run_pipeline
 from tracing.settings import load_yaml_text
@@ -168,7 +169,7 @@ def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path, mmlu_dir):
 
 
 def test_notes_say_why_mmlu_is_missing_or_low():
-    from pipelines.report import explain
+    from pipelines.semeval.report import explain
 
     low = {"mmlu": {"mode": "builtin"}, "mmlu_average": 0.25, "warnings": ["MMLU average 0.2500 is below the threshold 0.371 (the shared task's floor for 7B)"]}
     off = {"mmlu": None, "warnings": []}

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pathlib import Path
-
 from pipelines.benchmarks import Benchmark, benchmark_names, register_benchmark, unregister_benchmark
-from pipelines.config import RunMethods, TraceSection, config_from_mapping
-from pipelines.run import run_pipeline
+from pipelines.config import RunSections, config_from_mapping
+from pipelines.run import Pipeline, run_pipeline
+from pipelines.semeval.config import semeval_config_from_mapping
 from tracing.errors import AmnesiaError
+from tracing.io import write_json
 from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.methods import Method, get_method, method_names, register, unregister
 
@@ -89,7 +89,7 @@ def test_control_methods_runs_every_registered_method_in_one_table(toy, tmp_path
                     "eval_steps": 1, "eval_rows": 4},
         "evaluate": {"splits": "train", "mmlu": "builtin", "mmlu_subjects": ["anatomy"], "mmlu_limit": 2, "max_new_tokens": 16, "limit": 6},
     }
-    config = config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", **extra))
+    config = semeval_config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", **extra))
     outcome = run_pipeline(config, progress=False, log=lambda m: None)
     controls = json.loads((outcome.run_dir / "summary.json").read_text())["controls"]
     rows = controls["rows"]
@@ -113,25 +113,17 @@ def test_control_methods_runs_every_registered_method_in_one_table(toy, tmp_path
 
 
 @dataclass(frozen=True)
-class ToyRunConfig(RunMethods):
-    """The toy benchmark's run config: SemEval-layout data and a model, the shared trace and unlearn sections."""
+class ToyRunConfig(RunSections):
+    """The toy benchmark's run config: the shared sections (data, model, trace, unlearn, …), its own name and defaults."""
 
     name: str = "toy"
-    out: str | None = None
     benchmark: str = "toyqa"
-    data: str | None = None
-    model: str | None = None
-    loading: ModelOptions = field(default_factory=ModelOptions)
-    trace: TraceSection = field(default_factory=TraceSection)
-    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
-    prompt_format: str = "raw"
     retrace: bool = False
-    control: str = "none"
 
     def check(self) -> None:
         if self.data is None or self.model is None:
             raise AmnesiaError("the toy benchmark needs 'data' and 'model'")
-        self.check_name()
+        super().check()
 
 
 def forget_exact_match(model_path: str, data: str, loading: ModelOptions, rows: int = 8) -> float:
@@ -146,29 +138,26 @@ def forget_exact_match(model_path: str, data: str, loading: ModelOptions, rows: 
     return sum(t.strip().startswith(r["output"].strip()) for t, r in zip(texts, forget)) / len(forget)
 
 
-def run_toy(config: ToyRunConfig, *, out=None, force=False, progress=True, log=print):
-    from pipelines.run import Pipeline, RunOutcome
-    from pipelines.stages import path_fingerprint
-    from tracing.io import write_json
+class ToyPipeline(Pipeline):
+    """The shared stages; the toy's scores (one cached stage per model) and its summary."""
 
-    run_dir = Path(out) if out is not None else config.run_dir()
-    p = Pipeline(config, run_dir, force=force, progress=progress, log=log)
-    data, data_key = config.data, path_fingerprint(config.data)
-    trace, unlearned, _ = p.method_stages(config.model, path_fingerprint(config.model), data, data_key)
-    summary = {"benchmark": "toyqa", "layers": unlearned.record["layers"],
-               "forget_em_before": forget_exact_match(config.model, data, config.loading),
-               "forget_em_after": forget_exact_match(str(unlearned.path), data, config.loading)}
-    write_json(run_dir / "summary.json", summary)
-    return RunOutcome(run_dir, summary, dict(p.run.results))
+    def evaluate(self, name, model_path, model_key, data, data_key):
+        return self.run.stage(name, {"rows": 8}, lambda tmp: {"forget_em": forget_exact_match(model_path, data, self.config.loading)},
+                              inputs=[model_key, data_key])
+
+    def report(self, run_dir, *, trace, retrace, unlearned, scores, controls, wall_time):
+        summary = {"benchmark": "toyqa", "layers": unlearned.record["layers"], **{f"forget_em_{label}": s.record["forget_em"] for label, s in scores.items()}}
+        write_json(run_dir / "summary.json", summary)
+        return summary
 
 
 def toy_headline(summary: dict, run_dir) -> None:
-    print(f"toy forget exact match {summary['forget_em_before']:.2f} -> {summary['forget_em_after']:.2f} (layers {summary['layers']})")
+    print(f"toy forget exact match {summary['forget_em_target']:.2f} -> {summary['forget_em_unlearned']:.2f} (layers {summary['layers']})")
 
 
 @pytest.fixture
 def toy_benchmark():
-    benchmark = register_benchmark(Benchmark(name="toyqa", summary="a test's toy", run=run_toy, headline=toy_headline,
+    benchmark = register_benchmark(Benchmark(name="toyqa", summary="a test's toy", run=ToyPipeline.execute, headline=toy_headline,
                                              config_from_mapping=lambda data, where: config_from_mapping(data, where, ToyRunConfig)))
     yield benchmark
     unregister_benchmark("toyqa")
@@ -186,9 +175,10 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
     assert benchmark_names() == ("semeval", "tofu", "toyqa")
     assert main(["run", str(path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["forget_em_before"] >= 0.75 and summary["forget_em_after"] < summary["forget_em_before"]  # the fixture memorised them; 6 steps move it
-    assert (tmp_path / "run" / "trace" / "layers.json").is_file() and (tmp_path / "run" / "unlearned" / "unlearn.json").is_file()
-    assert f"toy forget exact match {summary['forget_em_before']:.2f} -> {summary['forget_em_after']:.2f}" in capsys.readouterr().out
+    assert summary["forget_em_target"] >= 0.75 and summary["forget_em_unlearned"] < summary["forget_em_target"]  # the fixture memorised them; 6 steps move it
+    for stage in ("trace/layers.json", "unlearned/unlearn.json", "scores_target/stage.json", "scores_unlearned/stage.json", "config.resolved.yaml"):
+        assert (tmp_path / "run" / stage).is_file()
+    assert f"toy forget exact match {summary['forget_em_target']:.2f} -> {summary['forget_em_unlearned']:.2f}" in capsys.readouterr().out
     path.write_text(json.dumps({"benchmark": "toyq", "data": str(fixture_world)}))
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"amnesia run: error: {path}: benchmark 'toyq': unknown (did you mean toyqa?); expected one of semeval, tofu, toyqa"

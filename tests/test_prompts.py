@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from pipelines.config import config_from_mapping
+from pipelines.semeval.config import semeval_config_from_mapping as config_from_mapping
 from pipelines.trace_stage import FactSource, TraceStageConfig
 from tracing.errors import AmnesiaError
 from unlearn.api import run_unlearning

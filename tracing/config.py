@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from .errors import AmnesiaError
+from .settings import setting
 
 #: What can be restored: the residual stream after a block, the MLP output, the attention output.
 KINDS = ("hidden", "mlp", "attn")
@@ -67,21 +68,28 @@ def parse_noise(spec: str | float | NoiseLevel) -> NoiseLevel:
 
 @dataclass(frozen=True)
 class TraceConfig:
-    """How to trace. Defaults are ROME's (``samples=10``, noise ``s3``, ``window=10``)."""
+    """How to trace. Defaults are ROME's (``samples=10``, noise ``s3``, ``window=10``). Each field is
+    an ``amnesia trace`` option (:mod:`tracing.settings`)."""
 
-    kinds: tuple[str, ...] = KINDS
-    samples: int = 10
-    noise: str | float = "s3"
-    window: int = 10
-    seed: int = 0
-    method: str = "exact"
-    batch_size: int | None = None  # rows (restorations × samples) per forward; None = from memory_mb
-    memory_mb: int | None = None  # activation budget per forward; None = 1024 on CPU, half the free GPU memory
-    max_tokens: int = 128  # longer prompts are skipped ("too long")
-    suffix: bool = True  # run only the positions after the restored token when the model's KV cache allows
-    skip_layers: bool = True  # run only the layers from the first restored one on, when the model allows entering mid-stack
-    confirm: tuple[str, ...] = ("last_subject",)  # method auto: token groups traced exactly
-    float32: bool = True  # trace a 16-bit model in float32 (cast for the trace, cast back exactly afterwards)
+    kinds: tuple[str, ...] = setting(KINDS, group="tracing", help="comma-separated sites to restore: hidden (residual stream), mlp, attn")
+    samples: int = setting(10, group="tracing", help="noise draws per fact")
+    noise: str | float = setting("s3", group="tracing", help="noise std: sN = N × the std of the subject-token embeddings over the facts, or a number")
+    window: int = setting(10, group="tracing", help="MLP/attention layers restored together around each layer (ROME's window)")
+    seed: int = setting(0, group="tracing", help="noise seed; same seed, same trace")
+    method: str = setting("exact", group="tracing", choices=METHODS, help=(
+        "exact: ROME's causal tracing of every token and layer; attribution: the attribution-patching estimate of every cell (one backward per fact); "
+        "auto: the estimate everywhere and exact tracing at the --confirm tokens (the group layer selection reads), with how well the two agree"))
+    batch_size: int | None = setting(None, group="tracing", help="rows (restorations × samples) per forward pass; default: as many as --memory-mb allows")
+    memory_mb: int | None = setting(None, group="tracing", help="activation memory per forward pass used to size batches; default 1024 on CPU, half the free GPU memory")
+    max_tokens: int = setting(128, group="facts", help="skip prompts longer than this many tokens")
+    suffix: bool = setting(True, group="tracing", option="--no-suffix", action="store_false",
+                           help="run full sequences for every restoration instead of reusing the corrupted prefix (slower, for checking)")
+    skip_layers: bool = setting(True, group="tracing", option="--no-skip-layers", action="store_false",
+                                help="run every layer for every restoration instead of entering the stack at the first restored layer (slower, for checking)")
+    confirm: tuple[str, ...] = setting(("last_subject",), group="tracing",
+                                       help="with --method auto: comma-separated token groups traced exactly (--select-group is always added)")
+    float32: bool = setting(True, group="tracing", option="--keep-dtype", action="store_false",
+                            help="trace a 16-bit model in its own dtype instead of float32 (the cast is undone exactly afterwards either way)")
 
     def check(self) -> "TraceConfig":
         kinds = tuple(self.kinds)
@@ -114,15 +122,20 @@ class TraceConfig:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """How to pick layers from the traced AIE."""
+    """How to pick layers from the traced AIE. Each field is an ``amnesia trace`` option ``--select-<field>``."""
 
-    mode: str = "window"
-    k: int | None = None
-    fraction: float = 0.5
-    kind: str = "mlp"
-    group: str = "auto"
-    depth_fraction: float = 0.375
-    evidence: bool = True
+    mode: str = setting("window", group="layer selection", choices=MODES,
+                        help="best contiguous window of --select-k layers, or every layer above --select-fraction of the maximum")
+    k: int | None = setting(None, group="layer selection", help="layers in the selected window (clipped to the model's depth); default: --select-depth-fraction of the layers")
+    fraction: float = setting(0.5, group="layer selection", help="threshold mode: keep layers with AIE >= this fraction of the largest")
+    kind: str = setting("mlp", group="layer selection", choices=("mlp", "attn", "hidden"), help="which traced kind's AIE selects layers")
+    group: str = setting("auto", group="layer selection", choices=("auto", *TOKEN_GROUPS), help=(
+        "which token group's AIE selects layers; auto = each subject token group (first, last) selects on its own and the one with the "
+        "largest AIE among those with evidence wins"))
+    depth_fraction: float = setting(0.375, group="layer selection",
+                                    help="without --select-k: the window is this fraction of the layers, rounded (3/8 = the paper's 6 of OLMo-1B's 16)")
+    evidence: bool = setting(True, group="layer selection",
+                             help="keep only the window's layers whose AIE 95% interval is above 0 (all of them, with a warning, when none is)")
 
     @property
     def groups(self) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ argparse options from the fields (name, default, type, choices, help), :func:`fr
 them back into keyword arguments for the dataclass. A new setting is one field. Config files are
 read with :func:`load_yaml_text` (safe loader, ``1e-5`` a float, a key given twice an error).
 
-The option for field ``max_grad_norm`` is ``--max-grad-norm``. From the field's type:
+The option for field ``max_grad_norm`` is ``--max-grad-norm`` (``--select-k`` for field ``k`` with
+``prefix="select_"``; ``option="--keep-dtype"`` in the metadata names it outright). From the field's type:
 ``bool`` → a flag (``--x``; ``--x/--no-x`` when it defaults to true or ``negatable=True``),
 ``Literal[...]`` → choices, ``int``/``float``/``str`` → that type, ``X | None`` → ``X``,
 ``list[str]`` / ``tuple[str, ...]`` → one comma-separated value. Anything else needs ``type=`` in the metadata (or
@@ -70,11 +71,12 @@ def _comma_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def option(field: dataclasses.Field, hint, default) -> tuple[list[str], dict]:
-    """``(option strings, argparse keyword arguments)`` of one field."""
+def option(field: dataclasses.Field, hint, default, prefix: str = "") -> tuple[list[str], dict]:
+    """``(option strings, argparse keyword arguments)`` of one field (its destination ``prefix`` + name)."""
     extra = dict(field.metadata.get("argparse", {}))
     negatable = extra.pop("negatable", False)
-    kwargs: dict[str, Any] = {"dest": field.name, "help": help_text(field).replace("%", "%%")}
+    strings = [extra.pop("option")] if "option" in extra else [flag(prefix + field.name)]
+    kwargs: dict[str, Any] = {"dest": prefix + field.name, "help": help_text(field).replace("%", "%%")}
     hint = _unwrap_optional(hint)
     if hint is bool:
         kwargs["action"] = argparse.BooleanOptionalAction if (negatable or default) else "store_true"
@@ -88,17 +90,19 @@ def option(field: dataclasses.Field, hint, default) -> tuple[list[str], dict]:
     else:
         kwargs["default"] = default
     kwargs.update(extra)
-    return [flag(field.name)], kwargs
+    return strings, kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, titles: dict[str, str] | None = None,
-                  exclude: tuple[str, ...] = (), defaults: Any = None) -> dict[str, argparse._ArgumentGroup]:
+                  exclude: tuple[str, ...] = (), defaults: Any = None, prefix: str = "",
+                  groups: dict[str, argparse._ArgumentGroup] | None = None) -> dict[str, argparse._ArgumentGroup]:
     """Add an option per field of dataclass ``cls`` (defaults from ``defaults``, an instance, or the
-    class's own), each in the argument group its metadata names (titled by ``titles``); return the
+    class's own; destinations ``prefix`` + the field's name), each in the argument group its
+    metadata names (titled by ``titles``; ``groups`` from an earlier call are reused); return the
     groups by name so a command can add its own options to them."""
     hints = typing.get_type_hints(cls)
     defaults = defaults if defaults is not None else cls()
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups = groups if groups is not None else {}
     for field in dataclasses.fields(cls):
         if field.name in exclude or not field.metadata.get("cli", True) or "help" not in field.metadata:
             continue
@@ -108,19 +112,19 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, titles: dict[st
             if name not in groups:
                 groups[name] = parser.add_argument_group((titles or {}).get(name, name))
             target = groups[name]
-        strings, kwargs = option(field, hints[field.name], getattr(defaults, field.name))
+        strings, kwargs = option(field, hints[field.name], getattr(defaults, field.name), prefix)
         target.add_argument(*strings, **kwargs)
     return groups
 
 
-def from_args(args: argparse.Namespace, cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+def from_args(args: argparse.Namespace, cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") -> dict[str, Any]:
     """The keyword arguments of ``cls`` that :func:`add_arguments` put on ``args`` (comma lists split)."""
     hints = typing.get_type_hints(cls)
     out = {}
     for field in dataclasses.fields(cls):
-        if field.name in exclude or not field.metadata.get("cli", True) or not hasattr(args, field.name):
+        if field.name in exclude or not field.metadata.get("cli", True) or not hasattr(args, prefix + field.name):
             continue
-        value = getattr(args, field.name)
+        value = getattr(args, prefix + field.name)
         hint = _unwrap_optional(hints[field.name])
         if _is_str_sequence(hint) and isinstance(value, str):
             value = _comma_list(value) if typing.get_origin(hint) is list else tuple(_comma_list(value))

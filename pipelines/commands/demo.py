@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.report import print_semeval_headline
+    from pipelines.semeval.report import print_semeval_headline
     from pipelines.run import run_pipeline
 
     mmlu, note = resolve_mmlu(args.mmlu)

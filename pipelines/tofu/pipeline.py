@@ -30,28 +30,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pipelines.benchmarks import Benchmark, register_benchmark
-from pipelines.config import (
-    RunMethods,
-    TargetConfig,
-    TraceSection,
-    config_from_mapping,
-    dump_config,
-)
-from pipelines.run import (
-    RESOLVED,
-    Pipeline,
-    RunOutcome,
-    check_models,
-    check_run_dir,
-    free_model,
-)
+from pipelines.config import RunSections, config_from_mapping
+from pipelines.run import Pipeline, free_model
 from pipelines.stages import path_fingerprint
 from tracing.errors import AmnesiaError
-from tracing.io import atomic_path, write_json, write_text
-from unlearn.config import ModelOptions, UnlearnConfig
+from tracing.io import atomic_path, write_json
 
 from .config import DEFAULT_QUESTION_TEMPLATE, TofuEvalConfig, check_question_template
 from .report import print_tofu_headline, write_tofu_report
@@ -88,26 +74,16 @@ class TofuSection:
 
 
 @dataclass(frozen=True)
-class TofuRunConfig(RunMethods):
-    """Everything a TOFU run does, validated (``benchmark: tofu``)."""
+class TofuRunConfig(RunSections):
+    """Everything a TOFU run does, validated (``benchmark: tofu``): the shared sections, the TOFU rows
+    (``tofu``), the retain model (``retain_model``, or built beside the target) and TOFU's evaluation."""
 
     name: str = "tofu"
-    out: str | None = None
     benchmark: Literal["tofu"] = "tofu"
     data: str = "locuslab/TOFU"
-    tofu: TofuSection = field(default_factory=TofuSection)
-    model: str | None = None
-    retain_model: str | None = None
-    target: TargetConfig | None = None
-    loading: ModelOptions = field(default_factory=ModelOptions)
-    trace: TraceSection = field(default_factory=TraceSection)
-    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(layers="auto"))
     evaluate: TofuEvalConfig = field(default_factory=TofuEvalConfig)
-    prompt_format: Literal["raw", "chat"] = "raw"
-    retrace: bool = True
-    control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
-    control_layers: list[int] | None = None
-    control_seed: int = 0
+    tofu: TofuSection = field(default_factory=TofuSection)
+    retain_model: str | None = None
 
     def check(self) -> None:
         self.tofu.check()
@@ -118,7 +94,7 @@ class TofuRunConfig(RunMethods):
             raise AmnesiaError("'model' needs 'retain_model' (the model fine-tuned on the retain set only, e.g. open-unlearning/tofu_Llama-3.2-1B-Instruct_retain99): forget quality compares with it")
         if self.target is not None and self.retain_model is not None:
             raise AmnesiaError("'target' trains the retain model too; leave out 'retain_model' (or give 'model' and 'retain_model')")
-        self.check_name()
+        super().check()
 
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
@@ -235,13 +211,21 @@ def forget_facts(data, tokenizer, prompt_format: str, question_template: str = D
 class TofuPipeline(Pipeline):
     """The shared stages (tracing, unlearning, controls) with TOFU's data, models and scores.
 
-    ``tofu_data`` (the loaded :class:`~pipelines.tofu.data.TofuData`) is set before the stages run."""
+    ``inputs`` is the loaded :class:`~pipelines.tofu.data.TofuData` (:meth:`read_inputs`)."""
 
-    tofu_data = None
+    config: TofuRunConfig
+
+    @classmethod
+    def read_inputs(cls, config: TofuRunConfig):
+        return load_data(config)
+
+    @classmethod
+    def sources(cls, config: TofuRunConfig) -> list[tuple[str | None, str]]:
+        return [(config.model, "model"), (config.retain_model, "model")]  # the data: read_inputs
 
     def data_path(self) -> tuple[str, str]:
         cfg = self.config
-        data = self.tofu_data
+        data = self.inputs
 
         def build(tmp: Path) -> dict:
             from unlearn.models import load_tokenizer
@@ -256,16 +240,17 @@ class TofuPipeline(Pipeline):
         res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
         return str(res.path), res.hash
 
-    def retain_model_path(self, data: str, data_key: str, target: str, target_key: str) -> tuple[str, str]:
+    def reference_models(self, data: str, data_key: str, target: str, target_key: str) -> dict[str, tuple[str, str]]:
+        """The retain model: given, or trained on the retain rows with the target's settings and tokenizer."""
         if self.config.target is None:
-            return self.config.retain_model, path_fingerprint(self.config.retain_model)
+            return {"retain": (self.config.retain_model, path_fingerprint(self.config.retain_model))}
         cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
         # the target's tokenizer is named by the target's fingerprint (an input), not by where the run directory lies
         key = dataclasses.replace(cfg, tokenizer=self.config.target.tokenizer or "the target's")
-        return self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)
+        return {"retain": self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)}
 
     def trace_facts(self, model, tokenizer, data: str):
-        return forget_facts(self.tofu_data, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
+        return forget_facts(self.inputs, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
 
     def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str):
         from pipelines.tofu.evaluation import run_tofu_evaluation, write_outputs
@@ -275,45 +260,17 @@ class TofuPipeline(Pipeline):
 
         def build(tmp: Path) -> dict:
             model, tok = load_model(model_path, self.config.loading)
-            result = run_tofu_evaluation(model, tok, self.tofu_data, cfg, progress=self.progress)
+            result = run_tofu_evaluation(model, tok, self.inputs, cfg, progress=self.progress)
             free_model(model)
             write_outputs(tmp, result)
             return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
 
-
-def run_tofu(config: TofuRunConfig, *, out: str | Path | None = None, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
-    """Run every stage of a TOFU ``config`` in its run directory; write the report; return a :class:`pipelines.run.RunOutcome`."""
-    import time
-
-    run_dir = Path(out) if out is not None else config.run_dir()
-    check_run_dir(run_dir, config)
-    check_models(config.model, config.retain_model)
-    started = time.time()
-    data = load_data(config)  # a bad TOFU folder fails before anything is written
-    p = TofuPipeline(config, run_dir, force=force, progress=progress, log=log)
-    p.tofu_data = data
-    write_text(run_dir / RESOLVED, dump_config(config))
-    data, data_key = p.data_path()
-    model, model_key = p.model_path(data, data_key)
-    retain, retain_key = p.retain_model_path(data, data_key, model, model_key)
-    trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
-    scores = {
-        "target": p.evaluate("scores_target", model, model_key, data, data_key),
-        "unlearned": p.evaluate("scores_unlearned", str(unlearned.path), unlearned.hash, data, data_key),
-        "retain": p.evaluate("scores_retain", retain, retain_key, data, data_key),
-    }
-    controls = p.controls(trace, unlearned, model, model_key, data, data_key)
-    summary = write_tofu_report(run_dir, config, p.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
-                                controls=controls, wall_time=time.time() - started)
-    return RunOutcome(run_dir, summary, dict(p.run.results))
+    def report(self, run_dir: Path, *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
+        return write_tofu_report(run_dir, self.config, self.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
+                                 controls=controls, wall_time=wall_time)
 
 
-BENCHMARK = register_benchmark(Benchmark(
-    name="tofu",
-    summary="TOFU (Maini et al. 2024): forget quality, model utility and privleak against a retain model",
-    config_from_mapping=tofu_config_from_mapping,
-    run=run_tofu,
-    headline=print_tofu_headline,
-))
+SUMMARY = "TOFU (Maini et al. 2024): forget quality, model utility and privleak against a retain model"
+BENCHMARK = register_benchmark(Benchmark(name="tofu", summary=SUMMARY, config_from_mapping=tofu_config_from_mapping, run=TofuPipeline.execute, headline=print_tofu_headline))
