@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +85,22 @@ def test_make_target_cli_small(tmp_path):
                 "--layers", "2", "--hidden", "32", "--heads", "2", "--intermediate", "64", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert "trained" in r.stdout and (tmp_path / "t" / "target.json").is_file()
+
+
+def cli_options() -> dict:
+    """Every subcommand's options as a user sees them: option strings → (default, choices, takes a value)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {"/".join(sorted(act.option_strings)): [repr(act.default), list(act.choices) if act.choices else None, act.nargs != 0]
+                   for act in parser._actions if act.option_strings}
+            for name, parser in sub.choices.items()}
+
+
+def test_cli_options_and_defaults_are_the_recorded_ones():
+    """The options are generated from the config dataclasses: a field's change changes the CLI. This
+    snapshot (tests/cli_options.json) makes that a decision: update it with the change, say why."""
+    recorded = json.loads((Path(__file__).parent / "cli_options.json").read_text())
+    now = cli_options()
+    for command in sorted(set(recorded) | set(now)):
+        old, new = recorded.get(command, {}), now.get(command, {})
+        changed = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        assert not changed, f"amnesia {command}: options changed (option: (recorded, now)): {changed}"
