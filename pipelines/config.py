@@ -10,7 +10,8 @@ in the dataclasses below and in each stage's config); a benchmark's own config s
   the default, ``tofu``, or a registered one), ``data``, ``model`` (the target: folder or Hub id),
   ``prompt_format`` (``raw`` or ``chat``: the one prompt format every stage reads — target
   training, tracing, unlearning, evaluation; set only here), ``retrace``, ``control``,
-  ``control_layers``, ``control_seed``;
+  ``control_layers``, ``control_seed``, ``control_methods`` (with ``control: methods``, which
+  methods beside the configured one; default every registered method);
 * ``target`` (:class:`TargetConfig`): train the tiny target instead of ``model``;
 * ``loading`` (:class:`unlearn.config.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
 * ``trace`` (:class:`TraceSection`): the tracing stage, flat (``trace.samples``, ``trace.select_k``…);
@@ -35,6 +36,7 @@ from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
 from tracing.settings import load_yaml_text, setting
 from unlearn.config import ModelOptions, UnlearnConfig
+from unlearn.methods import get_method
 from unlearn.prompts import PROMPT_FORMATS
 
 # ---------------------------------------------------------------- the target (pipelines.target)
@@ -228,10 +230,19 @@ class RunSections:
     control: Literal["none", "random", "fixed", "sweep", "methods"] = "none"
     control_layers: list[int] | None = None
     control_seed: int = 0
+    control_methods: list[str] | None = None
 
     def check(self) -> None:
         if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
             raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
+        if self.control_methods is not None:
+            if not self.control_methods:
+                raise AmnesiaError("control_methods: expected a non-empty list of method names (or leave it out: every registered method)")
+            for name in self.control_methods:
+                try:
+                    get_method(name)
+                except AmnesiaError as exc:
+                    raise AmnesiaError(f"control_methods: {exc}") from None
         self.check_name()
 
     def check_name(self) -> None:
@@ -251,7 +262,12 @@ class RunSections:
         return Path(self.out) if self.out else Path("runs") / self.name
 
     def to_dict(self) -> dict:
-        return to_mapping(self)
+        """The config as plain data, a benchmark's own sections right after ``data`` (``world``, ``tofu``, …)."""
+        data = to_mapping(self)
+        shared = [f.name for f in dataclasses.fields(RunSections)]
+        head = shared[: shared.index("data") + 1]
+        order = head + [k for k in data if k not in shared] + shared[len(head):]
+        return {k: data[k] for k in order}
 
 
 def _unlearn_checked(section) -> UnlearnConfig:

@@ -257,11 +257,12 @@ def control_layer_sets(config: RunSections, traced: list[int], n_layers: int) ->
 
 def control_runs(config: RunSections, traced: list[int], n_layers: int) -> list[tuple[str, list[int], str | None]]:
     """``(label, layers, method)`` of every control unlearning: other layers with the configured
-    method, or (``methods``) every other registered method (:mod:`unlearn.methods`: the shared
-    task's baselines ga, gd, kl, npo and any plug-in) on the same layers, budget, calibration and
-    checkpoint selection as the default."""
+    method, or (``methods``) every other registered method (:mod:`unlearn.methods`: the built-in
+    baselines and any plug-in; ``control_methods`` names a subset) on the same layers, budget,
+    calibration and checkpoint selection as the default."""
     if config.control == "methods":
-        return [(m, list(traced), m) for m in method_names() if m != config.unlearn.method]
+        names = config.control_methods or method_names()
+        return [(m, list(traced), m) for m in names if m != config.unlearn.method]
     return [(label, layers, None) for label, layers in control_layer_sets(config, traced, n_layers).items()]
 
 

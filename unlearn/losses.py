@@ -66,3 +66,30 @@ def signed_ce(nll_sum: torch.Tensor, counts: torch.Tensor, signs: torch.Tensor) 
     With every sign ``+1`` this is :func:`ce_loss`; ``−signed_ce`` is the calibrated ``−CE_f``.
     """
     return (nll_sum * signs).sum() / (counts * signs.abs()).sum().clamp(min=1)
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token NLL ``[batch, seq-1]`` (float32; 0 where unlabelled) and the labelled mask."""
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1, :].reshape(-1, logits.size(-1)).float(), shift_labels.reshape(-1),
+                          ignore_index=IGNORE, reduction="none").view(shift_labels.shape)
+    return nll, shift_labels != IGNORE
+
+
+def calibrated_rows(per_row: torch.Tensor, signs: torch.Tensor, nll_sum: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """A per-row forget term under the calibrated signs (:func:`forget_signs`): rows with ``+1`` take
+    ``per_row``, rows with ``-1`` (past the level) their token-mean NLL (pulled back down), rows with
+    ``0`` nothing; the mean over the rows that take part. With every sign ``+1``: ``per_row.mean()``."""
+    signs = signs.float()
+    pull = nll_sum / counts.clamp(min=1)
+    per_row = torch.where(signs > 0, per_row, torch.where(signs < 0, pull, torch.zeros_like(per_row)))
+    return per_row.sum() / signs.abs().sum().clamp(min=1)
+
+
+def calibrated_tokens(per_token: torch.Tensor, nll: torch.Tensor, mask: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """A per-token forget term ``[batch, seq-1]`` under the calibrated signs: the tokens of ``+1`` rows
+    take ``per_token``, those of ``-1`` rows their NLL (pulled back down), those of ``0`` rows nothing;
+    the mean over the tokens that take part. With every sign ``+1``: the mean over labelled tokens."""
+    s = signs.float()[:, None].expand_as(per_token)
+    term = torch.where(s > 0, per_token, torch.where(s < 0, nll, torch.zeros_like(per_token))) * mask
+    return term.sum() / (mask * s.abs()).sum().clamp(min=1)

@@ -21,7 +21,7 @@ HELP = "run the whole method on the synthetic world (no arguments needed)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="amnesia-demo", help="run directory (reused: unchanged stages are skipped)")
-    p.add_argument("--control", default=None, choices=("none", "random", "fixed", "sweep", "methods"), help="also unlearn with controls: methods = ga, gd, kl, npo on the same layers, budget and selection rule (one table); default: none")
+    p.add_argument("--control", default=None, choices=("none", "random", "fixed", "sweep", "methods"), help="also unlearn with controls: methods = every other registered method (ga, gd, kl, npo, simnpo, …; control_methods=[…] picks some) on the same layers, budget and selection rule (one table); default: none")
     p.add_argument("--mmlu", default=None, help="MMLU source: a local copy in hails/mmlu_no_train layout, hub, builtin (the package's 285-question subset) or off; default: $AMNESIA_MMLU_DIR, else the Hub when reachable, else builtin")
     p.add_argument("--people", type=int, default=None, help="people in the synthetic world (default: the demo config's 40)")
     p.add_argument("--force", action="store_true", help="rerun every stage")

@@ -11,16 +11,23 @@ sha256     ``−CE_f + α·CE_r`` with the adaptive α (the paper; :mod:`.sha256
 ga         ``−CE_f`` (gradient ascent)
 gd         ``−CE_f + CE_r`` (gradient difference)
 kl         ``−CE_f + KL(p_ref ‖ p_θ)`` on the retain rows, ``p_ref`` the frozen initial model
-npo        ``(2/β)·mean log(1 + (π_θ(y|x)/π_ref(y|x))^β) + CE_r`` on forget rows (NPO)
+npo        ``(2/β)·mean log(1 + (π_θ(y|x)/π_ref(y|x))^β) + CE_r`` on forget rows (NPO with the
+           retain term: OpenUnlearning's NPO, the literature's NPO+RT)
+simnpo     ``γ·mean −(2/β)·logσ(β·(NLL/|y| − δ)) + α·CE_r`` (SimNPO: no reference model)
+wga        ``γ·mean_t(−p_t^β·NLL_t) + α·CE_r`` (weighted gradient ascent)
+satimp     ``γ·mean_t(−p_t^β₁(1−p_t)^β₂·NLL_t) + α·CE_r`` (SatImp)
+ceu        ``mean_t CE(p_θ, softmax(z with the true token at −∞))`` (CE-U, forget rows only)
+undial     ``mean_t CE(p_θ, softmax(z_ref − β·e_y))`` (UNDIAL, forget rows only)
+pdu        ``γ·mean_t (max z − mean z)² + λ·(CE_r − ε)``, λ by dual ascent (PDU)
 =========  ===============================================================================
 
 ``CE_f`` is calibrated (:mod:`unlearn.calibration`): the trainer pushes each forget row up only
 until it reaches the never-seen level and pulls it back past it, for every method alike.
 """
 
-from .base import Batch, Method, NoSettings, describe_methods, get_method, method_names, no_method_args, parse_settings, register, unregister
+from .base import Batch, ForgetRetain, ForgetRetainWeights, Method, NoSettings, describe_methods, get_method, method_names, no_method_args, parse_settings, register, unregister
 
 # The built-in methods, in the order --control methods lists them (each registers itself on import).
-from . import sha256, ga, gd, kl, npo  # noqa: E402,F401,I001
+from . import sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu  # noqa: E402,F401,I001
 
-__all__ = ["Batch", "Method", "NoSettings", "describe_methods", "get_method", "method_names", "no_method_args", "parse_settings", "register", "unregister"]
+__all__ = ["Batch", "ForgetRetain", "ForgetRetainWeights", "Method", "NoSettings", "describe_methods", "get_method", "method_names", "no_method_args", "parse_settings", "register", "unregister"]

@@ -97,10 +97,43 @@ class Method:
         return {}
 
 
+@dataclass(frozen=True)
+class ForgetRetainWeights:
+    """The weights of a ``γ·L_f + α·CE_r`` method (:class:`ForgetRetain`); a method's settings subclass
+    it, re-declaring a default where its reference differs."""
+
+    gamma: float = dataclasses.field(default=1.0, metadata={"help": "weight γ of the forget term"})
+    alpha: float = dataclasses.field(default=1.0, metadata={"help": "weight α of the retain cross-entropy"})
+
+    def check(self) -> None:
+        if not (self.gamma >= 0 and self.alpha >= 0):
+            raise AmnesiaError(f"method_args gamma {self.gamma}, alpha {self.alpha}: expected weights >= 0")
+
+
+class ForgetRetain(Method):
+    """A method whose loss is ``γ·forget_term(batch) + α·CE_r`` (settings: :class:`ForgetRetainWeights`),
+    logging the forget term under the method's name."""
+
+    Settings: ClassVar[type] = ForgetRetainWeights
+
+    def forget_term(self, batch: Batch):
+        """The method's forget term (a scalar tensor), already under the calibrated signs."""
+        raise NotImplementedError(f"method {self.name}: no forget term")
+
+    def loss(self, batch: Batch):
+        term = self.forget_term(batch)
+        return self.settings.gamma * term + self.settings.alpha * batch.ce_retain, {self.name: term.item()}
+
+
 def _coerce(value, kind: str, where: str):
-    """A string from a command line as the field's type (``int``, ``float``, ``bool``, ``str``); other values as given."""
+    """A string from a command line as the field's type (``int``, ``float``, ``bool``, ``str``; ``X | None``
+    also takes ``none``/``null``); other values as given."""
     if not isinstance(value, str) or kind in ("str", "Any"):
         return value
+    if kind.endswith(" | None"):
+        if value.lower() in ("none", "null"):
+            return None
+        kind = kind[: -len(" | None")]
     try:
         if kind == "int":
             return int(value)

@@ -21,19 +21,18 @@ def npo_loss(nll_forget, ref_nll_forget, beta: float, rows=None, counts=None):
 
     ``rows`` may be signs from :func:`unlearn.losses.forget_signs`: rows with ``+1`` take the NPO
     term, rows with ``-1`` (pulled back) their token-mean NLL (``counts`` tokens), rows with ``0``
-    nothing; the mean is over the rows that take part.
+    nothing (:func:`unlearn.losses.calibrated_rows`); the mean is over the rows that take part.
     """
     import torch
     import torch.nn.functional as F
+
+    from ..losses import calibrated_rows
 
     log_ratio = ref_nll_forget - nll_forget
     per_row = -F.logsigmoid(-beta * log_ratio) * (2.0 / beta)
     if rows is None:
         return per_row.mean()
-    rows = rows.float()
-    pull = nll_forget / counts.clamp(min=1) if counts is not None else torch.zeros_like(per_row)
-    per_row = torch.where(rows > 0, per_row, torch.where(rows < 0, pull, torch.zeros_like(per_row)))
-    return per_row.sum() / rows.abs().sum().clamp(min=1)
+    return calibrated_rows(per_row, rows, nll_forget, torch.ones_like(nll_forget) if counts is None else counts)
 
 
 @dataclass(frozen=True)
