@@ -170,3 +170,37 @@ def test_settings_are_checked_and_typos_named():
         UnlearnConfig(method="wga", method_args={"betta": 1}).check()
     assert get_method("pdu").settings_from(UnlearnConfig(method="pdu", method_args={"retain_loss_eps": "none"})).retain_loss_eps is None
     assert get_method("pdu").settings_from(UnlearnConfig(method="pdu", method_args={"retain_loss_eps": "0.25"})).retain_loss_eps == 0.25
+
+
+def test_rmu_hand_computed_at_the_last_trained_layer():
+    from unlearn.methods.rmu import control_vector, paper_layers
+
+    torch.manual_seed(1)
+    f_hidden = tuple(torch.randn(2, 6, 4) for _ in range(4))  # embeddings + 3 layers
+    r_hidden = tuple(torch.randn(1, 4, 4) for _ in range(4))
+    ref_hidden = tuple(h + 0.1 for h in r_hidden)
+    b = batch()
+    b.forget_hidden, b.retain_hidden, b.layers = f_hidden, r_hidden, [0, 1]
+    b.reference_hidden = lambda which: ref_hidden
+    u = torch.rand(4, generator=torch.Generator().manual_seed(42))  # the run's seed (UnlearnConfig.seed)
+    u = u / u.norm() * 2.0
+    assert torch.allclose(control_vector(4, 2.0, 42), u)
+
+    def rows(h, target, labels):
+        out = []
+        for i in range(h.shape[0]):
+            pos = [t for t in range(labels.shape[1]) if labels[i, t] != -100]
+            out.append(sum(((h[i, t] - target[i, t]) ** 2).mean().item() for t in pos) / len(pos))
+        return out
+
+    forget = sum(rows(f_hidden[2], u.expand(2, 6, 4), LABELS)) / 2  # layer 1 (the last trained one) is hidden_states[2]
+    retain = sum(rows(r_hidden[2], ref_hidden[2], RETAIN_LABELS)) / 1
+    loss, logs, method = run("rmu", b)
+    assert method.hidden_states and method.reference == "retain"
+    assert logs["rmu_forget"] == pytest.approx(forget, rel=1e-5) and logs["rmu_retain"] == pytest.approx(retain, rel=1e-5)
+    assert loss.item() == pytest.approx(forget + retain, rel=1e-5)
+    _, logs, _ = run("rmu", b, steer_layer=2, steering_coeff=5.0, alpha=3.0)
+    assert logs["rmu_forget"] == pytest.approx(sum(rows(f_hidden[3], (u / 2.0 * 5.0).expand(2, 6, 4), LABELS)) / 2, rel=1e-5)
+    with pytest.raises(AmnesiaError, match=r"method rmu: steer_layer 3 is out of range for a model with 3 layers \(0..2\)"):
+        run("rmu", b, steer_layer=3)
+    assert paper_layers(32) == ([5, 6, 7], 7) and paper_layers(30) == ([5, 6, 7], 7) and paper_layers(6) == ([0, 1], 1)

@@ -241,6 +241,7 @@ def train_unlearning(
         forget_level=target.level,
         measure_forget_level=target.measure,
         forget_distribution=target.distribution,
+        layers=spec.layers,
     )
     if trainer.is_fsdp_enabled and target.level is not None and config.forget_update_steps:
         raise AmnesiaError("forget_update_steps under FSDP is not supported (the level is measured on the whole model in each process); "

@@ -144,9 +144,11 @@ class UnlearnTrainer(Trainer):
     """
 
     def __init__(self, *args, unlearn_config: UnlearnConfig, reference_model=None, progress: bool = True,
-                 forget_level: float | None = None, measure_forget_level=None, forget_distribution: list[float] | None = None, **kwargs):
+                 forget_level: float | None = None, measure_forget_level=None, forget_distribution: list[float] | None = None,
+                 layers: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.unlearn_config = unlearn_config
+        self.layers = list(layers) if layers is not None else None  # the trained layers (a method that reads hidden states may need them)
         self.forget_level = forget_level
         self.forget_distribution = list(forget_distribution) if forget_distribution else None  # sorted reference NLLs (spread targets)
         self.forget_levels: list[list[float]] = [[0, forget_level]] if forget_level is not None else []
@@ -210,15 +212,16 @@ class UnlearnTrainer(Trainer):
             return self.forget_level
         return torch.tensor(levels_for(q.tolist(), self.forget_distribution), device=device, dtype=torch.float32)
 
-    def _reference_logits(self, model, input_ids, attention_mask) -> torch.Tensor:
+    def _reference_outputs(self, model, input_ids, attention_mask, hidden: bool = False):
+        """The frozen initial model's outputs on some rows (with ``hidden``, its hidden states too)."""
         with torch.no_grad(), self.accelerator.autocast():
             if self.reference_model is not None:
-                return self.reference_model(input_ids=input_ids, attention_mask=attention_mask).logits
+                return self.reference_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden)
             base = self.accelerator.unwrap_model(model)
             if not hasattr(base, "disable_adapter"):
                 raise AmnesiaError(f"method {self.method.name}: needs a reference model (the frozen initial model)")
             with base.disable_adapter():
-                return base(input_ids=input_ids, attention_mask=attention_mask).logits
+                return base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden)
 
     def _record(self, epoch: int, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -240,16 +243,22 @@ class UnlearnTrainer(Trainer):
         if method.needs_retain and "retain_input_ids" not in inputs:
             raise AmnesiaError(f"method {method.name}: needs retain rows")
         r_ids = r_mask = r_labels = r_logits = None
+        hidden = method.hidden_states
+        f_hidden = r_hidden = None
         if method.needs_retain:
             # One forward over forget + retain rows: DDP/FSDP expect one forward per backward.
             r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
             ids, mask = _stack(f_ids, r_ids, self.pad_id), _stack(f_mask, r_mask, 0)
-            out = model(input_ids=ids, attention_mask=mask)
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
             n = f_ids.size(0)
             f_logits, r_logits = out.logits[:n, : f_ids.size(1)], out.logits[n:, : r_ids.size(1)]
+            if hidden:
+                f_hidden = tuple(h[:n, : f_ids.size(1)] for h in out.hidden_states)
+                r_hidden = tuple(h[n:, : r_ids.size(1)] for h in out.hidden_states)
         else:
-            out = model(input_ids=f_ids, attention_mask=f_mask)
+            out = model(input_ids=f_ids, attention_mask=f_mask, output_hidden_states=hidden)
             f_logits = out.logits
+            f_hidden = out.hidden_states if hidden else None
         f_nll, f_cnt = sequence_nll(f_logits, f_labels)
         rows = f_cnt > 0
         signs = forget_signs(f_nll / f_cnt.clamp(min=1), rows, self.row_levels(inputs, f_ids.size(0), f_nll.device), cfg.forget_mode)
@@ -264,7 +273,9 @@ class UnlearnTrainer(Trainer):
         rows_of = {"forget": (f_ids, f_mask), "retain": (r_ids, r_mask)}
         batch = Batch(epoch=epoch, forget_logits=f_logits, forget_labels=f_labels, forget_nll=f_nll, forget_tokens=f_cnt, signs=signs,
                       ce_forget=signed_ce(f_nll, f_cnt, signs), retain_logits=r_logits, retain_labels=r_labels, ce_retain=ce_r,
-                      reference_logits=lambda which: self._reference_logits(model, *rows_of[which]))
+                      reference_logits=lambda which: self._reference_outputs(model, *rows_of[which]).logits,
+                      forget_hidden=f_hidden, retain_hidden=r_hidden, layers=self.layers,
+                      reference_hidden=lambda which: self._reference_outputs(model, *rows_of[which], hidden=True).hidden_states)
         loss, logs = method.loss(batch)
         values.update(logs)
         values["loss"] = loss.item()

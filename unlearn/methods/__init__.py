@@ -19,6 +19,8 @@ satimp     ``γ·mean_t(−p_t^β₁(1−p_t)^β₂·NLL_t) + α·CE_r`` (SatImp
 ceu        ``mean_t CE(p_θ, softmax(z with the true token at −∞))`` (CE-U, forget rows only)
 undial     ``mean_t CE(p_θ, softmax(z_ref − β·e_y))`` (UNDIAL, forget rows only)
 pdu        ``γ·mean_t (max z − mean z)² + λ·(CE_r − ε)``, λ by dual ascent (PDU)
+rmu        ``γ·mean (h_ℓ − c·u)²`` on forget + ``α·mean (h_ℓ − h_ℓ^ref)²`` on retain tokens at the
+           steering layer ℓ, the last trained one (RMU)
 =========  ===============================================================================
 
 ``CE_f`` is calibrated (:mod:`unlearn.calibration`): the trainer pushes each forget row up only
@@ -28,6 +30,6 @@ until it reaches the never-seen level and pulls it back past it, for every metho
 from .base import Batch, ForgetRetain, ForgetRetainWeights, Method, NoSettings, describe_methods, get_method, method_names, no_method_args, parse_settings, register, unregister
 
 # The built-in methods, in the order --control methods lists them (each registers itself on import).
-from . import sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu  # noqa: E402,F401,I001
+from . import sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu  # noqa: E402,F401,I001
 
 __all__ = ["Batch", "ForgetRetain", "ForgetRetainWeights", "Method", "NoSettings", "describe_methods", "get_method", "method_names", "no_method_args", "parse_settings", "register", "unregister"]

@@ -9,7 +9,8 @@ on demand, logging, the per-epoch sums, resume and the loss guards. It hands the
 
 * ``name`` (what ``--method`` and ``unlearn.method`` say) and ``summary`` (one line of help);
 * ``needs_retain``: whether it reads retain rows (the trainer then forwards them with the forget rows);
-* ``reference``: ``"forget"`` / ``"retain"`` when it reads the frozen initial model's logits on those rows;
+* ``reference``: ``"forget"`` / ``"retain"`` when it reads the frozen initial model's logits (or hidden states) on those rows;
+* ``hidden_states``: whether it reads the hidden states (the trainer then asks the model for them);
 * ``Settings``: a dataclass of its own settings (``metadata={"help": ...}`` per field), given as
   ``unlearn.method_args`` / ``--method-arg KEY=VALUE``;
 * ``logs``: the numbers it logs beside ``loss``, ``ce_forget``, ``ce_retain`` (key → label on the
@@ -46,7 +47,10 @@ class Batch:
     cross-entropy of the forget rows (``−ce_forget`` is the calibrated gradient-ascent term).
     ``ce_retain``: the token-mean cross-entropy of the retain rows (``None`` unless ``needs_retain``).
     ``reference_logits("forget" | "retain")``: the frozen initial model's logits on those rows
-    (methods with ``reference``). ``epoch``: 0-based.
+    (methods with ``reference``). ``epoch``: 0-based. For a method with ``hidden_states``:
+    ``forget_hidden`` / ``retain_hidden`` (the model's hidden states, HF's ``hidden_states`` tuple:
+    entry ``ℓ + 1`` is decoder layer ℓ's output), ``reference_hidden("forget" | "retain")`` (the
+    frozen model's), and ``layers``, the trained layers.
     """
 
     epoch: int
@@ -60,6 +64,10 @@ class Batch:
     retain_labels: Any = None
     ce_retain: Any = None
     reference_logits: Callable[[str], Any] | None = None
+    forget_hidden: Any = None
+    retain_hidden: Any = None
+    layers: list[int] | None = None
+    reference_hidden: Callable[[str], Any] | None = None
 
 
 class Method:
@@ -72,6 +80,7 @@ class Method:
     Settings: ClassVar[type] = NoSettings
     logs: ClassVar[dict[str, str]] = {}
     ranges: ClassVar[tuple[str, ...]] = ()
+    hidden_states: ClassVar[bool] = False
 
     def __init__(self, config, settings=None):
         self.config = config
