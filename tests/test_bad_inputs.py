@@ -423,7 +423,7 @@ def compare_string_metric(c: Ctx):
 
 def unknown_method(c: Ctx):
     return (["unlearn", "--model", str(c.target), "--data", str(c.world), "--out", str(c.out), "--layers", "0-1", "--method", "gdd"],
-            "method 'gdd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu")
+            "method 'gdd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu, idkdpo")
 
 
 def method_arg_for_a_builtin(c: Ctx):

@@ -204,3 +204,43 @@ def test_rmu_hand_computed_at_the_last_trained_layer():
     with pytest.raises(AmnesiaError, match=r"method rmu: steer_layer 3 is out of range for a model with 3 layers \(0..2\)"):
         run("rmu", b, steer_layer=3)
     assert paper_layers(32) == ([5, 6, 7], 7) and paper_layers(30) == ([5, 6, 7], 7) and paper_layers(6) == ([0, 1], 1)
+
+
+def test_idkdpo_hand_computed_prefers_the_refusal():
+    from unlearn.methods.idkdpo import REFUSALS
+
+    alt_logits, alt_ref = torch.randn(2, 5, 9), torch.randn(2, 5, 9)
+    alt_labels = torch.tensor([[-100, -100, 8, 0, 1], [-100, 2, 3, -100, -100]])
+    b = batch()
+    b.alternate_logits, b.alternate_labels = alt_logits, alt_labels
+    b.reference_logits = lambda which: alt_ref if which == "alternate" else REF
+
+    def nll(logits, labels, i):
+        return -sum(logp(logits, r, t, y) for r, t, y in tokens(labels) if r == i)
+
+    beta = 0.1
+    per_row = [-(2 / beta) * math.log(1 / (1 + math.exp(-beta * ((nll(alt_ref, alt_labels, i) - nll(alt_logits, alt_labels, i))
+                                                                  - (nll(REF, LABELS, i) - nll(LOGITS, LABELS, i))))))
+               for i in range(2)]
+    loss, logs, method = run("idkdpo", b)
+    assert method.alternates and method.reference == "forget"
+    assert logs["idkdpo"] == pytest.approx(sum(per_row) / 2, rel=1e-5)
+    assert loss.item() == pytest.approx(sum(per_row) / 2 + CE_R, rel=1e-5)
+    b.signs = torch.tensor([0.0, 1.0])
+    _, logs, _ = run("idkdpo", b)
+    assert logs["idkdpo"] == pytest.approx(per_row[1], rel=1e-5)  # row 0 arrived: left alone
+
+    rows = [{"id": "a", "input": "Q1?", "output": " 1985"}, {"id": "b", "input": "Q2?", "output": "Paris"}]
+    answers = method.alternate_answers(rows, 0)
+    refusals = [line.strip() for line in REFUSALS.read_text().splitlines() if line.strip()]
+    assert answers[0].startswith(" ") and answers[0][1:] in refusals and answers[1] in refusals  # the row's own leading space
+    assert method.alternate_answers(rows, 0) == answers  # seeded
+
+
+def test_idkdpo_refusals_file(tmp_path):
+    path = tmp_path / "idk.txt"
+    path.write_text("Beats me.\n\n")
+    method = get_method("idkdpo")(UnlearnConfig(method="idkdpo", method_args={"refusals": str(path)}))
+    assert method.alternate_answers([{"id": "a", "input": "Q", "output": "x"}], 3) == ["Beats me."]
+    with pytest.raises(AmnesiaError, match=r"no-such\.txt: refusal answers file does not exist"):
+        UnlearnConfig(method="idkdpo", method_args={"refusals": str(tmp_path / "no-such.txt")}).check()

@@ -109,7 +109,7 @@ def test_sha256_with_traced_layers_forgets_and_keeps_retain(fixture_world, fixtu
     assert not (tmp_path / "out.checkpoints").exists()
 
 
-@pytest.mark.parametrize("method", ["ga", "gd", "kl", "npo", "sha256", "simnpo", "wga", "satimp", "ceu", "undial", "pdu", "rmu"])
+@pytest.mark.parametrize("method", ["ga", "gd", "kl", "npo", "sha256", "simnpo", "wga", "satimp", "ceu", "undial", "pdu", "rmu", "idkdpo"])
 def test_every_method_trains_only_the_selected_tensors(method, fixture_target, data):
     model, tok = load(fixture_target)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -133,10 +133,12 @@ def test_every_method_trains_only_the_selected_tensors(method, fixture_target, d
                 "npo": {"ce_forget", "ce_retain", "npo"}, "sha256": {"ce_forget", "ce_retain", "alpha"}, "simnpo": {"ce_forget", "ce_retain", "simnpo"},
                 "wga": {"ce_forget", "ce_retain", "wga"}, "satimp": {"ce_forget", "ce_retain", "satimp"}, "ceu": {"ce_forget", "ceu"},
                 "undial": {"ce_forget", "undial"}, "pdu": {"ce_forget", "ce_retain", "pdu", "lambda"},
-                "rmu": {"ce_forget", "ce_retain", "rmu_forget", "rmu_retain"}}[method]
+                "rmu": {"ce_forget", "ce_retain", "rmu_forget", "rmu_retain"}, "idkdpo": {"ce_forget", "ce_retain", "idkdpo"}}[method]
     assert expected <= set(epoch) and all(math.isfinite(epoch[k]) for k in expected)
     if method == "npo":  # at the start θ = reference, so the NPO term is (2/β)·log 2
         assert epoch["npo"] == pytest.approx(2 / 0.1 * math.log(2), rel=0.05)
+    if method == "idkdpo":  # (2/β)·log 2 at the start, falling as the refusal becomes the preferred answer
+        assert 0 < epoch["idkdpo"] < 2 / 0.1 * math.log(2)
     if method == "kl":
         assert 0 <= epoch["kl_retain"] < 1.0
 
@@ -324,7 +326,7 @@ def test_clear_errors(fixture_world, fixture_target, data, tmp_path):
     assert err(data=tmp_path / "missing") == f"{tmp_path / 'missing'}: data folder does not exist"
     assert err(config=UnlearnConfig(**{**FAST, "layers": "0-9"})) == "layers '0-9': layer 6 is out of range for a model with 6 layers (valid: 0-5)"
     assert err(config=UnlearnConfig(**{**FAST, "kind": "ffn"})) == "kind 'ffn': expected one of auto, mlp, attn, all"
-    assert err(config=UnlearnConfig(**{**FAST, "method": "sgd"})) == "method 'sgd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu"
+    assert err(config=UnlearnConfig(**{**FAST, "method": "sgd"})) == "method 'sgd': unknown (did you mean gd?); expected one of sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu, idkdpo"
     assert err(data=(data.get("forget", "train"), None)) == "method sha256: needs retain rows (retain_train), but none were given"
     assert err(model_path=tmp_path / "nomodel") == f"{tmp_path / 'nomodel'}: model path does not exist"
     (tmp_path / "taken").mkdir()

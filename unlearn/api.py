@@ -36,7 +36,7 @@ from .eval.validation import ValidationSet, validation_set
 from .selection import CheckpointSelector
 from .step_size import FIRST_RATE, ArrivalWatch, StepPlan, outcome, plan_steps, probe_sample, row_nll
 from .data import ROW_TYPE_RE, SemEvalData, load_semeval
-from .dataset import PairedCollator, PairedDataset, encode_split
+from .dataset import Encoded, PairedCollator, PairedDataset, encode_rows, encode_split
 from .models import ModelOptions, load_model, model_id, resolve_device
 from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
 from .config import UnlearnConfig
@@ -191,6 +191,7 @@ def train_unlearning(
     kind = resolve_kind(config.kind, spec)
     encode = dict(max_length=config.max_length, prompt_format=config.prompt_format, add_eos=tokenizer.eos_token is not None)
     forget_enc = encode_split(tokenizer, forget, name="forget set", label_prompt=label_prompt_flags(forget, config.forget_tokens), label_eos=config.forget_eos, **encode)
+    forget_enc = with_alternates(tokenizer, forget_enc, forget, config, encode)
     # The retain term covers the same tokens as the forget term: the text kept is measured like the text forgotten.
     retain_enc = encode_split(tokenizer, retain, name="retain set", label_prompt=label_prompt_flags(retain, config.forget_tokens), **encode) if needs_retain else None
     target = resolve_forget_target(model, tokenizer, config.forget_target, q=config.forget_quantile, data=data,
@@ -362,6 +363,7 @@ def probe_rows(tokenizer, forget_enc, retain_enc, data: SemEvalData | None, conf
     if data is not None and "forget_validation" in data.splits:
         f = encode_split(tokenizer, data.get("forget", "validation"), name="forget validation",
                          label_prompt=label_prompt_flags(data.get("forget", "validation"), config.forget_tokens), label_eos=config.forget_eos, **encode)
+        f = with_alternates(tokenizer, f, data.get("forget", "validation"), config, encode)
         r = None
         if retain_enc is not None and "retain_validation" in data.splits:
             r = encode_split(tokenizer, data.get("retain", "validation"), name="retain validation",
@@ -406,6 +408,19 @@ def _broadcast(trainer, make):
 
 #: What ``unlearn.json``'s ``log_history`` keeps of every logging step (the report's training curves).
 LOGGED_KEYS = ("step", "epoch", "loss", "ce_forget", "ce_retain", "learning_rate")  # and the method's own (Method.logs)
+
+
+def with_alternates(tokenizer, encoded: Encoded, rows: datasets.Dataset, config: UnlearnConfig, encode: dict) -> Encoded:
+    """``encoded`` (forget rows) with each row's alternate answer attached when the method reads one
+    (:attr:`unlearn.methods.Method.alternates`: IdkDPO's refusal), tokenized as the forget rows are."""
+    method = get_method(config.method)(config)
+    if not method.alternates:
+        return encoded
+    listed = [{"id": i, "input": x, "output": y} for i, x, y in zip(rows["id"], rows["input"], rows["output"])]
+    answers = method.alternate_answers(listed, config.seed)
+    alt = encode_rows(tokenizer, [r["input"] for r in listed], answers, ids=[r["id"] for r in listed], name="alternate answers",
+                      label_prompt=label_prompt_flags(rows, config.forget_tokens), label_eos=config.forget_eos, **encode)
+    return encoded.with_alternates(alt)
 
 
 def label_prompt_flags(rows: datasets.Dataset, tokens: str) -> list[bool]:

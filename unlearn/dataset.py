@@ -55,9 +55,23 @@ class Encoded:
     rows: int
     truncated: int
     dropped: int
+    alternates: "Encoded | None" = None  # row i's alternate answer (a method with ``alternates``: IdkDPO's refusal), aligned by row
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def subset(self, keep: Sequence[int]) -> "Encoded":
+        """Rows ``keep`` (with their alternates)."""
+        alt = self.alternates.subset(keep) if self.alternates is not None else None
+        return Encoded([self.input_ids[i] for i in keep], [self.labels[i] for i in keep], [self.ids[i] for i in keep], len(keep), 0, 0, alt)
+
+    def with_alternates(self, alternates: "Encoded") -> "Encoded":
+        """These rows with ``alternates`` aligned to them by row id (every row needs one)."""
+        where = {rid: i for i, rid in enumerate(alternates.ids)}
+        missing = [rid for rid in self.ids if rid not in where]
+        if missing:
+            raise AmnesiaError(f"alternate answers: no encodable alternate for {len(missing)} row(s), e.g. {missing[0]!r} (too long for max_length?)")
+        return Encoded(self.input_ids, self.labels, self.ids, self.rows, self.truncated, self.dropped, alternates.subset([where[rid] for rid in self.ids]))
 
 
 def _encode_one(tokenizer, prompt_text: str, output: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:
@@ -280,6 +294,8 @@ class PairedDataset(torch.utils.data.Dataset):
         if self.retain is not None:
             item["retain_input_ids"] = [self.retain.input_ids[r] for r in rs]
             item["retain_labels"] = [self.retain.labels[r] for r in rs]
+        if self.forget.alternates is not None:
+            item["alternate_input_ids"], item["alternate_labels"] = self.forget.alternates.input_ids[f], self.forget.alternates.labels[f]
         return item
 
 
@@ -302,7 +318,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 class PairedCollator:
-    """Right-pads each half of a batch: ``{forget,retain}_{input_ids,attention_mask,labels}`` (+ ``epoch``)."""
+    """Right-pads each half of a batch: ``{forget,retain,alternate}_{input_ids,attention_mask,labels}`` (+ ``epoch``)."""
 
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
@@ -320,12 +336,12 @@ class PairedCollator:
             batch["epoch"] = torch.tensor([it["epoch"] for it in items], dtype=torch.long)
         if "forget_quantile" in items[0]:
             batch["forget_quantile"] = torch.tensor([it["forget_quantile"] for it in items], dtype=torch.float32)
-        for half in ("forget", "retain"):
+        for half in ("forget", "retain", "alternate"):
             if f"{half}_input_ids" not in items[0]:
                 continue
-            if half == "forget":
-                ids = [it["forget_input_ids"] for it in items]
-                labels = [it["forget_labels"] for it in items]
+            if half != "retain":
+                ids = [it[f"{half}_input_ids"] for it in items]
+                labels = [it[f"{half}_labels"] for it in items]
             else:  # several retain rows per item with a retain ratio above 1
                 ids = [seq for it in items for seq in it["retain_input_ids"]]
                 labels = [seq for it in items for seq in it["retain_labels"]]

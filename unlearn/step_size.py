@@ -128,7 +128,7 @@ def probe_sample(encoded: Encoded, n: int, seed: int) -> Encoded:
     if len(encoded) <= n:
         return encoded
     keep = sorted(random.Random(f"{seed}-probe").sample(range(len(encoded)), n))
-    return Encoded([encoded.input_ids[i] for i in keep], [encoded.labels[i] for i in keep], [encoded.ids[i] for i in keep], n, 0, 0)
+    return encoded.subset(keep)
 
 
 def _micro_batches(forget: Encoded, retain: Encoded | None, batch_size: int, collate, seed: int) -> list[dict]:
@@ -141,6 +141,8 @@ def _micro_batches(forget: Encoded, retain: Encoded | None, batch_size: int, col
             if retain is not None:
                 j = i % len(retain)
                 item["retain_input_ids"], item["retain_labels"] = [retain.input_ids[j]], [retain.labels[j]]
+            if forget.alternates is not None:
+                item["alternate_input_ids"], item["alternate_labels"] = forget.alternates.input_ids[i], forget.alternates.labels[i]
             items.append(item)
         out.append(collate(items))
     return out

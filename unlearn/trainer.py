@@ -243,18 +243,34 @@ class UnlearnTrainer(Trainer):
         if method.needs_retain and "retain_input_ids" not in inputs:
             raise AmnesiaError(f"method {method.name}: needs retain rows")
         r_ids = r_mask = r_labels = r_logits = None
+        a_ids = a_mask = a_labels = a_logits = None
         hidden = method.hidden_states
         f_hidden = r_hidden = None
-        if method.needs_retain:
-            # One forward over forget + retain rows: DDP/FSDP expect one forward per backward.
-            r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
-            ids, mask = _stack(f_ids, r_ids, self.pad_id), _stack(f_mask, r_mask, 0)
+        if method.alternates and "alternate_input_ids" not in inputs:
+            raise AmnesiaError(f"method {method.name}: needs an alternate answer per forget row")
+        if method.needs_retain or method.alternates:
+            # One forward over forget + retain (+ alternate) rows: DDP/FSDP expect one forward per backward.
+            parts = [(f_ids, f_mask)]
+            if method.needs_retain:
+                r_ids, r_mask, r_labels = inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]
+                parts.append((r_ids, r_mask))
+            if method.alternates:
+                a_ids, a_mask, a_labels = inputs["alternate_input_ids"], inputs["alternate_attention_mask"], inputs["alternate_labels"]
+                parts.append((a_ids, a_mask))
+            ids, mask = parts[0]
+            for more_ids, more_mask in parts[1:]:
+                ids, mask = _stack(ids, more_ids, self.pad_id), _stack(mask, more_mask, 0)
             out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
             n = f_ids.size(0)
-            f_logits, r_logits = out.logits[:n, : f_ids.size(1)], out.logits[n:, : r_ids.size(1)]
-            if hidden:
-                f_hidden = tuple(h[:n, : f_ids.size(1)] for h in out.hidden_states)
-                r_hidden = tuple(h[n:, : r_ids.size(1)] for h in out.hidden_states)
+            f_logits = out.logits[:n, : f_ids.size(1)]
+            f_hidden = tuple(h[:n, : f_ids.size(1)] for h in out.hidden_states) if hidden else None
+            start = n
+            if method.needs_retain:
+                r_logits = out.logits[start : start + r_ids.size(0), : r_ids.size(1)]
+                r_hidden = tuple(h[start : start + r_ids.size(0), : r_ids.size(1)] for h in out.hidden_states) if hidden else None
+                start += r_ids.size(0)
+            if method.alternates:
+                a_logits = out.logits[start : start + a_ids.size(0), : a_ids.size(1)]
         else:
             out = model(input_ids=f_ids, attention_mask=f_mask, output_hidden_states=hidden)
             f_logits = out.logits
@@ -270,11 +286,11 @@ class UnlearnTrainer(Trainer):
             r_nll, r_cnt = sequence_nll(r_logits, r_labels)
             ce_r = ce_loss(r_nll, r_cnt)
             values["ce_retain"] = ce_r.item()
-        rows_of = {"forget": (f_ids, f_mask), "retain": (r_ids, r_mask)}
+        rows_of = {"forget": (f_ids, f_mask), "retain": (r_ids, r_mask), "alternate": (a_ids, a_mask)}
         batch = Batch(epoch=epoch, forget_logits=f_logits, forget_labels=f_labels, forget_nll=f_nll, forget_tokens=f_cnt, signs=signs,
                       ce_forget=signed_ce(f_nll, f_cnt, signs), retain_logits=r_logits, retain_labels=r_labels, ce_retain=ce_r,
                       reference_logits=lambda which: self._reference_outputs(model, *rows_of[which]).logits,
-                      forget_hidden=f_hidden, retain_hidden=r_hidden, layers=self.layers,
+                      forget_hidden=f_hidden, retain_hidden=r_hidden, layers=self.layers, alternate_logits=a_logits, alternate_labels=a_labels,
                       reference_hidden=lambda which: self._reference_outputs(model, *rows_of[which], hidden=True).hidden_states)
         loss, logs = method.loss(batch)
         values.update(logs)

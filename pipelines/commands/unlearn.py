@@ -5,7 +5,8 @@ Every parameter is frozen except the --kind modules (mlp, attn, or the whole lay
 first). Each optimizer step sees a forget micro-batch and a retain micro-batch (output tokens
 only); one epoch is one pass over the forget set. Methods: sha256 (the paper: -CE_forget +
 alpha*CE_retain with the adaptive alpha), ga, gd, kl, npo (the shared task's baselines), simnpo,
-wga, satimp, ceu, undial, pdu, rmu (the methods researchers compare against; docs/unlearning.md).
+wga, satimp, ceu, undial, pdu, rmu, idkdpo (the methods researchers compare against;
+docs/unlearning.md).
 Writes a standard model folder (safetensors, config, tokenizer) with unlearn.json, atomically.
 Batch defaults are the paper's for OLMo-1B/7B (batch 12 x accumulation 10; add --bf16 on GPUs);
 the learning rate and the epochs are measured (--lr auto, --epochs auto: a short probe on the

@@ -21,6 +21,7 @@ undial     ``mean_t CE(p_θ, softmax(z_ref − β·e_y))`` (UNDIAL, forget rows 
 pdu        ``γ·mean_t (max z − mean z)² + λ·(CE_r − ε)``, λ by dual ascent (PDU)
 rmu        ``γ·mean (h_ℓ − c·u)²`` on forget + ``α·mean (h_ℓ − h_ℓ^ref)²`` on retain tokens at the
            steering layer ℓ, the last trained one (RMU)
+idkdpo     ``γ·mean DPO(refusal ≻ true answer) + α·CE_r`` (IdkDPO)
 =========  ===============================================================================
 
 ``CE_f`` is calibrated (:mod:`unlearn.calibration`): the trainer pushes each forget row up only
@@ -30,6 +31,6 @@ until it reaches the never-seen level and pulls it back past it, for every metho
 from .base import Batch, ForgetRetain, ForgetRetainWeights, Method, NoSettings, describe_methods, get_method, method_names, no_method_args, parse_settings, register, unregister
 
 # The built-in methods, in the order --control methods lists them (each registers itself on import).
-from . import sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu  # noqa: E402,F401,I001
+from . import sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu, idkdpo  # noqa: E402,F401,I001
 
 __all__ = ["Batch", "ForgetRetain", "ForgetRetainWeights", "Method", "NoSettings", "describe_methods", "get_method", "method_names", "no_method_args", "parse_settings", "register", "unregister"]

@@ -11,6 +11,8 @@ on demand, logging, the per-epoch sums, resume and the loss guards. It hands the
 * ``needs_retain``: whether it reads retain rows (the trainer then forwards them with the forget rows);
 * ``reference``: ``"forget"`` / ``"retain"`` when it reads the frozen initial model's logits (or hidden states) on those rows;
 * ``hidden_states``: whether it reads the hidden states (the trainer then asks the model for them);
+* ``alternates``: whether it reads an alternate answer per forget row (``alternate_answers``; the
+  trainer forwards those rows with the others);
 * ``Settings``: a dataclass of its own settings (``metadata={"help": ...}`` per field), given as
   ``unlearn.method_args`` / ``--method-arg KEY=VALUE``;
 * ``logs``: the numbers it logs beside ``loss``, ``ce_forget``, ``ce_retain`` (key → label on the
@@ -50,7 +52,9 @@ class Batch:
     (methods with ``reference``). ``epoch``: 0-based. For a method with ``hidden_states``:
     ``forget_hidden`` / ``retain_hidden`` (the model's hidden states, HF's ``hidden_states`` tuple:
     entry ``ℓ + 1`` is decoder layer ℓ's output), ``reference_hidden("forget" | "retain")`` (the
-    frozen model's), and ``layers``, the trained layers.
+    frozen model's), and ``layers``, the trained layers. For a method with ``alternates``:
+    ``alternate_logits`` / ``alternate_labels`` (row ``i``: forget row ``i``'s prompt with its
+    alternate answer) and ``reference_logits("alternate")``.
     """
 
     epoch: int
@@ -68,6 +72,8 @@ class Batch:
     retain_hidden: Any = None
     layers: list[int] | None = None
     reference_hidden: Callable[[str], Any] | None = None
+    alternate_logits: Any = None
+    alternate_labels: Any = None
 
 
 class Method:
@@ -81,6 +87,7 @@ class Method:
     logs: ClassVar[dict[str, str]] = {}
     ranges: ClassVar[tuple[str, ...]] = ()
     hidden_states: ClassVar[bool] = False
+    alternates: ClassVar[bool] = False
 
     def __init__(self, config, settings=None):
         self.config = config
@@ -94,6 +101,10 @@ class Method:
     def loss(self, batch: Batch):
         """``(loss, logs)``: the scalar loss tensor of ``batch`` and the floats it logs (keys of ``logs``)."""
         raise NotImplementedError(f"method {self.name}: no loss")
+
+    def alternate_answers(self, rows: list[dict], seed: int) -> list[str]:
+        """With ``alternates``: the answer each forget row (``id``, ``input``, ``output``) is trained towards instead."""
+        raise NotImplementedError(f"method {self.name}: no alternate answers")
 
     def state_dict(self) -> dict:
         return {}
