@@ -136,6 +136,25 @@ def plot_validation(validation: dict | None, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def run_cells(unlearn_json: dict) -> dict:
+    """What a methods/controls table shows of one unlearning run (its ``unlearn.json``): the kept
+    step, the steps, the probed rate and displacement, the wall time and the peak memory."""
+    plan = unlearn_json.get("step_size") or {}
+    return {"kept_step": (unlearn_json.get("validation") or {}).get("best_step"), "steps": unlearn_json.get("steps"),
+            "lr": plan.get("lr"), "arrive_displacement": plan.get("arrive_displacement"),
+            "wall_time_s": unlearn_json.get("wall_time_s"), "peak_memory_mb": (unlearn_json.get("peak_memory") or {}).get("mb")}
+
+
+def run_cell_texts(r: dict) -> list[str]:
+    """The table cells of :func:`run_cells`: kept step, wall time, peak memory."""
+    return [f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
+            f"{r['wall_time_s']:.0f}" if isinstance(r.get("wall_time_s"), (int, float)) else "–",
+            f"{r['peak_memory_mb']:.0f}" if isinstance(r.get("peak_memory_mb"), (int, float)) else "–"]
+
+
+RUN_CELL_HEADS = ["kept step", "wall time (s)", "peak memory (MB)"]
+
+
 def md_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

@@ -101,7 +101,8 @@ def test_control_methods_runs_every_registered_method_in_one_table(toy, tmp_path
     md = (outcome.run_dir / "report.md").read_text()
     assert "## Controls (methods)" in md and f"**{best['label']}**" in md
     assert all(r["lr"] == 1e-3 and r["arrive_displacement"] is None for r in rows)  # a given rate: nothing probed
-    assert "| lr | displacement to forget |" in md and "| 0.001 | – |" in md
+    assert "| lr | displacement to forget | kept step | wall time (s) | peak memory (MB) |" in md and "| 0.001 | – |" in md
+    assert all(r["wall_time_s"] > 0 and r["peak_memory_mb"] > 0 for r in rows)  # each run's own time and memory, in one table
     for r in rows:
         unlearn = json.loads((outcome.run_dir / ("unlearned" if r["method"] == "sha256" else f"control_{r['method']}") / "unlearn.json").read_text())
         assert unlearn["method"] == r["method"] and unlearn["validation"]["eval_steps"] == 1

@@ -173,6 +173,7 @@ def train_unlearning(
     started = time.time()
     set_seed(config.seed)
     dev = resolve_device(device)
+    memory_reset = reset_peak_memory(dev)
     method = config.method
     needs_retain = get_method(method).needs_retain
     if needs_retain and (retain is None or len(retain) == 0):
@@ -340,11 +341,43 @@ def train_unlearning(
         "stopped": trainer.stop_reason,
         "resumed_from": resumed_from,
         "wall_time_s": round(time.time() - started, 2),
+        "peak_memory": peak_memory(dev, memory_reset),
         "device": str(args.device),
         "processes": trainer.accelerator.num_processes,
         "versions": _versions(config.lora),
     }
     return UnlearnRun(trainer, report)
+
+
+def reset_peak_memory(device) -> bool:
+    """Start measuring the peak memory of what follows: CUDA's allocator peak on a GPU, else the
+    process's peak resident set size (Linux: reset through ``/proc/self/clear_refs``). False when
+    the peak cannot be reset (it then counts from the process's start)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(device, reset: bool) -> dict:
+    """``{"mb", "measure", "since"}``: the peak memory since :func:`reset_peak_memory` (a wall-clock
+    kind of number, as ``wall_time_s``: it varies between runs and machines)."""
+    since = "this unlearning" if reset else "the process's start"
+    if str(device).startswith("cuda"):
+        return {"mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1), "measure": "CUDA memory allocated (peak)", "since": since}
+    try:
+        status = Path("/proc/self/status").read_text()
+        kb = int(status.split("VmHWM:")[1].split()[0])
+        return {"mb": round(kb / 1024, 1), "measure": "resident set size of the process (peak)", "since": since}
+    except (OSError, IndexError, ValueError):
+        import resource
+
+        return {"mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "measure": "resident set size of the process (peak)",
+                "since": "the process's start"}
 
 
 def steps_per_epoch(n_forget: int, config: UnlearnConfig, world_size: int = 1) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.report import (
+    RUN_CELL_HEADS,
     config_rows,
     dig,
     fmt,
@@ -22,6 +23,8 @@ from pipelines.report import (
     method_summary,
     print_step_size,
     read_json,
+    run_cell_texts,
+    run_cells,
     sig,
     wall_time_lines,
     write_documents,
@@ -65,11 +68,7 @@ def build_summary(run_dir: Path, config: SemEvalRunConfig, results: dict[str, St
         default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
         for label, c in {default: {"layers": unlearned.record["layers"], "method": config.unlearn.method, "scores": after, "model": unlearned}, **controls}.items():
             s = read_json(c["scores"].path / "scores.json")
-            u = read_json(c["model"].path / "unlearn.json")
-            plan = u.get("step_size") or {}
-            rows.append({"label": label, "method": c.get("method"), "layers": c["layers"],
-                         "kept_step": (u.get("validation") or {}).get("best_step"), "steps": u.get("steps"),
-                         "lr": plan.get("lr"), "arrive_displacement": plan.get("arrive_displacement"),
+            rows.append({"label": label, "method": c.get("method"), "layers": c["layers"], **run_cells(read_json(c["model"].path / "unlearn.json")),
                          **{name: dig(s, keys) for name, keys in HEADLINE}})
         scored = [r for r in rows if isinstance(r.get("aggregate"), (int, float)) and r["aggregate"] >= 0]
         best = max(scored, key=lambda r: r["aggregate"])["label"] if scored else None
@@ -128,10 +127,9 @@ def render_markdown(summary: dict, config: SemEvalRunConfig, images: dict) -> st
         intro += (" Each run measures its own step size (lr auto); *displacement to forget* is how far its weights must move for the"
                   " probed forget rows to reach never-seen text (docs/step-size.md) — the smaller, the more directly those weights hold the facts.")
         out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
-                md_table(["run", "layers", "lr", "displacement to forget", "kept step", *[n for n, _ in HEADLINE]],
+                md_table(["run", "layers", "lr", "displacement to forget", *RUN_CELL_HEADS, *[n for n, _ in HEADLINE]],
                           [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], sig(r.get("lr")), sig(r.get("arrive_displacement")),
-                            f"{r.get('kept_step')}/{r.get('steps')}" if r.get("kept_step") else "–",
-                            *[fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+                            *run_cell_texts(r), *[fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipelines.report import (
     FIGURES,
+    RUN_CELL_HEADS,
     config_rows,
     fmt,
     md_table,
@@ -26,6 +27,8 @@ from pipelines.report import (
     print_step_size,
     pyplot,
     read_json,
+    run_cell_texts,
+    run_cells,
     save_figure,
     unlearning_notes,
     wall_time_lines,
@@ -75,9 +78,9 @@ def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *
     })
     retain = by_model["retain"]
     default = f"unlearned ({config.unlearn.method})"
-    rows = [tofu_row("target", by_model["target"], retain), tofu_row(default, by_model["unlearned"], retain)]
+    rows = [tofu_row("target", by_model["target"], retain), {**tofu_row(default, by_model["unlearned"], retain), **run_cells(read_json(unlearned.path / "unlearn.json"))}]
     for label, c in controls.items():
-        rows.append(tofu_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain))
+        rows.append({**tofu_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain), **run_cells(read_json(c["model"].path / "unlearn.json"))})
     rows.append(tofu_row("retain model", retain, retain))
     summary["tofu"] = {"rows": rows, **rank_unlearned(rows)}
     summary["notes"] = tofu_notes(summary)
@@ -172,9 +175,9 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
             "indistinguishable). Model utility: harmonic mean of Prob., ROUGE-L and truth ratio on retain, real authors and world facts. "
             "Privleak: Min-K% membership AUC of forget vs holdout relative to the retain model's, ×100 (MUSE; 0 = the retain model's level)."
             + (f" Best by {s['tofu']['rank_by']} in bold." if s["tofu"]["rank_by"] else ""), "",
-            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC"],
+            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC", *RUN_CELL_HEADS],
                       [[f"**{r['model']}**" if r.get("best") else r["model"], f"{r['forget_quality']:.3g}", fmt(r["log10_forget_quality"]),
-                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"])] for r in rows]), ""]
+                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"]), *run_cell_texts(r)] for r in rows]), ""]
     if "forget_quality" in images:
         out += [f"![forget quality against model utility]({images['forget_quality']})", ""]
     out += ["Per set:", "", md_table(["model", *[h for h, _ in SET_COLUMNS]], [[r["model"], *[fmt(r[k]) for _, k in SET_COLUMNS]] for r in rows]), ""]
