@@ -1,10 +1,13 @@
-"""The run report: ``summary.json``, ``report.md`` (images beside it) and a self-contained ``report.html``.
+"""What every benchmark's run report shares: ``summary.json``, ``report.md`` (images beside it) and a
+self-contained ``report.html``.
 
-Contents: config summary; kept/skipped facts; heatmaps and AIE curves; the selected layers and
-why; the before/after trace comparison (AIE per layer, target vs unlearned); training curves
-(CE_forget, CE_retain, α per logging step); the scores before vs after with the official keys
-and the delta; MMLU before/after (or why it was skipped); wall time per stage; the controls
-table when controls ran. ``summary.json`` holds the same numbers.
+The benchmark-independent sections and figures — config summary; kept/skipped facts; heatmaps
+and AIE curves; the selected layers and why; the before/after trace comparison (AIE per layer,
+target vs unlearned); the unlearning with its step size, training curves, calibration and kept
+checkpoint; wall time per stage — the notes on them (:func:`method_notes`), the cells a methods
+or controls table shows of each run (:func:`run_cells`) and the Markdown → HTML writer. Each
+benchmark's report adds its scores around them (:mod:`pipelines.semeval.report`,
+:mod:`pipelines.tofu.report`).
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def toy():
 
 
 def test_registry_names_settings_and_typos(toy):
-    assert method_names() == ("sha256", "ga", "gd", "kl", "npo", "toy") and get_method("toy") is toy
+    assert method_names() == ("sha256", "ga", "gd", "kl", "npo", "simnpo", "wga", "satimp", "ceu", "undial", "pdu", "rmu", "idkdpo", "toy")
+    assert get_method("toy") is toy
     assert UnlearnConfig(method="toy", method_args={"scale": 0.25}).check() is None
     with pytest.raises(AmnesiaError, match=r"^method 'tyo': unknown \(did you mean toy\?\); expected one of sha256, ga, gd, kl, npo, simnpo, wga, satimp, ceu, undial, pdu, rmu, idkdpo, toy$"):
         UnlearnConfig(method="tyo").check()

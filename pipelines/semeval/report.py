@@ -45,6 +45,7 @@ HEADLINE = (
     ("aggregate", ("aggregate-score",)),
 )
 
+
 def scores_table(before: dict, after: dict) -> tuple[list[str], list[list[str]]]:
     rows = [[r["metric"], r["key"], fmt(r["before"]), fmt(r["after"]), fmt(r["delta"], signed=True), r["better"]] for r in compare(before, after)]
     return ["metric", "key", "before", "after", "delta", "better"], rows
