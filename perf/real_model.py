@@ -3,6 +3,7 @@
     python ../shared/tools/make_smollm2.py runs/bench/smollm2          # once (pip install gguf first; ~1 min)
     python perf/real_model.py --smollm2 runs/bench/smollm2       # request, target (~1 h once on 2 cores), 3 methods × 3 seeds
     python perf/real_model.py --smollm2 runs/bench/smollm2 --methods sha256 --seeds 0
+    python perf/real_model.py --smollm2 runs/bench/smollm2 --methods rmu --seeds 1 --control fixed   # traced vs the paper's layers
 
 The tiny demo targets are 6-layer models trained from scratch; a recipe tuned on them says little
 about a pretrained model. This script builds one, offline:
@@ -19,7 +20,8 @@ about a pretrained model. This script builds one, offline:
    local paths, fp32, batch 8 with no accumulation, validation once per epoch (9 steps), no
    checkpoints, no re-trace, MMLU from the built-in subset — for each ``--methods`` × ``--seeds``
    (``unlearn.seed``); the learning rate and the epochs are the defaults (``auto``). The trace
-   and the target's scores are computed once and reused.
+   and the target's scores are computed once and reused. ``--control`` adds the run's controls
+   (e.g. ``fixed``: for rmu, the paper's layers 5–7 scaled to depth), printed as rows of their own.
 
 Prints one row per run and, per method, the mean and the spread (min–max) over seeds of the
 official keys, then one JSON line. CPU-heavy: 35–55 minutes per run on the 2-core sandbox beside other jobs (the trace, 9 minutes, once); not a test.
@@ -100,11 +102,12 @@ def make_smol_target(request: Path, base: Path, out: Path) -> dict:
     return make_target(request, out, config, device="cpu")
 
 
-def run_one(work: Path, target: Path, request: Path, method: str, seed: int, base_run: Path | None) -> dict:
+def run_one(work: Path, target: Path, request: Path, method: str, seed: int, base_run: Path | None, control: str = "none") -> list[dict]:
     from pipelines.config import load_config
     from pipelines.run import run_pipeline
+    from unlearn.eval.report import compare
 
-    out = work / "runs" / f"{method}_s{seed}"
+    out = work / "runs" / (f"{method}_s{seed}" + (f"_{control}" if control != "none" else ""))
     if not (out / "summary.json").is_file():
         if base_run is not None and not out.exists():  # the trace and the target's scores: the same config, skipped
             out.mkdir(parents=True)
@@ -113,7 +116,7 @@ def run_one(work: Path, target: Path, request: Path, method: str, seed: int, bas
                 if (base_run / stage).is_dir():
                     shutil.copytree(base_run / stage, out / stage)
         config = load_config(ROOT / "configs" / "semeval_olmo1b.yaml",
-                             [f"model={target}", f"data={request}", f"unlearn.method={method}", f"unlearn.seed={seed}", *RUN_OVERRIDES])
+                             [f"model={target}", f"data={request}", f"unlearn.method={method}", f"unlearn.seed={seed}", f"control={control}", *RUN_OVERRIDES])
         start = time.perf_counter()
         run_pipeline(config, out=out, progress=False, log=lambda m: print(f"  {m}", flush=True))
         print(f"  {method} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -121,6 +124,16 @@ def run_one(work: Path, target: Path, request: Path, method: str, seed: int, bas
     unlearn = json.loads((out / "unlearned" / "unlearn.json").read_text(encoding="utf-8"))
     after = {c["metric"]: c["after"] for c in summary["comparison"]}
     before = {c["metric"]: c["before"] for c in summary["comparison"]}
+    rows = [row_of(method, seed, out, "unlearned", after, before)]
+    for c in (summary.get("controls") or {}).get("rows", [])[1:]:  # the first row is the traced run itself
+        scores = json.loads((out / f"control_{c['label']}_scores" / "scores.json").read_text(encoding="utf-8"))
+        control_after = {m["metric"]: m["after"] for m in compare(summary["scores_before"], scores)}
+        rows.append(row_of(f"{method} {c['label']}", seed, out, f"control_{c['label']}", control_after, before))
+    return rows
+
+
+def row_of(method: str, seed: int, out: Path, stage: str, after: dict, before: dict) -> dict:
+    unlearn = json.loads((out / stage / "unlearn.json").read_text(encoding="utf-8"))
     plan = unlearn.get("step_size") or {}
     return {
         "method": method, "seed": seed, "dir": str(out),
@@ -146,6 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/bench/real", help="where the request, the target and the runs go (reused)")
     p.add_argument("--methods", nargs="+", default=["sha256", "gd", "kl"], help="unlearning methods to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="unlearn.seed values")
+    p.add_argument("--control", default="none", help="the runs' control (none, fixed, random, sweep, methods): its rows are printed beside the run's")
     p.add_argument("--json-out", default=None, help="also write the JSON figures here")
     args = p.parse_args(argv)
 
@@ -158,14 +172,15 @@ def main(argv=None) -> int:
     rows, base_run = [], done[0].parent if done else None  # an earlier run's trace and scores are reused
     for seed in args.seeds:
         for method in args.methods:
-            row = run_one(work, target_dir, request, method, seed, base_run)
-            base_run = base_run or Path(row["dir"])
-            rows.append(row)
-            print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in ("before", "dir")), flush=True)
+            mine = run_one(work, target_dir, request, method, seed, base_run, args.control)
+            base_run = base_run or Path(mine[0]["dir"])
+            rows += mine
+            for row in mine:
+                print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in ("before", "dir")), flush=True)
     before = rows[0]["before"]
     print(f"\n{'method':10}" + "".join(f"{label:>26}" for label, _ in KEYS) + f"{'retain QA ratio':>26}")
     print(f"{'target':10}" + "".join(f"{before[label]:>26.3f}" for label, _ in KEYS))
-    for method in args.methods:
+    for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
         print(f"{method:10}" + "".join(f"{spread(mine, label):>26}" for label, _ in KEYS) + f"{spread(mine, 'retain QA ratio'):>26}")
     emit({"machine": machine(), "rows": rows, "target": str(target_dir), "before": before}, args.json_out)

@@ -234,7 +234,7 @@ class RunSections:
 
     def check(self) -> None:
         if self.control == "fixed" and self.control_layers is not None and not self.control_layers:
-            raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the first select_k layers)")
+            raise AmnesiaError("control_layers: expected a non-empty list of layer indices (or leave it out: the method's published layers, else the first select_k)")
         if self.control_methods is not None:
             if not self.control_methods:
                 raise AmnesiaError("control_methods: expected a non-empty list of method names (or leave it out: every registered method)")

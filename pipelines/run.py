@@ -42,7 +42,7 @@ from tracing.errors import AmnesiaError
 from tracing.facts import Fact
 from tracing.io import check_creatable, is_inside, write_text
 from unlearn.data import load_semeval
-from unlearn.methods import method_names
+from unlearn.methods import get_method, method_names
 from unlearn.models import load_model
 
 
@@ -233,8 +233,9 @@ class Pipeline:
 
 
 def control_layer_sets(config: RunSections, traced: list[int], n_layers: int) -> dict[str, list[int]]:
-    """The layer sets of the requested control: random (same count), fixed, or every window of k
-    (``methods`` keeps the traced layers and changes the method: see :func:`control_runs`)."""
+    """The layer sets of the requested control: random (same count), fixed (``control_layers``;
+    unset: the layers the method's paper updates, scaled to depth, where it names them, else the
+    first k), or every window of k (``methods`` keeps the traced layers and changes the method: see :func:`control_runs`)."""
     k = len(traced)
     if config.control in ("none", "methods"):
         return {}
@@ -244,10 +245,15 @@ def control_layer_sets(config: RunSections, traced: list[int], n_layers: int) ->
         picked = sorted(rng.sample(choices, k))
         return {f"random_{'-'.join(map(str, picked))}": picked}
     if config.control == "fixed":
-        layers = sorted(config.control_layers) if config.control_layers else list(range(min(k, n_layers)))
+        if config.control_layers:
+            layers, label = sorted(config.control_layers), "fixed"
+        elif (published := get_method(config.unlearn.method).published_layers(n_layers)) is not None:
+            layers, label = sorted(published), "paper"
+        else:
+            layers, label = list(range(min(k, n_layers))), "fixed"
         if layers[-1] >= n_layers or layers[0] < 0:
             raise AmnesiaError(f"control_layers {layers}: out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-        return {f"fixed_{'-'.join(map(str, layers))}": layers}
+        return {f"{label}_{'-'.join(map(str, layers))}": layers}
     windows = {}
     for start in range(0, n_layers - k + 1):
         layers = list(range(start, start + k))

@@ -148,6 +148,11 @@ def test_controls_layer_sets():
     assert control_layer_sets(dataclasses.replace(base, control="fixed"), [3, 4], 6) == {"fixed_0-1": [0, 1]}
     with pytest.raises(AmnesiaError, match="out of range"):
         control_layer_sets(dataclasses.replace(base, control="fixed", control_layers=[5, 6]), [3, 4], 6)
+    # a method that names its paper's layers (RMU: steering layer round(7/32·L), updating the two before it)
+    rmu = dataclasses.replace(base, control="fixed", unlearn=dataclasses.replace(base.unlearn, method="rmu"))
+    assert control_layer_sets(rmu, [0, 1], 30) == {"paper_5-6-7": [5, 6, 7]}
+    assert control_layer_sets(rmu, [0, 1], 6) == {"paper_0-1": [0, 1]}
+    assert control_layer_sets(dataclasses.replace(rmu, control_layers=[2, 3]), [0, 1], 30) == {"fixed_2-3": [2, 3]}
 
 
 def test_demo_config_matches_configs_yaml(monkeypatch, tmp_path, mmlu_dir):

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default: the config's 'out', else runs/NAME)")
     p.add_argument("--force", action="store_true", help="rerun every stage even when its config and inputs are unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines and the headline table still print)")
-    p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn controls: random (as many random layers), fixed (control_layers or the first k), sweep (every window of k), methods (every other registered method, or the config's control_methods, on the same layers, budget, calibration and checkpoint selection; one table with the best marked); default: the config's 'control'")
+    p.add_argument("--control", default=None, choices=CONTROLS, help="also unlearn controls: random (as many random layers), fixed (control_layers; unset: the layers the method's paper updates, scaled to depth — rmu — else the first k), sweep (every window of k), methods (every other registered method, or the config's control_methods, on the same layers, budget, calibration and checkpoint selection; one table with the best marked); default: the config's 'control'")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,8 +17,10 @@ on demand, logging, the per-epoch sums, resume and the loss guards. It hands the
   ``unlearn.method_args`` / ``--method-arg KEY=VALUE``;
 * ``logs``: the numbers it logs beside ``loss``, ``ce_forget``, ``ce_retain`` (key → label on the
   progress bar, ``""`` for none) and ``ranges``: those whose per-epoch lowest/highest are kept;
-* optionally ``state_dict``/``load_state_dict`` (state carried through checkpoints) and
-  ``record`` (what ``unlearn.json`` keeps about it).
+* optionally ``state_dict``/``load_state_dict`` (state carried through checkpoints),
+  ``record`` (what ``unlearn.json`` keeps about it) and ``published_layers(n_layers)`` (the layers
+  its paper updates, scaled to the model's depth: what ``control: fixed`` compares the traced
+  layers with when ``control_layers`` is not given).
 
 This module imports no torch: the registry is read by ``--help`` and the config checks.
 """
@@ -115,6 +117,11 @@ class Method:
     def record(self) -> dict:
         """What ``unlearn.json`` keeps about the method beyond its losses (merged into the manifest)."""
         return {}
+
+    @classmethod
+    def published_layers(cls, n_layers: int) -> list[int] | None:
+        """The layers the method's paper updates, scaled to a model of ``n_layers`` (``None``: it names none)."""
+        return None
 
 
 @dataclass(frozen=True)

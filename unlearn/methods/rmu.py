@@ -11,8 +11,8 @@ the MLPs of layers 5–7; here the updated modules are the run's (``layers``/``k
 selection by default) and the steering layer is the last of them (``steer_layer`` unset), so the
 misdirection lands where the facts were located. The paper's choice scaled to depth —
 ``steer = round(7/32·L)``, layers ``steer−2 … steer`` (:func:`paper_layers`) — is
-``unlearn.layers=A-B unlearn.method_args.steer_layer=S``, or ``control: fixed`` with those
-``control_layers`` to compare both in one table. Defaults: ``steering_coeff`` 2 and α 1, γ 1
+``unlearn.layers=A-B`` (the steering layer is then ``B``), and ``control: fixed`` without
+``control_layers`` runs it beside the traced choice in one table. Defaults: ``steering_coeff`` 2 and α 1, γ 1
 (OpenUnlearning's TOFU config; the WMDP runs used 6.5–300 with α up to 1200 on 7B models: the
 scale of a hidden state grows with the model, set ``steering_coeff`` to it).
 
@@ -73,6 +73,10 @@ class RMU(Method):
     hidden_states = True
     Settings = RMUSettings
     logs = {"rmu_forget": "", "rmu_retain": ""}
+
+    @classmethod
+    def published_layers(cls, n_layers: int) -> list[int]:
+        return paper_layers(n_layers)[0]
 
     def steer_layer(self, batch) -> int:
         layer = self.settings.steer_layer if self.settings.steer_layer is not None else max(batch.layers or [0])
