@@ -24,6 +24,7 @@ COMMANDS = (
     "pipelines.commands.evaluate",
     "pipelines.tofu.command",  # a benchmark's own command lives in its package
     "pipelines.commands.compare",
+    "pipelines.commands.audit",
     "pipelines.commands.run",
     "pipelines.commands.demo",
 )

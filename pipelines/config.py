@@ -16,7 +16,9 @@ in the dataclasses below and in each stage's config); a benchmark's own config s
 * ``loading`` (:class:`unlearn.config.ModelOptions`): device, dtype, allow_pickle, trust_remote_code;
 * ``trace`` (:class:`TraceSection`): the tracing stage, flat (``trace.samples``, ``trace.select_k``…);
 * ``unlearn`` (:class:`unlearn.config.UnlearnConfig`): ``layers: auto`` = the traced selection;
-* ``evaluate``: the benchmark's evaluation settings.
+* ``evaluate``: the benchmark's evaluation settings;
+* ``audit`` (:class:`unlearn.audit.AuditConfig`): ``enabled: true`` adds the audit stage (quantization,
+  relearning, logit lens on the unlearned model and its references; docs/audit.md).
 
 An unknown key, a wrong type or an out-of-range value is an :class:`AmnesiaError` naming the
 file and the dotted key (and, for unknown keys, the valid ones). Command-line overrides are
@@ -35,6 +37,7 @@ from pipelines.typed import apply_overrides, from_mapping, to_mapping
 from tracing.config import SelectionConfig, TraceConfig
 from tracing.errors import AmnesiaError
 from tracing.settings import load_yaml_text, setting
+from unlearn.audit.config import AuditConfig
 from unlearn.config import ModelOptions, UnlearnConfig
 from unlearn.methods import get_method
 from unlearn.prompts import PROMPT_FORMATS
@@ -231,6 +234,7 @@ class RunSections:
     control_layers: list[int] | None = None
     control_seed: int = 0
     control_methods: list[str] | None = None
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def check(self) -> None:
         if self.control == "fixed" and self.control_layers is not None and not self.control_layers:

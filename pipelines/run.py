@@ -10,7 +10,8 @@ new model + unlearn.json), ``retrace/`` (the same facts traced on the unlearned 
 known-facts filter), one score stage per model (``scores_<label>/``: the benchmark names them),
 for controls ``control_<label>/`` (the same unlearning with other layers or methods) with its
 ``control_<label>_scores/``; then the benchmark's ``report.md``, ``report.html``,
-``summary.json``, and ``config.resolved.yaml``.
+``summary.json``, and ``config.resolved.yaml``. With ``audit.enabled``, ``audit/`` (and
+``control_<label>_audit/``): the attacks of :mod:`unlearn.audit` on the unlearned model.
 
 A benchmark (:mod:`pipelines.benchmarks`) subclasses :class:`Pipeline` with what differs: its
 scores (:meth:`Pipeline.evaluate`), its report (:meth:`Pipeline.report`) and, where it has them,
@@ -179,6 +180,48 @@ class Pipeline:
             controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
         return controls
 
+    def audit_task(self, data: str):
+        """The benchmark's side of the audit (an :class:`unlearn.audit.AuditTask` on ``data``); ``None``: it has none."""
+        return None
+
+    def audit(self, models: dict[str, tuple[str, str]], unlearned: StageResult, controls: dict, data: str, data_key: str) -> dict[str, StageResult]:
+        """With ``audit.enabled``: stage ``audit`` (every attack on the unlearned model and, as references,
+        on ``models``' others: the target, a retain model) and, with ``audit.controls``, one
+        ``control_<label>_audit`` per control (the unlearned model's attacks only, the references
+        read from ``audit``). Each writes audit.json, audit.md and its figures."""
+        cfg = self.config.audit
+        if not cfg.enabled:
+            return {}
+        from pipelines.audit import write_audit
+        from unlearn.audit import run_audit
+
+        layers = unlearned.record["layers"]
+        key = {"audit": dataclasses.asdict(cfg), "evaluate": dataclasses.asdict(self.config.evaluate) if dataclasses.is_dataclass(self.config.evaluate) else self.config.evaluate,
+               "prompt_format": self.config.prompt_format}
+        references = {label: path for label, (path, _) in models.items() if label != "unlearned"}
+
+        def load(path):
+            return load_model(path, self.config.loading)
+
+        def build(model_path: str, config, known: dict | None):
+            def run(tmp: Path) -> dict:
+                audit = run_audit({"unlearned": model_path, **references}, self.audit_task(data), config, load=load, layers=layers, known=known,
+                                  log=self.log if self.progress else (lambda m: None))  # a line per attack, unless quiet
+                write_audit(tmp, audit)
+                return {"worst_case": audit["worst_case"]}
+            return run
+
+        ref_keys = [key_ for label, (_, key_) in models.items()]
+        main = self.run.stage("audit", key, build(str(unlearned.path), cfg, None), inputs=[data_key, *ref_keys])
+        audits = {"audit": main}
+        if cfg.controls and controls:
+            known = _read_json(main.path / "audit.json")
+            lean = dataclasses.replace(cfg, references=False)
+            for label, c in controls.items():
+                name = f"control_{label}_audit"
+                audits[name] = self.run.stage(name, key, build(str(c["model"].path), lean, known), inputs=[data_key, c["model"].hash, main.hash])
+        return audits
+
     def evaluate(self, name: str, model_path: str, model_key: str, data: str, data_key: str) -> StageResult:
         """Score ``model_path`` with the benchmark's metrics in stage ``name`` (its ``scores.json``)."""
         raise NotImplementedError(f"{type(self).__name__}: a benchmark's pipeline defines evaluate()")
@@ -216,6 +259,8 @@ class Pipeline:
         check_run_dir(run_dir, config)
         for name, what in cls.sources(config):
             check_source(name, what=what)
+        if config.audit.enabled and cls.audit_task is Pipeline.audit_task:
+            raise AmnesiaError(f"audit.enabled: benchmark {config.benchmark!r} has no audit (SemEval and TOFU have one); set audit.enabled: false")
         started = time.time()
         inputs = cls.read_inputs(config)  # bad benchmark data fails before anything is written
         p = cls(config, run_dir, force=force, progress=progress, log=log)
@@ -228,6 +273,7 @@ class Pipeline:
         models = {"target": (model, model_key), "unlearned": (str(unlearned.path), unlearned.hash), **references}
         scores = {label: p.evaluate(p.score_stage(label), path, key, data, data_key) for label, (path, key) in models.items()}
         controls = p.controls(trace, unlearned, model, model_key, data, data_key)
+        p.audit(models, unlearned, controls, data, data_key)  # its stages are in p.run.results: the report reads them
         summary = p.report(run_dir, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores, controls=controls, wall_time=time.time() - started)
         return RunOutcome(run_dir, summary, dict(p.run.results))
 

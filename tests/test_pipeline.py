@@ -97,6 +97,28 @@ def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target
     assert {n for n, r in part.stages.items() if not r.skipped} == {"scores_before", "scores_after"}
 
 
+def test_audit_stage(fixture_run, fixture_world, fixture_target, tmp_path):
+    """`audit.enabled` on a copy of the fixture run: only the audit stage runs; audit/audit.json,
+    summary.json's `audit` with `recovery`, the report's section and the figures; cached on a rerun."""
+    import shutil
+
+    config, outcome = fixture_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(outcome.run_dir, run_dir)
+    audited = config_from_mapping(small_config(fixture_world, fixture_target, run_dir,
+                                               audit={"enabled": True, "attacks": ["int4", "relearn_forget"], "relearn_steps": 4}))
+    done = run_pipeline(audited, progress=False, log=lambda m: None)
+    assert {n for n, r in done.stages.items() if not r.skipped} == {"audit"}
+    audit = json.loads((run_dir / "summary.json").read_text())["audit"]
+    assert set(audit["recovery"]) == {"int4", "relearn_forget"}
+    assert audit["scores"]["target"]["none/all"]["forget knowledge"] > audit["scores"]["unlearned"]["none/all"]["forget knowledge"]
+    assert audit["worst_case"] is not None and -1 <= audit["worst_case"]["recovery"] <= 2
+    assert (run_dir / "audit" / "audit.json").is_file() and (run_dir / "figures" / "audit_recovery.png").stat().st_size > 1000
+    md = (run_dir / "report.md").read_text()
+    assert "## Audit: forgotten or only hidden?" in md and "Worst-case recovery" in md and "(audit/logit_lens.png)" in md
+    assert run_pipeline(audited, progress=False, log=lambda m: None).stages["audit"].skipped
+
+
 def test_a_moved_run_directory_is_still_done(fixture_run, tmp_path):
     """Stage keys name what a stage read, not where the run directory lies: a copy reruns nothing."""
     import shutil

@@ -26,6 +26,12 @@ from .config import ModelOptions  # noqa: F401 - part of this module's API
 from .hub import check_hub_source
 
 logger = logging.getLogger(__name__)
+# The audit's quantization libraries are imported by peft and transformers whenever installed, and
+# say so on import: bitsandbytes that an optional AVX-512 4-bit kernel from the Hub did not load,
+# torchao that its CUDA libraries did not (and torch's pytree a deprecation aimed at torchao's code).
+# Nothing here uses those kernels; the lines would only bury a run's own output.
+for _name in ("bitsandbytes.backends.cpu.ops", "torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")

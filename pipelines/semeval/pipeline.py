@@ -60,6 +60,11 @@ class SemEvalPipeline(Pipeline):
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
 
+    def audit_task(self, data: str):
+        from .audit import SemEvalAudit
+
+        return SemEvalAudit(data, self.config.evaluate, seed=self.config.audit.seed)
+
     def report(self, run_dir: Path, *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
         return write_report(run_dir, self.config, self.run.results, trace=trace, retrace=retrace, unlearned=unlearned,
                             before=scores["target"], after=scores["unlearned"], controls=controls, wall_time=wall_time)

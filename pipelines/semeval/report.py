@@ -4,13 +4,15 @@ Beside the sections every benchmark's report shares (:mod:`pipelines.report`: fa
 its figures, the selected layers, the re-trace, the unlearning with its step size, calibration and
 checkpoint selection, wall times): the headline scores, every official key with its delta, MMLU
 before and after (or why it was skipped), the controls ranked by the official final score, and
-notes on the membership-inference and MMLU numbers a researcher would question.
+notes on the membership-inference and MMLU numbers a researcher would question; with the audit
+stage, its section (:mod:`pipelines.audit`) and a worst-case recovery column in the controls table.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
 from pipelines.report import (
     RUN_CELL_HEADS,
     config_rows,
@@ -58,12 +60,15 @@ def mmlu_note(scores: dict) -> str:
     return "skipped (" + (notes[0] if notes else "not evaluated") + ")"
 
 
-def build_summary(run_dir: Path, config: SemEvalRunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float) -> dict:
+def build_summary(run_dir: Path, config: SemEvalRunConfig, results: dict[str, StageResult], *, trace, retrace, unlearned, before, after, controls, wall_time: float,
+                  audit: dict | None = None) -> dict:
     scores_before = read_json(before.path / "scores.json")
     scores_after = read_json(after.path / "scores.json")
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
     summary.update({"model": config.model or "target/ (built)", "data": config.data or "world/ (built)",
                     "scores_before": scores_before, "scores_after": scores_after, "comparison": compare(scores_before, scores_after)})
+    if audit is not None:
+        summary["audit"] = audit
     if controls:
         rows = []
         default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
@@ -71,6 +76,8 @@ def build_summary(run_dir: Path, config: SemEvalRunConfig, results: dict[str, St
             s = read_json(c["scores"].path / "scores.json")
             rows.append({"label": label, "method": c.get("method"), "layers": c["layers"], **run_cells(read_json(c["model"].path / "unlearn.json")),
                          **{name: dig(s, keys) for name, keys in HEADLINE}})
+            if audit is not None:
+                rows[-1]["worst-case recovery"] = worst_recovery(summary, None if label == default else label)
         scored = [r for r in rows if isinstance(r.get("aggregate"), (int, float)) and r["aggregate"] >= 0]
         best = max(scored, key=lambda r: r["aggregate"])["label"] if scored else None
         for r in rows:
@@ -121,16 +128,19 @@ def render_markdown(summary: dict, config: SemEvalRunConfig, images: dict) -> st
     out += [f"MMLU before: {mmlu_note(s['scores_before'])}; after: {mmlu_note(s['scores_after'])}.", ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
+    if s.get("audit"):
+        out += report_lines(s["audit"], images)
     if "controls" in s:
         c = s["controls"]
+        audited = ["worst-case recovery"] if any("worst-case recovery" in r for r in c["rows"]) else []
         intro = ("The shared task's baselines on the same layers, budget, calibrated forget target and checkpoint-selection rule as the default."
                  if c["mode"] == "methods" else "The same unlearning with other layers: does the traced choice beat them?")
         intro += (" Each run measures its own step size (lr auto); *displacement to forget* is how far its weights must move for the"
                   " probed forget rows to reach never-seen text (docs/step-size.md) — the smaller, the more directly those weights hold the facts.")
         out += [f"## Controls ({c['mode']})", "", intro + f" Best by {c['rank_by']} in bold.", "",
-                md_table(["run", "layers", "lr", "displacement to forget", *RUN_CELL_HEADS, *[n for n, _ in HEADLINE]],
+                md_table(["run", "layers", "lr", "displacement to forget", *RUN_CELL_HEADS, *[n for n, _ in HEADLINE], *audited],
                           [[f"**{r['label']}**" if r.get("best") else r["label"], r["layers"], sig(r.get("lr")), sig(r.get("arrive_displacement")),
-                            *run_cell_texts(r), *[fmt(r[n]) for n, _ in HEADLINE]] for r in c["rows"]]), ""]
+                            *run_cell_texts(r), *[fmt(r[n]) for n, _ in HEADLINE], *[fmt(r.get(n)) for n in audited]] for r in c["rows"]]), ""]
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
 
@@ -138,8 +148,10 @@ def render_markdown(summary: dict, config: SemEvalRunConfig, images: dict) -> st
 def write_report(run_dir: Path, config: SemEvalRunConfig, results: dict[str, StageResult], **parts) -> dict:
     """Write figures, ``summary.json``, ``report.md`` and ``report.html`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    summary = build_summary(run_dir, config, results, **parts)
-    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"])
+    default = "traced" if config.control != "methods" else f"{config.unlearn.method} (default)"
+    audit, audit_images = run_audit_summary(run_dir, results, default=default)
+    summary = build_summary(run_dir, config, results, audit=audit, **parts)
+    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"]) | audit_images
     return write_documents(run_dir, summary, images, render_markdown(summary, config, images), config.name)
 
 
@@ -161,6 +173,8 @@ def print_semeval_headline(summary: dict, run_dir) -> None:
             print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {fmt(row.get('aggregate')):>7}  task {fmt(row.get('task aggregate')):>7}  MIA {fmt(row.get('MIA score')):>7}"
                   + (f"  lr {row['lr']:.3g}" if isinstance(row.get("lr"), (int, float)) else "")
                   + (f"  displacement to forget {row['arrive_displacement']:.3g}" if isinstance(row.get("arrive_displacement"), (int, float)) else ""))
+    if summary.get("audit"):
+        print_audit(summary["audit"])
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")

@@ -1,0 +1,181 @@
+"""The audit's outputs, for every benchmark: ``audit.json``, ``audit.md``, ``recovery.png`` and
+``logit_lens.png`` (written by ``amnesia audit`` and a run's ``audit`` stage), and the report
+section and summary entry built from them. The attacks themselves are :mod:`unlearn.audit`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.report import fmt, md_table, pyplot, save_figure
+from tracing.io import write_json, write_text
+from tracing.plots import layer_axis
+
+ATTACK_NAMES = {
+    "bf16": "bfloat16 weights", "int8": "8-bit (LLM.int8)", "nf4": "4-bit NF4", "int4": "4-bit int, groups of 128",
+    "relearn_forget": "relearn on half the forget rows", "relearn_retain": "relearn on retain rows", "relearn_related": "relearn on never-seen text",
+}
+NOTE = ("Recovery = (attacked − unlearned) / (target − unlearned) per forget metric, all three measured by the audit on the same rows "
+        "(relearn on half the forget rows: scored on the other half): 0 = nothing came back, 1 = the target's level; the worst case is "
+        "taken over the knowledge metrics (a membership AUC is shown beside them). "
+        "A high recovery means the knowledge was hidden, not removed; read it beside the retain columns — an attack that "
+        "brings the forget metrics back by breaking the model (retain × far below 1) is not a recovery.")
+
+
+def audit_table(audit: dict) -> tuple[list[str], list[list[str]]]:
+    """Rows = attacks; columns = recovery of each forget metric, then each retain metric (× the unlearned model's)."""
+    forget, retain = audit["forget_metrics"], audit["retain_metrics"]
+    head = ["attack"] + [f"{m} recovered" for m in forget] + [f"{m} ×" for m in retain]
+    rows = []
+    for attack, rec in audit["recovery"].items():
+        ratio = audit["retain_ratio"].get(attack, {})
+        rows.append([ATTACK_NAMES.get(attack, attack)] + [fmt(rec.get(m)) for m in forget] + [fmt(ratio.get(m)) for m in retain])
+    return head, rows
+
+
+def scores_table(audit: dict) -> tuple[list[str], list[list[str]]]:
+    """Every model's measured metrics before and after each attack (the numbers recovery is computed from)."""
+    metrics = audit["forget_metrics"] + audit["retain_metrics"]
+    head = ["model", "attack"] + metrics
+    rows = []
+    for label, by_attack in audit["scores"].items():
+        for attack, scores in by_attack.items():
+            name = {"none/all": "none", "none/held_out": "none (held-out half)"}.get(attack, ATTACK_NAMES.get(attack, attack))
+            rows.append([label, name] + [fmt(scores.get(m)) for m in metrics])
+    return head, rows
+
+
+def worst_text(audit: dict) -> str:
+    w = audit.get("worst_case")
+    if not w:
+        return "no recovery could be measured (the target and the unlearned model agree on every forget metric)"
+    return f"{w['recovery']:.2f} ({w['metric']}, {ATTACK_NAMES.get(w['attack'], w['attack'])})"
+
+
+def audit_markdown(audit: dict, images: dict[str, str] | None = None, *, level: str = "##") -> list[str]:
+    """The audit's report section: the worst case, the recovery table, the figures, the measured scores."""
+    lines = [f"{level} Audit: forgotten or only hidden?", "",
+             f"Worst-case recovery: **{worst_text(audit)}**. Relearning rate {audit['relearn_lr']:.3g} ({audit['relearn_lr_source']}), "
+             f"{audit['settings']['relearn_steps']} steps of {audit['settings']['relearn_batch_size']} rows.", ""]
+    lines += [md_table(*audit_table(audit)), "", NOTE, ""]
+    for key, caption in (("recovery", "Recovery per attack"), ("logit_lens", "Logit lens")):
+        if images and images.get(key):
+            lines += [f"![{caption}]({images[key]})", ""]
+    lines += ["<details><summary>Measured scores</summary>", "", md_table(*scores_table(audit)), "", "</details>", ""]
+    return lines
+
+
+def plot_recovery(audits: dict[str, dict], path: Path) -> Path | None:
+    """A table in colour: a row per audited model, a column per attack, each cell the highest recovery
+    over the worst-case metrics (annotated; white = nothing came back, dark red = the target's level)."""
+    audits = {k: a for k, a in audits.items() if a.get("recovery")}
+    if not audits:
+        return None
+    plt = pyplot()
+    attacks = list(next(iter(audits.values()))["recovery"])
+    grid = []
+    for audit in audits.values():
+        metrics = audit.get("worst_case_metrics") or audit["forget_metrics"]
+        grid.append([max([v for m, v in audit["recovery"].get(a, {}).items() if v is not None and m in metrics], default=float("nan")) for a in attacks])
+    fig, ax = plt.subplots(figsize=(1.15 * len(attacks) + 2.6, 0.42 * len(audits) + 1.6))
+    image = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black")
+    ax.set_xticks(range(len(attacks)))
+    ax.set_xticklabels([ATTACK_NAMES.get(a, a).replace(" on ", "\non ").replace(", ", ",\n") for a in attacks], fontsize=7)
+    ax.set_yticks(range(len(audits)))
+    ax.set_yticklabels(list(audits), fontsize=8)
+    metrics = next(iter(audits.values())).get("worst_case_metrics") or []
+    ax.set_title("Recovery per attack: (attacked − unlearned) / (target − unlearned), highest of " + ", ".join(metrics), fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02).ax.tick_params(labelsize=7)
+    return save_figure(fig, path)
+
+
+def plot_logit_lens(audit: dict, path: Path) -> Path | None:
+    """One line per model: the mean probability of the forget answers' first token read from each layer."""
+    lens = audit.get("logit_lens")
+    if not lens or not lens.get("mean_probability"):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    n = max(len(v) for v in lens["mean_probability"].values())
+    for layer in lens.get("layers") or []:
+        ax.axvspan(layer - 0.5, layer + 0.5, color="#f2d4a6", alpha=0.5, lw=0)
+    for label, values in lens["mean_probability"].items():
+        ax.plot(range(len(values)), values, marker="o" if n <= 12 else None, ms=3, label=label)
+    layer_axis(ax, n)
+    ax.set_xlabel("layer (shaded: the unlearned layers)")
+    ax.set_ylabel("p(answer's first token)")
+    ax.set_title("Logit lens on the forget facts: each layer's output through the final norm and head", fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def write_audit(out: Path, audit: dict, *, others: dict[str, dict] | None = None) -> dict[str, str]:
+    """Write audit.json, recovery.png, logit_lens.png and audit.md into ``out``; ``others`` (label →
+    audit) adds bars to the recovery figure. Returns the figure names written."""
+    out.mkdir(parents=True, exist_ok=True)
+    images = {}
+    if plot_recovery({"unlearned": audit, **(others or {})}, out / "recovery.png"):
+        images["recovery"] = "recovery.png"
+    if plot_logit_lens(audit, out / "logit_lens.png"):
+        images["logit_lens"] = "logit_lens.png"
+    write_json(out / "audit.json", audit)
+    write_text(out / "audit.md", "\n".join(audit_markdown(audit, images, level="#")))
+    return images
+
+
+def control_label(stage: str) -> str:
+    """``control_<label>_audit`` → ``<label>``."""
+    return stage[len("control_"):-len("_audit")]
+
+
+def run_audit_summary(run_dir: Path, results: dict, *, default: str = "default") -> tuple[dict | None, dict]:
+    """What a run's report keeps of its audit stages (``results``: the run's stages): the unlearned
+    model's audit (summary.json key ``audit``, with ``controls``: each control's worst case) and the
+    figures (``audit_recovery``: one bar group per attack, a bar per audited model; ``logit_lens``)."""
+    if "audit" not in results:
+        return None, {}
+    import json
+
+    def read(stage: str) -> dict:
+        return json.loads((results[stage].path / "audit.json").read_text(encoding="utf-8"))
+
+    audit = read("audit")
+    controls = {control_label(name): read(name) for name in results if name.startswith("control_") and name.endswith("_audit")}
+    entry = {k: audit.get(k) for k in ("forget_metrics", "retain_metrics", "worst_case_metrics", "recovery", "retain_ratio", "worst_case", "relearn_lr", "relearn_lr_source",
+                                   "scores", "logit_lens", "settings", "rows", "attacks")}
+    entry["controls"] = {label: a["worst_case"] for label, a in controls.items()}
+    images = {}
+    figure = Path("figures") / "audit_recovery.png"
+    if plot_recovery({default: audit, **controls}, run_dir / figure):
+        images["audit_recovery"] = str(figure)
+    if (results["audit"].path / "logit_lens.png").is_file():
+        images["logit_lens"] = str(Path(results["audit"].path.name) / "logit_lens.png")
+    return entry, images
+
+
+def worst_recovery(summary: dict, label: str | None = None) -> float | None:
+    """The worst-case recovery of the run's unlearned model (``label`` None) or of one control, from summary.json."""
+    audit = summary.get("audit") or {}
+    worst = audit.get("worst_case") if label is None else (audit.get("controls") or {}).get(label)
+    return worst["recovery"] if worst else None
+
+
+def report_lines(entry: dict, images: dict) -> list[str]:
+    """The run report's audit section."""
+    return audit_markdown(entry, {"recovery": images.get("audit_recovery"), "logit_lens": images.get("logit_lens")})
+
+
+def print_audit(entry: dict) -> None:
+    """The terminal's audit lines: the worst case, then per attack the recovery of each forget metric and the lowest retain ratio."""
+    print(f"\naudit: worst-case recovery {worst_text(entry)}")
+    forget = entry["forget_metrics"]
+    print(f"  {'attack':<34}" + "".join(f"{m:>22}" for m in forget) + f"{'retain × (lowest)':>20}")
+    for attack, rec in entry["recovery"].items():
+        ratio = [v for v in entry["retain_ratio"].get(attack, {}).values() if v is not None]
+        print(f"  {ATTACK_NAMES.get(attack, attack):<34}" + "".join(f"{fmt(rec.get(m)):>22}" for m in forget) + f"{fmt(min(ratio)) if ratio else '–':>20}")
+    for label, worst in (entry.get("controls") or {}).items():
+        print(f"  control {label:<26} worst-case recovery {fmt(worst['recovery']) if worst else '–'}")

@@ -1,0 +1,195 @@
+"""Run the audit: every attack on the unlearned model (and, as references, on the target and a
+retain model), each scored with the benchmark's own forget and retain metrics, and the recovery.
+
+A benchmark gives the audit an :class:`AuditTask`: its metrics on a model (all scored rows, or the
+held-out half of the forget rows), the rows each relearning attack trains on, and the facts the
+logit lens reads. Recovery, per forget metric, is ``(attacked − unlearned) / (target − unlearned)``
+with the three values measured by the audit itself, on the same rows and with the same generation
+budget (relearn_forget: on the held-out half): 0 = the attack brought nothing back, 1 = the
+target's level. The worst case is the highest recovery of any attack on the benchmark's
+knowledge metrics (``AuditTask.worst_case_metrics``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tracing.errors import AmnesiaError
+
+from .config import FALLBACK_RELEARN_LR, RELEARN, AuditConfig
+from .quantize import SCHEMES
+
+SCHEMA = 1
+HELD_OUT = "held_out"
+
+
+class AuditTask:
+    """What a benchmark gives the audit (SemEval: :mod:`pipelines.semeval.audit`, TOFU: :mod:`pipelines.tofu.audit`).
+
+    ``forget_metrics`` are higher when the model holds more of the forget knowledge (the recovered
+    ones); ``retain_metrics`` are shown beside them. :meth:`score` returns both for ``part``
+    ``"all"`` (every scored row) or ``"held_out"`` (the forget rows relearn_forget does not train on;
+    a metric that cannot be read there is None). ``worst_case_metrics``: the knowledge metrics the
+    worst case is taken over (a membership AUC, say, is shown but left out).
+    """
+
+    benchmark: str = ""
+    forget_metrics: tuple[str, ...] = ()
+    retain_metrics: tuple[str, ...] = ()
+    #: the forget metrics the worst case is taken over (default: all of them); the others are shown beside it
+    worst_case_metrics: tuple[str, ...] | None = None
+
+    def score(self, model, tokenizer, part: str = "all") -> dict[str, float | None]:
+        raise NotImplementedError
+
+    def scored_pairs(self, tokenizer, part: str = "all") -> list[tuple[str, str]]:
+        """The rendered ``(prompt, answer)`` of every row :meth:`score` reads for ``part``."""
+        raise NotImplementedError
+
+    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
+        """The rendered ``(prompt, answer)`` rows the relearning ``attack`` trains on (at most ``rows``)."""
+        raise NotImplementedError
+
+    def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
+        """The rendered ``(prompt, answer)`` forget facts the logit lens reads."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What the rows are (counts, the held-out split), for audit.json."""
+        return {}
+
+
+def relearn_rate(config: AuditConfig, target_path: str | Path | None) -> tuple[float, str]:
+    """``(rate, where it came from)``: the configured number, or the target's training rate scaled
+    to the relearning batch by the linear scaling rule (its target.json, written by make-target:
+    ``learning_rate × relearn_batch_size / batch_size``), or the fallback."""
+    import json
+
+    if config.relearn_lr != "auto":
+        return float(config.relearn_lr), "configured"
+    if target_path is not None:
+        manifest = Path(target_path) / "target.json"
+        if manifest.is_file():
+            try:
+                record = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = {}
+            lr, batch = record.get("learning_rate"), (record.get("config") or {}).get("batch_size")
+            if isinstance(lr, (int, float)) and lr > 0 and isinstance(batch, int) and batch > 0:
+                return float(lr) * config.relearn_batch_size / batch, f"the target's rate {lr:g} at batch {batch}, scaled to batch {config.relearn_batch_size} ({manifest})"
+    return FALLBACK_RELEARN_LR, "no target.json beside the target: the fallback rate"
+
+
+def recovery(attacked: float | None, unlearned: float | None, target: float | None) -> float | None:
+    """``(attacked − unlearned) / (target − unlearned)``; None when a value is missing or the target and the unlearned model agree."""
+    if attacked is None or unlearned is None or target is None or abs(target - unlearned) < 1e-9:
+        return None
+    return (attacked - unlearned) / (target - unlearned)
+
+
+def part_of(attack: str) -> str:
+    return HELD_OUT if attack == "relearn_forget" else "all"
+
+
+def attack_model(load: Callable[[], tuple], task: AuditTask, attack: str, config: AuditConfig, lr: float) -> tuple[dict, dict]:
+    """Load a fresh copy, apply ``attack``, score it; ``(scores, what the attack did)``."""
+    from .quantize import quantize_model
+    from .relearn import encode_pairs, overlap, relearn
+
+    model, tok = load()
+    try:
+        if attack in SCHEMES:
+            info = quantize_model(model, attack)
+        elif attack in RELEARN:
+            pairs = task.relearn_pairs(tok, attack, config.relearn_rows)
+            clash = overlap(encode_pairs(tok, pairs), encode_pairs(tok, task.scored_pairs(tok, part_of(attack))))
+            if clash:
+                raise AmnesiaError(f"audit {attack}: {clash} scored rows are among the rows it trains on (expected none)")
+            info = relearn(model, tok, pairs, steps=config.relearn_steps, lr=lr, batch_size=config.relearn_batch_size, seed=config.seed)
+        else:
+            raise AmnesiaError(f"audit attack {attack!r}: unknown")
+        t = time.time()
+        scores = task.score(model, tok, part_of(attack))
+        info["score_s"] = round(time.time() - t, 3)
+        return scores, info
+    finally:
+        del model
+
+
+def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, load: Callable[[str], tuple],
+              target: str = "target", unlearned: str = "unlearned", log: Callable[[str], None] = print,
+              layers: Sequence[int] | None = None, known: dict | None = None) -> dict:
+    """Audit ``models[unlearned]`` (and, with ``config.references``, the other ``models``: label → path)
+    with ``task``; ``load(path)`` gives ``(model, tokenizer)``. ``known``: an earlier audit of the same
+    references on the same rows, whose unattacked scores and lens are reused for them (the controls
+    of a run). ``layers``: the unlearned layers, shaded in the logit-lens figure. Returns audit.json's content."""
+    config.check()
+    if unlearned not in models or target not in models:
+        raise AmnesiaError(f"audit: needs the {unlearned!r} and {target!r} models, got {sorted(models)}")
+    started = time.time()
+    lr, lr_source = relearn_rate(config, models[target])
+    audited = [unlearned, target] + [m for m in models if m not in (unlearned, target)]
+    parts = ["all"] + ([HELD_OUT] if "relearn_forget" in config.attacks else [])
+    results: dict[str, dict] = {}
+    lens: dict[str, list[float]] = {}
+    attacks_info: dict[str, dict] = {}
+    for label in audited:  # every model's own scores (recovery needs the target's) and lens; the attacks on the references when asked
+        path = models[label]
+        if known and label != unlearned and label in known.get("scores", {}) and not (config.references and config.attacks):
+            results[label] = {k: v for k, v in known["scores"][label].items() if k.startswith("none/")}
+            if config.logit_lens and label in ((known.get("logit_lens") or {}).get("mean_probability") or {}):
+                lens[label] = known["logit_lens"]["mean_probability"][label]
+            continue
+        model, tok = load(path)
+        results[label] = {f"none/{part}": task.score(model, tok, part) for part in parts}
+        if config.logit_lens:
+            from .lens import layer_probabilities, mean_by_layer
+
+            lens[label] = mean_by_layer(layer_probabilities(model, tok, task.lens_facts(tok)))
+        del model
+        if label != unlearned and not config.references:
+            continue
+        for attack in config.attacks:
+            log(f"[audit] {label}: {attack}")
+            results[label][attack], info = attack_model(lambda: load(path), task, attack, config, lr)
+            if label == unlearned:
+                attacks_info[attack] = info
+    table = recovery_table(results, task, config.attacks, unlearned=unlearned, target=target)
+    return {
+        "schema": SCHEMA, "kind": "audit", "benchmark": task.benchmark,
+        "models": {label: str(path) for label, path in models.items()},
+        "forget_metrics": list(task.forget_metrics), "retain_metrics": list(task.retain_metrics),
+        "worst_case_metrics": list(task.worst_case_metrics or task.forget_metrics),
+        "attacks": {a: {"part": part_of(a), **attacks_info.get(a, {})} for a in config.attacks},
+        "relearn_lr": lr, "relearn_lr_source": lr_source,
+        "scores": results,
+        "recovery": table["recovery"], "worst_case": table["worst_case"], "retain_ratio": table["retain_ratio"],
+        "logit_lens": {"layers": layers and list(layers), "mean_probability": lens} if lens else None,
+        "rows": task.describe(), "settings": asdict(config), "wall_time_s": round(time.time() - started, 2),
+    }
+
+
+def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[str], *, unlearned: str = "unlearned", target: str = "target") -> dict:
+    """Per attack: the recovery of each forget metric, the attacked/unlearned ratio of each retain
+    metric, and the worst case (the attack and metric with the highest recovery)."""
+    rec: dict[str, dict] = {}
+    ratio: dict[str, dict] = {}
+    worst = None
+    for attack in attacks:
+        if attack not in results.get(unlearned, {}):
+            continue
+        part = part_of(attack)
+        base_u = results[unlearned][f"none/{part}"]
+        base_t = results[target][f"none/{part}"]
+        attacked = results[unlearned][attack]
+        rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
+        ratio[attack] = {m: (attacked[m] / base_u[m] if attacked.get(m) is not None and base_u.get(m) else None) for m in task.retain_metrics}
+        for m, value in rec[attack].items():
+            if m not in (task.worst_case_metrics or task.forget_metrics):
+                continue
+            if value is not None and (worst is None or value > worst["recovery"]):
+                worst = {"attack": attack, "metric": m, "recovery": value}
+    return {"recovery": rec, "retain_ratio": ratio, "worst_case": worst}
