@@ -236,3 +236,32 @@ def test_question_template_reaches_every_stage(small, tofu_dir, tmp_path, olmo_t
     assert chat_data.mia_validation["member"][0]["document"] == f"<|user|>{small.forget[0]['question']}\n<|assistant|>{small.forget[0]['answer']}"
     with pytest.raises(AmnesiaError, match="need the model's tokenizer"):
         write_request(small, tmp_path / "chat2", prompt_format="chat")
+
+
+def test_tofu_audit_stage(tofu_run, tofu_dir, tmp_path):
+    """`audit.enabled` on a copy of the TOFU run: TOFU's forget metrics (forget quality against the
+    retain model's truth ratios) under attack, the held-out author, the report's section."""
+    import shutil
+
+    from pipelines.config import load_config as load
+    from pipelines.run import run_pipeline
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tofu_run.run_dir, run_dir)
+    path = tmp_path / "tofu.yaml"
+    path.write_text(json.dumps(_mapping(tofu_dir, run_dir, audit={"enabled": True, "attacks": ["nf4", "relearn_forget", "relearn_related"],
+                                                                    "relearn_steps": 2, "references": False})))
+    done = run_pipeline(load(path), progress=False, log=lambda m: None)
+    computed = {n for n, r in done.stages.items() if not r.skipped}
+    assert "audit" in computed and computed <= {"audit", "scores_target", "scores_unlearned", "scores_retain"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    audit = summary["audit"]
+    assert set(audit["recovery"]) == {"nf4", "relearn_forget", "relearn_related"}
+    assert audit["worst_case_metrics"] == ["forget Prob.", "forget ROUGE-L", "forget truth ratio", "forget quality (log10)"]
+    scores = audit["scores"]
+    assert set(scores) == {"unlearned", "target", "retain"} and set(scores["retain"]) == {"none/all", "none/held_out"}  # references off
+    assert scores["unlearned"]["none/all"]["forget quality (log10)"] is not None and scores["retain"]["none/all"]["forget quality (log10)"] == 0.0
+    assert scores["unlearned"]["none/held_out"]["MIA AUC (Min-K%)"] is None
+    assert audit["rows"]["forget_relearned_authors"] == 1 and audit["rows"]["related_pool"] == 160
+    md = (run_dir / "report.md").read_text()
+    assert "## Audit: forgotten or only hidden?" in md and "worst-case recovery |" in md  # the TOFU table's column

@@ -3,7 +3,7 @@
 Runs on --model (the unlearned model) and, as references, --reference-target (the model before
 unlearning; its scores are the top of the recovery scale) and --retain-model when given:
 
-  quantization   bf16; int8 and NF4 (bitsandbytes), int4 in groups of 128 (torchao)
+  quantization   bf16; int8 per row, NF4 in blocks of 64, int4 in groups of 128 (torchao)
   relearning     --relearn-steps of full fine-tuning on half the forget rows (scored on the other
                  half), on retain rows the audit does not score, on never-seen biographies
   logit lens     the forget answers' first-token probability read from every layer

@@ -22,6 +22,8 @@ rest only. The stages, each a cached folder of the run directory (:mod:`pipeline
 * ``scores_target/``, ``scores_unlearned/``, ``scores_retain/`` — TOFU's metrics
   (:mod:`pipelines.tofu.evaluation`); forget quality and privleak against the retain model are
   computed from them in the report (:mod:`pipelines.tofu.report`).
+* ``audit/`` (``audit.enabled``) — the attacks of :mod:`unlearn.audit` scored with TOFU's metrics
+  (:mod:`pipelines.tofu.audit`), the retain model among the references.
 """
 
 from __future__ import annotations
@@ -266,6 +268,13 @@ class TofuPipeline(Pipeline):
             return {"model_utility": result.scores["model_utility"], "mia.min_k_auc": result.scores["mia.min_k_auc"]}
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])
+
+    def audit_task(self, data: str):
+        """TOFU's metrics on the run's rows; forget quality against the retain model's scores of this run."""
+        from .audit import TofuAudit
+
+        retain_scores = json.loads((self.run.results["scores_retain"].path / "scores.json").read_text(encoding="utf-8"))
+        return TofuAudit(self.inputs, self.config.evaluate, retain_scores, seed=self.config.audit.seed)
 
     def report(self, run_dir: Path, *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
         return write_tofu_report(run_dir, self.config, self.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
 from pipelines.report import (
     FIGURES,
     RUN_CELL_HEADS,
@@ -63,8 +64,11 @@ def tofu_row(label: str, scores: dict, retain_scores: dict) -> dict:
     }
 
 
-def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
+def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float,
+                       audit: dict | None = None) -> dict:
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
+    if audit is not None:
+        summary["audit"] = audit
     by_model = {label: read_json(stage.path / "scores.json") for label, stage in scores.items()}
     request = read_json(results["request"].path / "request.json")
     summary.update({
@@ -78,9 +82,11 @@ def build_tofu_summary(run_dir: Path, config, results: dict[str, StageResult], *
     })
     retain = by_model["retain"]
     default = f"unlearned ({config.unlearn.method})"
-    rows = [tofu_row("target", by_model["target"], retain), {**tofu_row(default, by_model["unlearned"], retain), **run_cells(read_json(unlearned.path / "unlearn.json"))}]
+    audited = {"worst-case recovery": worst_recovery(summary)} if audit is not None else {}
+    rows = [tofu_row("target", by_model["target"], retain), {**tofu_row(default, by_model["unlearned"], retain), **run_cells(read_json(unlearned.path / "unlearn.json")), **audited}]
     for label, c in controls.items():
-        rows.append({**tofu_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain), **run_cells(read_json(c["model"].path / "unlearn.json"))})
+        rows.append({**tofu_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain), **run_cells(read_json(c["model"].path / "unlearn.json")),
+                     **({"worst-case recovery": worst_recovery(summary, label)} if audit is not None else {})})
     rows.append(tofu_row("retain model", retain, retain))
     summary["tofu"] = {"rows": rows, **rank_unlearned(rows)}
     summary["notes"] = tofu_notes(summary)
@@ -171,18 +177,21 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
                        + (f", first {config.evaluate.limit} rows per set" if config.evaluate.limit else "")],
     ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
     rows = s["tofu"]["rows"]
+    audited = ["worst-case recovery"] if s.get("audit") else []
     out += ["## TOFU", "", "Forget quality: the KS-test p-value of the forget-set truth ratios against the retain model's (TOFU; 1 = "
             "indistinguishable). Model utility: harmonic mean of Prob., ROUGE-L and truth ratio on retain, real authors and world facts. "
             "Privleak: Min-K% membership AUC of forget vs holdout relative to the retain model's, ×100 (MUSE; 0 = the retain model's level)."
             + (f" Best by {s['tofu']['rank_by']} in bold." if s["tofu"]["rank_by"] else ""), "",
-            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC", *RUN_CELL_HEADS],
+            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC", *RUN_CELL_HEADS, *audited],
                       [[f"**{r['model']}**" if r.get("best") else r["model"], f"{r['forget_quality']:.3g}", fmt(r["log10_forget_quality"]),
-                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"]), *run_cell_texts(r)] for r in rows]), ""]
+                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"]), *run_cell_texts(r), *[fmt(r.get(k)) for k in audited]] for r in rows]), ""]
     if "forget_quality" in images:
         out += [f"![forget quality against model utility]({images['forget_quality']})", ""]
     out += ["Per set:", "", md_table(["model", *[h for h, _ in SET_COLUMNS]], [[r["model"], *[fmt(r[k]) for _, k in SET_COLUMNS]] for r in rows]), ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
+    if s.get("audit"):
+        out += report_lines(s["audit"], images)
     out += method_sections(s, config, images)
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
@@ -191,8 +200,9 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
 def write_tofu_report(run_dir: Path, config, results: dict[str, StageResult], **parts) -> dict:
     """Write figures, ``summary.json``, ``report.md`` and ``report.html`` of a TOFU run into ``run_dir``."""
     run_dir = Path(run_dir)
-    summary = build_tofu_summary(run_dir, config, results, **parts)
-    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"])
+    audit, audit_images = run_audit_summary(run_dir, results, default=f"unlearned ({config.unlearn.method})")
+    summary = build_tofu_summary(run_dir, config, results, audit=audit, **parts)
+    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"]) | audit_images
     plot_forget_quality(summary["tofu"]["rows"], run_dir / FIGURES / "forget_quality.png")
     images["forget_quality"] = f"{FIGURES}/forget_quality.png"
     return write_documents(run_dir, summary, images, render_tofu_markdown(summary, config, images), config.name)
@@ -205,6 +215,8 @@ def print_tofu_headline(summary: dict, run_dir) -> None:
     for r in summary["tofu"]["rows"]:
         print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
     print_step_size(summary)
+    if summary.get("audit"):
+        print_audit(summary["audit"])
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")

@@ -1,6 +1,6 @@
 """Forgotten or only hidden? Attacks that try to bring unlearned knowledge back (docs/audit.md).
 
-:mod:`.quantize` (bf16, int8 and NF4 through bitsandbytes, int4 through torchao), :mod:`.relearn`
+:mod:`.quantize` (bf16; int8, NF4 and int4 through torchao), :mod:`.relearn`
 (a few fine-tuning steps on rows the audit does not score), :mod:`.lens` (the logit lens on every
 layer), :mod:`.core` (run them on a model and its references, recovery per forget metric),
 :mod:`.report` (the table and figures). A benchmark supplies an :class:`AuditTask`: its metrics

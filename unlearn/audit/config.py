@@ -23,7 +23,7 @@ class AuditConfig:
     enabled: bool = setting(False, cli=False,
         help="run config only: add the audit stage (the demos turn it on; off by default because relearning fine-tunes every parameter of the model)")
     attacks: tuple[str, ...] = setting(ATTACKS,
-        help="attacks to run, comma-separated: bf16, int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes), int4 (torchao, groups of 128), "
+        help="attacks to run, comma-separated: bf16, int8 (per output row, as LLM.int8), nf4 (blocks of 64), int4 (groups of 128), "
              "relearn_forget (train on half the forget rows, score the other half), relearn_retain (retain rows), relearn_related (never-seen text of the same kind)")
     logit_lens: bool = setting(True, negatable=True,
         help="read the forget answers' first-token probability from every layer (target, unlearned, retain model)")

@@ -1,0 +1,107 @@
+"""TOFU's side of the audit (:mod:`unlearn.audit`): TOFU's forget and retain metrics on a model,
+the rows each relearning attack trains on, and the facts the logit lens reads.
+
+The metrics are :mod:`pipelines.tofu.evaluation`'s, on the run's TOFU rows with its evaluation
+settings: forget Prob., forget ROUGE-L, the forget truth-ratio score, forget quality (log10 of
+the KS-test p-value against the retain model's forget truth ratios: the retain model's own
+scores from the run, on the same rows) and the Min-K% membership AUC of forget vs holdout
+(shown, not in the worst case); retain Prob., retain ROUGE-L and model utility beside them.
+
+* relearn_forget trains on the forget rows of half the forget authors (a seeded half) and is
+  scored on the other half's rows (forget quality against the retain model's truth ratios of the
+  same rows; none when ``evaluate.limit`` left the retain model's scores without them);
+* relearn_retain trains on the retain rows — which TOFU's utility set (``retain_perturbed``)
+  also scores: its retain columns read rows it trained on, its forget columns do not;
+* relearn_related trains on never-seen TOFU authors that are not the privacy test's holdout
+  (:func:`pipelines.tofu.data.reference_holdout`: the rows validation already reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+from tracing.errors import AmnesiaError
+from unlearn.audit import HELD_OUT, AuditTask
+
+from .config import TofuEvalConfig
+from .data import ROWS_PER_AUTHOR, TofuData, question_text, reference_holdout
+
+FORGET = ("forget Prob.", "forget ROUGE-L", "forget truth ratio", "forget quality (log10)", "MIA AUC (Min-K%)")
+RETAIN = ("retain Prob.", "retain ROUGE-L", "model utility")
+
+
+class TofuAudit(AuditTask):
+    benchmark = "tofu"
+    forget_metrics = FORGET
+    retain_metrics = RETAIN
+    worst_case_metrics = FORGET[:4]
+
+    def __init__(self, data: TofuData, evaluate: TofuEvalConfig, retain_scores: dict, seed: int = 0):
+        self.data, self.config, self.retain_truth = data, evaluate, retain_scores["forget_truth_ratio"]
+        n_authors = len(data.forget) // ROWS_PER_AUTHOR
+        if n_authors < 2:
+            raise AmnesiaError(f"{data.source} ({data.split}): the audit's relearn_forget needs at least two forget authors, found {n_authors}")
+        blocks = list(range(n_authors))
+        random.Random(f"audit-{seed}").shuffle(blocks)
+        self.trained = sorted(blocks[: n_authors // 2])
+        self.held_rows = [i for i in range(len(data.forget_perturbed)) if i // ROWS_PER_AUTHOR not in self.trained]
+        held = set(self.held_rows)
+        self.held_out = dataclasses.replace(data, forget_perturbed=[r for i, r in enumerate(data.forget_perturbed) if i in held],
+                                            forget=[r for i, r in enumerate(data.forget) if i // ROWS_PER_AUTHOR not in self.trained])
+        reference = reference_holdout(data)
+        self.related = reference[0] if reference else []
+        self.seed = seed
+
+    def score(self, model, tokenizer, part: str = "all") -> dict:
+        from .evaluation import run_tofu_evaluation
+        from .metrics import forget_quality
+
+        held = part == HELD_OUT
+        s = run_tofu_evaluation(model, tokenizer, self.held_out if held else self.data, self.config).scores
+        rows = self.held_rows[: len(s["forget_truth_ratio"])] if held else range(len(s["forget_truth_ratio"]))  # evaluate.limit cuts both
+        quality = None
+        if rows and max(rows) < len(self.retain_truth):  # the retain model's truth ratios of the same rows
+            p_value = forget_quality(s["forget_truth_ratio"], [self.retain_truth[i] for i in rows]).p_value
+            quality = math.log10(max(p_value, 1e-300))
+        return {"forget Prob.": s["forget.probability"], "forget ROUGE-L": s["forget.rouge_l_recall"], "forget truth ratio": s["forget.truth_ratio_score"],
+                "forget quality (log10)": quality, "MIA AUC (Min-K%)": None if held else s["mia.min_k_auc"],
+                "retain Prob.": s["retain.probability"], "retain ROUGE-L": s["retain.rouge_l_recall"], "model utility": s["model_utility"]}
+
+    def _pairs(self, tokenizer, rows: list[dict]) -> list[tuple[str, str]]:
+        from unlearn.prompts import render_prompts
+
+        prompts = [question_text(r["question"], self.config.prompt_format, self.config.question_template) for r in rows]
+        return list(zip(render_prompts(tokenizer, prompts, self.config.prompt_format), [r["answer"] for r in rows]))
+
+    def scored_pairs(self, tokenizer, part: str = "all") -> list[tuple[str, str]]:
+        """The rows the forget metrics read: the (held-out) forget rows, and the privacy test's holdout."""
+        data = self.held_out if part == HELD_OUT else self.data
+        return self._pairs(tokenizer, data.forget_perturbed) + ([] if part == HELD_OUT else self._pairs(tokenizer, data.holdout))
+
+    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
+        trained = [r for i, r in enumerate(self.data.forget) if i // ROWS_PER_AUTHOR in self.trained]
+        n = rows if rows is not None else len(trained)
+        if attack == "relearn_forget":
+            pairs = self._pairs(tokenizer, trained)
+        elif attack == "relearn_retain":
+            pairs = self._pairs(tokenizer, self.data.retain)
+        elif attack == "relearn_related":
+            if not self.related:
+                raise AmnesiaError(f"{self.data.source} ({self.data.split}): the audit's relearn_related trains on never-seen authors: "
+                                   "expected the next larger holdout file (holdout05.json for forget01, holdout10.json for forget05)")
+            pairs = self._pairs(tokenizer, self.related)
+        else:
+            raise AmnesiaError(f"audit attack {attack!r}: not a relearning attack")
+        if len(pairs) > n:
+            pairs = random.Random(f"audit-{self.seed}-{attack}").sample(pairs, n)
+        return pairs
+
+    def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
+        return self._pairs(tokenizer, self.data.forget)
+
+    def describe(self) -> dict:
+        return {"split": self.data.split, "forget": len(self.data.forget), "forget_relearned_authors": len(self.trained),
+                "forget_held_out_rows": len(self.held_rows), "holdout": len(self.data.holdout), "retain_relearn_pool": len(self.data.retain),
+                "related_pool": len(self.related)}
