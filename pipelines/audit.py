@@ -14,9 +14,11 @@ from tracing.plots import layer_axis
 ATTACK_NAMES = {
     "bf16": "bfloat16 weights", "int8": "8-bit (LLM.int8)", "nf4": "4-bit NF4", "int4": "4-bit int, groups of 128",
     "relearn_forget": "relearn on half the forget rows", "relearn_retain": "relearn on retain rows", "relearn_related": "relearn on never-seen text",
+    "paraphrase": "paraphrased questions", "context": "other people's QA first",
 }
 NOTE = ("Recovery = (attacked − unlearned) / (target − unlearned) per forget metric, all three measured by the audit on the same rows "
-        "(relearn on half the forget rows: scored on the other half): 0 = nothing came back, 1 = the target's level; the worst case is "
+        "(relearn on half the forget rows: scored on the other half): 0 = nothing came back, 1 = the target's level (for the probes: the "
+        "target's level under the same probe; – where the target cannot answer that way either); the worst case is "
         "taken over the knowledge metrics (a membership AUC is shown beside them). "
         "A high recovery means the knowledge was hidden, not removed; read it beside the retain columns — an attack that "
         "brings the forget metrics back by breaking the model (retain × far below 1) is not a recovery.")

@@ -138,8 +138,23 @@ def test_quantization_undoes_an_update_below_the_bucket_and_keeps_one_above(tmp_
 
 
 def test_recovery_definition():
+    from unlearn.audit import recovery_table
+
     assert recovery(0.5, 0.0, 1.0) == 0.5 and recovery(0.2, 0.2, 0.9) == 0.0
     assert recovery(0.5, 0.4, 0.4) is None and recovery(None, 0.1, 0.9) is None
+
+    class Task(AuditTask):
+        forget_metrics, retain_metrics, worst_case_metrics = ("k", "mia"), ("r",), ("k",)
+
+    results = {"unlearned": {"none/all": {"k": 0.0, "mia": 0.5, "r": 0.8}, "int8": {"k": 0.25, "mia": 1.0, "r": 0.4},
+                             "paraphrase": {"k": 0.2, "mia": None, "r": 0.8}},
+               "target": {"none/all": {"k": 1.0, "mia": 1.0, "r": 0.9}, "paraphrase": {"k": 0.4, "mia": None, "r": 0.9}}}
+    table = recovery_table(results, Task(), ["int8", "paraphrase"])
+    assert table["recovery"]["int8"] == {"k": 0.25, "mia": 1.0} and table["retain_ratio"]["int8"] == {"r": 0.5}
+    assert table["recovery"]["paraphrase"]["k"] == pytest.approx(0.5)  # a probe's top is the target under the same probe
+    assert table["worst_case"] == {"attack": "paraphrase", "metric": "k", "recovery": pytest.approx(0.5)}  # mia is not a worst-case metric
+    results["target"]["paraphrase"]["k"] = 0.24  # asked that way the target keeps under a quarter of its lead: unreadable
+    assert recovery_table(results, Task(), ["paraphrase"])["recovery"]["paraphrase"]["k"] is None
 
 
 def test_relearning_trains_on_no_scored_row(fixture_world, fixture_target):
@@ -196,3 +211,23 @@ def test_audit_cli_end_to_end(tmp_path, fixture_world, fixture_target):
     assert again.returncode != 0 and again.stderr.count("\n") == 1 and "audit.json" in again.stderr
     bad = subprocess.run([*cmd[:-5], "--attacks", "int3", "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "int3" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_probes_change_only_the_forget_prompts(fixture_world):
+    from pipelines.semeval.audit import CONTEXT_SHOTS, PARAPHRASES, SemEvalAudit, is_question
+    from unlearn.eval.config import EvalConfig
+
+    task = SemEvalAudit(fixture_world, EvalConfig(splits="train"))
+    plain, para, context = task.rows("all"), task.rows("all", "paraphrase"), task.rows("all", "context")
+    assert len(plain) == len(para) == len(context)
+    questions = [(a, b) for a, b in zip(plain, para) if a["split"] == "forget" and is_question(a)]
+    assert questions and all(b["input"] != a["input"] and a["input"].strip() in b["input"] for a, b in questions)
+    assert {b["input"].replace(a["input"].strip(), "{q}") for a, b in questions} == set(PARAPHRASES)
+    assert all(a == b for a, b in zip(plain, para) if a["split"] == "retain" or not is_question(a))  # the retain rows and sentence completions stay
+    prefix = task.context_prefix()
+    assert prefix.count("\n") == CONTEXT_SHOTS and all(b["input"] == prefix + a["input"] for a, b in zip(plain, context) if a["split"] == "forget")
+    shots = [r for r in task.retain_other if is_question(r)][:CONTEXT_SHOTS]
+    assert prefix == "".join(r["input"] + r["expected_output"] + "\n" for r in shots)
+    assert not {r["id"] for r in shots} & {r["id"] for r in plain}  # the shots are rows the audit does not score
+    with pytest.raises(AmnesiaError, match="expected paraphrase or context"):
+        task.rows("all", "typo")

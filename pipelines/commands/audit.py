@@ -6,6 +6,7 @@ unlearning; its scores are the top of the recovery scale) and --retain-model whe
   quantization   bf16; int8 per row, NF4 in blocks of 64, int4 in groups of 128 (torchao)
   relearning     --relearn-steps of full fine-tuning on half the forget rows (scored on the other
                  half), on retain rows the audit does not score, on never-seen biographies
+  probes         the forget questions re-worded; other people's QA before each forget prompt
   logit lens     the forget answers' first-token probability read from every layer
 
 and scores each with SemEval's metrics on --data (a request in the organizers' layout): forget and
@@ -23,7 +24,7 @@ from pathlib import Path
 from pipelines.options import add_model_options, model_options, quiet_progress
 
 NAME = "audit"
-HELP = "attack an unlearned model (quantization, relearning, logit lens) and measure how much forget knowledge comes back"
+HELP = "attack an unlearned model (quantization, relearning, paraphrase and context probes, logit lens) and measure how much forget knowledge comes back"
 OUTPUTS = ("audit.json", "audit.md", "recovery.png", "logit_lens.png")
 EVAL_FIELDS = ("splits", "mia", "prompt_format")
 

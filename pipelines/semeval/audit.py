@@ -16,6 +16,12 @@ the audit's own measurements, so the cap is the same for all three models).
 * relearn_related trains on ``mia_data/validation/nonmember.jsonl``: biographies of people
   nobody trained on, of the same kind, not scored (the test's membership documents are
   ``mia_data/``).
+
+The probes change the forget prompts, not the weights: ``paraphrase`` re-words each forget
+question with one of :data:`PARAPHRASES` (knowledge only: the sentence completions are not
+questions), ``context`` puts :data:`CONTEXT_SHOTS` QA rows of people the audit does not score
+(the retain rows of the other part) before each forget prompt. Knowledge stays the official exact
+match, so an answer followed by more text does not count.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from unlearn.audit import HELD_OUT, AuditTask
 from unlearn.eval.config import EvalConfig
 
 FORGET = ("forget knowledge", "forget regurgitation", "MIA AUC")
+#: The paraphrase probe's re-wordings of a forget question (one per row, in turn).
+PARAPHRASES = ("Question: {q}\nAnswer:", "Answer this question about a person. {q}", "{q} Reply with the answer only.")
+CONTEXT_SHOTS = 3  #: the context probe: other people's QA rows before each forget prompt
 RETAIN = ("retain knowledge", "retain regurgitation")
+
+
+def is_question(row: dict) -> bool:
+    """A QA row (id ``…qa<digit>``), as the official metrics tell them from sentence completions."""
+    return re.search(r"qa\d+$", row["id"]) is not None
 
 
 def person(row_id: str) -> str:
@@ -62,22 +76,38 @@ class SemEvalAudit(AuditTask):
         self.members = list(plan.mia_docs["member"]["document"]) if plan.mia_docs else []
         self.nonmembers = list(plan.mia_docs["nonmember"]["document"]) if plan.mia_docs else []
         other = "validation" if plan.part == "train" else "train"
-        self.retain_other = [{"input": r["input"], "expected_output": r["output"]} for r in plan.data.get("retain", other)] if f"retain_{other}" in plan.data.splits else []
+        self.retain_other = ([{"id": r["id"], "input": r["input"], "expected_output": r["output"]} for r in plan.data.get("retain", other)]
+                             if f"retain_{other}" in plan.data.splits else [])
         related = plan.data.mia_validation.get("nonmember")
         self.related = list(related["document"]) if related is not None else []
         self.part, self.seed = plan.part, seed
 
-    def rows(self, part: str) -> list[dict]:
-        return (self.forget_held_out if part == HELD_OUT else self.forget) + self.retain
+    def rows(self, part: str, probe: str | None = None) -> list[dict]:
+        forget = self.forget_held_out if part == HELD_OUT else self.forget
+        if probe == "paraphrase":
+            forget = [{**r, "input": PARAPHRASES[i % len(PARAPHRASES)].format(q=r["input"].strip())} if is_question(r) else r for i, r in enumerate(forget)]
+        elif probe == "context":
+            prefix = self.context_prefix()
+            forget = [{**r, "input": prefix + r["input"]} for r in forget]
+        elif probe is not None:
+            raise AmnesiaError(f"audit probe {probe!r}: expected paraphrase or context")
+        return forget + self.retain
 
-    def score(self, model, tokenizer, part: str = "all") -> dict:
+    def context_prefix(self) -> str:
+        shots = [r for r in self.retain_other if is_question(r)][:CONTEXT_SHOTS]
+        if not shots:
+            raise AmnesiaError(f"{self.data.source}: the audit's context probe puts retain QA rows it does not score before each forget prompt: "
+                               f"expected a retain_{'validation' if self.part == 'train' else 'train'} split with QA rows")
+        return "".join(f"{r['input']}{r['expected_output']}\n" for r in shots)
+
+    def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict:
         from unlearn.eval.validation import ValidationSet, score_validation
 
-        mia = part != HELD_OUT and bool(self.members) and bool(self.nonmembers)
-        vs = ValidationSet(rows=self.rows(part), members=self.members if mia else [], nonmembers=self.nonmembers if mia else [], prompt_format=self.fmt)
+        mia = part != HELD_OUT and probe is None and bool(self.members) and bool(self.nonmembers)
+        vs = ValidationSet(rows=self.rows(part, probe), members=self.members if mia else [], nonmembers=self.nonmembers if mia else [], prompt_format=self.fmt)
         s = score_validation(model, tokenizer, vs)
-        return {"forget knowledge": s["forget_knowledge"], "forget regurgitation": s["forget_regurgitation"], "MIA AUC": s.get("mia_auc"),
-                "retain knowledge": s["retain_knowledge"], "retain regurgitation": s["retain_regurgitation"]}
+        return {"forget knowledge": s["forget_knowledge"], "forget regurgitation": None if probe == "paraphrase" else s["forget_regurgitation"],
+                "MIA AUC": s.get("mia_auc"), "retain knowledge": s["retain_knowledge"], "retain regurgitation": s["retain_regurgitation"]}
 
     def _pairs(self, tokenizer, rows: list[dict]) -> list[tuple[str, str]]:
         from unlearn.prompts import render_prompts
@@ -85,6 +115,7 @@ class SemEvalAudit(AuditTask):
         return list(zip(render_prompts(tokenizer, [r["input"] for r in rows], self.fmt), [r["expected_output"] for r in rows]))
 
     def scored_pairs(self, tokenizer, part: str = "all") -> list[tuple[str, str]]:
+        """The rows whose metrics the audit reads (and the membership documents), rendered."""
         docs = [("", d) for d in self.members + self.nonmembers] if part != HELD_OUT else []
         return self._pairs(tokenizer, self.rows(part)) + docs
 
@@ -108,7 +139,7 @@ class SemEvalAudit(AuditTask):
         return pairs
 
     def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
-        qa = [r for r in self.forget if re.search(r"qa\d+$", r["id"])] or self.forget
+        qa = [r for r in self.forget if is_question(r)] or self.forget
         return self._pairs(tokenizer, qa)
 
     def describe(self) -> dict:

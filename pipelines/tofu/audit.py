@@ -14,6 +14,11 @@ scores from the run, on the same rows) and the Min-K% membership AUC of forget v
   also scores: its retain columns read rows it trained on, its forget columns do not;
 * relearn_related trains on never-seen TOFU authors that are not the privacy test's holdout
   (:func:`pipelines.tofu.data.reference_holdout`: the rows validation already reads).
+
+The probes change the forget questions, not the weights: ``paraphrase`` asks TOFU's own
+``paraphrased_question`` of each forget row, ``context`` puts :data:`CONTEXT_SHOTS` retain QA
+pairs before each forget question. Forget quality and the membership AUC are not read under a
+probe (the retain model's truth ratios are for the original questions).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .data import ROWS_PER_AUTHOR, TofuData, question_text, reference_holdout
 
 FORGET = ("forget Prob.", "forget ROUGE-L", "forget truth ratio", "forget quality (log10)", "MIA AUC (Min-K%)")
 RETAIN = ("retain Prob.", "retain ROUGE-L", "model utility")
+CONTEXT_SHOTS = 3  #: the context probe: retain QA pairs before each forget question
 
 
 class TofuAudit(AuditTask):
@@ -54,19 +60,32 @@ class TofuAudit(AuditTask):
         self.related = reference[0] if reference else []
         self.seed = seed
 
-    def score(self, model, tokenizer, part: str = "all") -> dict:
+    def probed(self, data: TofuData, probe: str | None) -> TofuData:
+        """``data`` with its forget questions changed by ``probe``."""
+        if probe is None:
+            return data
+        if probe == "paraphrase":
+            if any("paraphrased_question" not in r for r in data.forget_perturbed):
+                raise AmnesiaError(f"{data.source} ({data.split}): the audit's paraphrase probe asks each forget row's paraphrased_question; the perturbed forget file has none")
+            return dataclasses.replace(data, forget_perturbed=[{**r, "question": r["paraphrased_question"]} for r in data.forget_perturbed])
+        if probe == "context":
+            prefix = "".join(f"{r['question']}\n{r['answer']}\n\n" for r in data.retain[:CONTEXT_SHOTS])
+            return dataclasses.replace(data, forget_perturbed=[{**r, "question": prefix + r["question"]} for r in data.forget_perturbed])
+        raise AmnesiaError(f"audit probe {probe!r}: expected paraphrase or context")
+
+    def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict:
         from .evaluation import run_tofu_evaluation
         from .metrics import forget_quality
 
         held = part == HELD_OUT
-        s = run_tofu_evaluation(model, tokenizer, self.held_out if held else self.data, self.config).scores
+        s = run_tofu_evaluation(model, tokenizer, self.probed(self.held_out if held else self.data, probe), self.config).scores
         rows = self.held_rows[: len(s["forget_truth_ratio"])] if held else range(len(s["forget_truth_ratio"]))  # evaluate.limit cuts both
         quality = None
-        if rows and max(rows) < len(self.retain_truth):  # the retain model's truth ratios of the same rows
+        if probe is None and rows and max(rows) < len(self.retain_truth):  # the retain model's truth ratios of the same rows
             p_value = forget_quality(s["forget_truth_ratio"], [self.retain_truth[i] for i in rows]).p_value
             quality = math.log10(max(p_value, 1e-300))
         return {"forget Prob.": s["forget.probability"], "forget ROUGE-L": s["forget.rouge_l_recall"], "forget truth ratio": s["forget.truth_ratio_score"],
-                "forget quality (log10)": quality, "MIA AUC (Min-K%)": None if held else s["mia.min_k_auc"],
+                "forget quality (log10)": quality, "MIA AUC (Min-K%)": None if held or probe else s["mia.min_k_auc"],
                 "retain Prob.": s["retain.probability"], "retain ROUGE-L": s["retain.rouge_l_recall"], "model utility": s["model_utility"]}
 
     def _pairs(self, tokenizer, rows: list[dict]) -> list[tuple[str, str]]:

@@ -11,7 +11,9 @@ from tracing.settings import auto_or_number, setting
 from .quantize import SCHEMES
 
 RELEARN = ("relearn_forget", "relearn_retain", "relearn_related")
-ATTACKS = SCHEMES + RELEARN
+#: attacks on the prompt, not the weights: the forget questions re-worded, or after other people's QA
+PROBES = ("paraphrase", "context")
+ATTACKS = SCHEMES + RELEARN + PROBES
 #: The rate relearning uses when ``relearn_lr`` is auto and the target has no ``target.json`` (a common full fine-tuning rate).
 FALLBACK_RELEARN_LR = 1e-5
 
@@ -24,7 +26,8 @@ class AuditConfig:
         help="run config only: add the audit stage (the demos turn it on; off by default because relearning fine-tunes every parameter of the model)")
     attacks: tuple[str, ...] = setting(ATTACKS,
         help="attacks to run, comma-separated: bf16, int8 (per output row, as LLM.int8), nf4 (blocks of 64), int4 (groups of 128), "
-             "relearn_forget (train on half the forget rows, score the other half), relearn_retain (retain rows), relearn_related (never-seen text of the same kind)")
+             "relearn_forget (train on half the forget rows, score the other half), relearn_retain (retain rows), relearn_related (never-seen text of the same kind), "
+             "paraphrase (the forget questions re-worded), context (other people's QA before each forget prompt)")
     logit_lens: bool = setting(True, negatable=True,
         help="read the forget answers' first-token probability from every layer (target, unlearned, retain model)")
     relearn_steps: int = setting(20, help="optimizer steps of each relearning attack")

@@ -6,7 +6,8 @@ held-out half of the forget rows), the rows each relearning attack trains on, an
 logit lens reads. Recovery, per forget metric, is ``(attacked − unlearned) / (target − unlearned)``
 with the three values measured by the audit itself, on the same rows and with the same generation
 budget (relearn_forget: on the held-out half): 0 = the attack brought nothing back, 1 = the
-target's level. The worst case is the highest recovery of any attack on the benchmark's
+target's level — for a probe (a changed prompt), the target's level under the same probe
+(:func:`probe_recovery`: none where the target itself does not answer that way). The worst case is the highest recovery of any attack on the benchmark's
 knowledge metrics (``AuditTask.worst_case_metrics``).
 """
 
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 
 from tracing.errors import AmnesiaError
 
-from .config import FALLBACK_RELEARN_LR, RELEARN, AuditConfig
+from .config import FALLBACK_RELEARN_LR, PROBES, RELEARN, AuditConfig
 from .quantize import SCHEMES
 
 SCHEMA = 1
@@ -42,7 +43,9 @@ class AuditTask:
     #: the forget metrics the worst case is taken over (default: all of them); the others are shown beside it
     worst_case_metrics: tuple[str, ...] | None = None
 
-    def score(self, model, tokenizer, part: str = "all") -> dict[str, float | None]:
+    def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict[str, float | None]:
+        """The metrics of ``model`` on ``part``; with ``probe`` (``paraphrase``, ``context``) on the
+        forget prompts changed that way (a metric the probe does not read is None)."""
         raise NotImplementedError
 
     def scored_pairs(self, tokenizer, part: str = "all") -> list[tuple[str, str]]:
@@ -90,6 +93,20 @@ def recovery(attacked: float | None, unlearned: float | None, target: float | No
     return (attacked - unlearned) / (target - unlearned)
 
 
+#: A probe is read only where the target, asked that way, keeps this share of its lead over the unlearned model.
+PROBE_READABLE = 0.25
+
+
+def probe_recovery(attacked: float | None, unlearned: float | None, target: float | None, target_probed: float | None) -> float | None:
+    """A probe's recovery: ``(attacked − unlearned) / (target under the probe − unlearned)``; None when
+    the target, asked that way, keeps less than :data:`PROBE_READABLE` of its lead (a target that
+    cannot answer re-worded questions leaves nothing to read)."""
+    gap = None if target is None or unlearned is None else target - unlearned
+    if target_probed is None or unlearned is None or not gap or (target_probed - unlearned) < PROBE_READABLE * gap:
+        return None
+    return recovery(attacked, unlearned, target_probed)
+
+
 def part_of(attack: str) -> str:
     return HELD_OUT if attack == "relearn_forget" else "all"
 
@@ -103,6 +120,8 @@ def attack_model(load: Callable[[], tuple], task: AuditTask, attack: str, config
     try:
         if attack in SCHEMES:
             info = quantize_model(model, attack)
+        elif attack in PROBES:
+            info = {"probe": attack}
         elif attack in RELEARN:
             pairs = task.relearn_pairs(tok, attack, config.relearn_rows)
             clash = overlap(encode_pairs(tok, pairs), encode_pairs(tok, task.scored_pairs(tok, part_of(attack))))
@@ -112,7 +131,7 @@ def attack_model(load: Callable[[], tuple], task: AuditTask, attack: str, config
         else:
             raise AmnesiaError(f"audit attack {attack!r}: unknown")
         t = time.time()
-        scores = task.score(model, tok, part_of(attack))
+        scores = task.score(model, tok, part_of(attack), probe=attack if attack in PROBES else None)
         info["score_s"] = round(time.time() - t, 3)
         return scores, info
     finally:
@@ -139,7 +158,7 @@ def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, l
     for label in audited:  # every model's own scores (recovery needs the target's) and lens; the attacks on the references when asked
         path = models[label]
         if known and label != unlearned and label in known.get("scores", {}) and not (config.references and config.attacks):
-            results[label] = {k: v for k, v in known["scores"][label].items() if k.startswith("none/")}
+            results[label] = {k: v for k, v in known["scores"][label].items() if k.startswith("none/") or k in PROBES}  # a probe's top too
             if config.logit_lens and label in ((known.get("logit_lens") or {}).get("mean_probability") or {}):
                 lens[label] = known["logit_lens"]["mean_probability"][label]
             continue
@@ -186,6 +205,8 @@ def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[
         base_t = results[target][f"none/{part}"]
         attacked = results[unlearned][attack]
         rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
+        if attack in PROBES and attack in results[target]:
+            rec[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), results[target][attack].get(m)) for m in task.forget_metrics}
         ratio[attack] = {m: (attacked[m] / base_u[m] if attacked.get(m) is not None and base_u.get(m) else None) for m in task.retain_metrics}
         for m, value in rec[attack].items():
             if m not in (task.worst_case_metrics or task.forget_metrics):
