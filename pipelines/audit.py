@@ -175,9 +175,11 @@ def print_audit(entry: dict) -> None:
     """The terminal's audit lines: the worst case, then per attack the recovery of each forget metric and the lowest retain ratio."""
     print(f"\naudit: worst-case recovery {worst_text(entry)}")
     forget = entry["forget_metrics"]
-    print(f"  {'attack':<34}" + "".join(f"{m:>22}" for m in forget) + f"{'retain × (lowest)':>20}")
+    widths = [max(len(m), 6) + 2 for m in forget]
+    print(f"  {'attack':<34}" + "".join(f"{m:>{w}}" for m, w in zip(forget, widths)) + f"{'retain × (lowest)':>20}")
     for attack, rec in entry["recovery"].items():
         ratio = [v for v in entry["retain_ratio"].get(attack, {}).values() if v is not None]
-        print(f"  {ATTACK_NAMES.get(attack, attack):<34}" + "".join(f"{fmt(rec.get(m)):>22}" for m in forget) + f"{fmt(min(ratio)) if ratio else '–':>20}")
+        print(f"  {ATTACK_NAMES.get(attack, attack):<34}" + "".join(f"{fmt(rec.get(m)):>{w}}" for m, w in zip(forget, widths))
+              + f"{fmt(min(ratio)) if ratio else '–':>20}")
     for label, worst in (entry.get("controls") or {}).items():
         print(f"  control {label:<26} worst-case recovery {fmt(worst['recovery']) if worst else '–'}")

@@ -66,7 +66,7 @@ class ForgetProbability(AuditTask):
     def __init__(self, forget, retain):
         self.forget, self.retain = forget, retain
 
-    def score(self, model, tokenizer, part="all"):
+    def score(self, model, tokenizer, part="all", probe=None):
         from unlearn.eval.nll import completion_nll
 
         def mean_p(rows):

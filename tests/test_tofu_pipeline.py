@@ -249,17 +249,20 @@ def test_tofu_audit_stage(tofu_run, tofu_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tofu_run.run_dir, run_dir)
     path = tmp_path / "tofu.yaml"
-    path.write_text(json.dumps(_mapping(tofu_dir, run_dir, audit={"enabled": True, "attacks": ["nf4", "relearn_forget", "relearn_related", "paraphrase"],
+    path.write_text(json.dumps(_mapping(tofu_dir, run_dir, audit={"enabled": True, "attacks": ["nf4", "relearn_forget", "relearn_related", "paraphrase", "context"],
                                                                     "relearn_steps": 2, "references": False})))
     done = run_pipeline(load(path), progress=False, log=lambda m: None)
     computed = {n for n, r in done.stages.items() if not r.skipped}
     assert "audit" in computed and computed <= {"audit", "scores_target", "scores_unlearned", "scores_retain"}
     summary = json.loads((run_dir / "summary.json").read_text())
     audit = summary["audit"]
-    assert set(audit["recovery"]) == {"nf4", "relearn_forget", "relearn_related", "paraphrase"}
+    assert set(audit["recovery"]) == {"nf4", "relearn_forget", "relearn_related", "paraphrase", "context"}
     assert audit["worst_case_metrics"] == ["forget Prob.", "forget ROUGE-L", "forget truth ratio", "forget quality (log10)"]
     scores = audit["scores"]
     assert scores["unlearned"]["paraphrase"]["forget quality (log10)"] is None and scores["unlearned"]["paraphrase"]["forget Prob."] > 0
+    # the context probe fits the shots it can into the tiny model's context, or is not measured
+    context = scores["unlearned"]["context"]
+    assert context["forget quality (log10)"] is None and (context["forget Prob."] is None or 0 < context["forget Prob."] < 1)
     assert set(scores) == {"unlearned", "target", "retain"} and set(scores["retain"]) == {"none/all", "none/held_out"}  # references off
     assert scores["unlearned"]["none/all"]["forget quality (log10)"] is not None and scores["retain"]["none/all"]["forget quality (log10)"] == 0.0
     assert scores["unlearned"]["none/held_out"]["MIA AUC (Min-K%)"] is None

@@ -20,7 +20,8 @@ the audit's own measurements, so the cap is the same for all three models).
 The probes change the forget prompts, not the weights: ``paraphrase`` re-words each forget
 question with one of :data:`PARAPHRASES` (knowledge only: the sentence completions are not
 questions), ``context`` puts :data:`CONTEXT_SHOTS` QA rows of people the audit does not score
-(the retain rows of the other part) before each forget prompt. Knowledge stays the official exact
+(the retain rows of the other part; fewer when the model's context has no room for them, none
+fitting: not measured) before each forget prompt. Knowledge stays the official exact
 match, so an answer followed by more text does not count.
 """
 
@@ -82,19 +83,20 @@ class SemEvalAudit(AuditTask):
         self.related = list(related["document"]) if related is not None else []
         self.part, self.seed = plan.part, seed
 
-    def rows(self, part: str, probe: str | None = None) -> list[dict]:
+    def rows(self, part: str, probe: str | None = None, shots: int = CONTEXT_SHOTS) -> list[dict]:
         forget = self.forget_held_out if part == HELD_OUT else self.forget
         if probe == "paraphrase":
             forget = [{**r, "input": PARAPHRASES[i % len(PARAPHRASES)].format(q=r["input"].strip())} if is_question(r) else r for i, r in enumerate(forget)]
         elif probe == "context":
-            prefix = self.context_prefix()
+            prefix = self.context_prefix(shots)
             forget = [{**r, "input": prefix + r["input"]} for r in forget]
         elif probe is not None:
             raise AmnesiaError(f"audit probe {probe!r}: expected paraphrase or context")
         return forget + self.retain
 
-    def context_prefix(self) -> str:
-        shots = [r for r in self.retain_other if is_question(r)][:CONTEXT_SHOTS]
+    def context_prefix(self, shots: int = CONTEXT_SHOTS) -> str:
+        """The first ``shots`` QA rows of people the audit does not score, each its input, answer and a newline."""
+        shots = [r for r in self.retain_other if is_question(r)][: min(shots, CONTEXT_SHOTS)]
         if not shots:
             raise AmnesiaError(f"{self.data.source}: the audit's context probe puts retain QA rows it does not score before each forget prompt: "
                                f"expected a retain_{'validation' if self.part == 'train' else 'train'} split with QA rows")
@@ -103,8 +105,20 @@ class SemEvalAudit(AuditTask):
     def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict:
         from unlearn.eval.validation import ValidationSet, score_validation
 
+        shots = CONTEXT_SHOTS
+        if probe == "context":  # as many shots as leave room for the longest forget row in the model's context
+            from unlearn.audit.core import shots_that_fit
+            from unlearn.models import context_length
+            from unlearn.prompts import render_prompts
+
+            forget = [r for r in self.rows(part) if r["split"] == "forget"]
+            prefix = [r["input"] + r["expected_output"] + "\n" for r in self.retain_other if is_question(r)][:CONTEXT_SHOTS]
+            shots = shots_that_fit(tokenizer, prefix, render_prompts(tokenizer, [r["input"] for r in forget], self.fmt),
+                                   [r["expected_output"] for r in forget], context_length(model))
+            if shots == 0:
+                return {m: None for m in FORGET + RETAIN}
         mia = part != HELD_OUT and probe is None and bool(self.members) and bool(self.nonmembers)
-        vs = ValidationSet(rows=self.rows(part, probe), members=self.members if mia else [], nonmembers=self.nonmembers if mia else [], prompt_format=self.fmt)
+        vs = ValidationSet(rows=self.rows(part, probe, shots), members=self.members if mia else [], nonmembers=self.nonmembers if mia else [], prompt_format=self.fmt)
         s = score_validation(model, tokenizer, vs)
         return {"forget knowledge": s["forget_knowledge"], "forget regurgitation": None if probe == "paraphrase" else s["forget_regurgitation"],
                 "MIA AUC": s.get("mia_auc"), "retain knowledge": s["retain_knowledge"], "retain regurgitation": s["retain_regurgitation"]}
@@ -119,24 +133,17 @@ class SemEvalAudit(AuditTask):
         docs = [("", d) for d in self.members + self.nonmembers] if part != HELD_OUT else []
         return self._pairs(tokenizer, self.rows(part)) + docs
 
-    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
-        n = rows if rows is not None else len(self.forget_train)
+    def relearn_pool(self, tokenizer, attack: str) -> list[tuple[str, str]]:
         if attack == "relearn_forget":
-            pairs = self._pairs(tokenizer, self.forget_train)
-        elif attack == "relearn_retain":
+            return self._pairs(tokenizer, self.forget_train)
+        if attack == "relearn_retain":
             if not self.retain_other:
                 raise AmnesiaError(f"{self.data.source}: the audit's relearn_retain trains on retain rows it does not score: "
                                    f"expected a retain_{'validation' if self.part == 'train' else 'train'} split")
-            pairs = self._pairs(tokenizer, self.retain_other)
-        elif attack == "relearn_related":
-            if not self.related:
-                raise AmnesiaError(f"{self.data.source}: the audit's relearn_related trains on never-seen biographies: expected mia_data/validation/nonmember.jsonl")
-            pairs = [("", d) for d in self.related]
-        else:
-            raise AmnesiaError(f"audit attack {attack!r}: not a relearning attack")
-        if len(pairs) > n:
-            pairs = random.Random(f"audit-{self.seed}-{attack}").sample(pairs, n)
-        return pairs
+            return self._pairs(tokenizer, self.retain_other)
+        if not self.related:
+            raise AmnesiaError(f"{self.data.source}: the audit's relearn_related trains on never-seen biographies: expected mia_data/validation/nonmember.jsonl")
+        return [("", d) for d in self.related]
 
     def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
         qa = [r for r in self.forget if is_question(r)] or self.forget

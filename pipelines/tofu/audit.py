@@ -16,8 +16,9 @@ scores from the run, on the same rows) and the Min-K% membership AUC of forget v
   (:func:`pipelines.tofu.data.reference_holdout`: the rows validation already reads).
 
 The probes change the forget questions, not the weights: ``paraphrase`` asks TOFU's own
-``paraphrased_question`` of each forget row, ``context`` puts :data:`CONTEXT_SHOTS` retain QA
-pairs before each forget question. Forget quality and the membership AUC are not read under a
+``paraphrased_question`` of each forget row, ``context`` puts up to :data:`CONTEXT_SHOTS` of the
+shortest retain QA pairs before each forget question (as many as leave room in the model's
+context for the longest scored answer and the generation budget; none fit: not measured). Forget quality and the membership AUC are not read under a
 probe (the retain model's truth ratios are for the original questions).
 """
 
@@ -60,8 +61,8 @@ class TofuAudit(AuditTask):
         self.related = reference[0] if reference else []
         self.seed = seed
 
-    def probed(self, data: TofuData, probe: str | None) -> TofuData:
-        """``data`` with its forget questions changed by ``probe``."""
+    def probed(self, data: TofuData, probe: str | None, shots: int = CONTEXT_SHOTS) -> TofuData:
+        """``data`` with its forget questions changed by ``probe`` (``context``: the first ``shots`` of :meth:`context_shots`)."""
         if probe is None:
             return data
         if probe == "paraphrase":
@@ -69,16 +70,33 @@ class TofuAudit(AuditTask):
                 raise AmnesiaError(f"{data.source} ({data.split}): the audit's paraphrase probe asks each forget row's paraphrased_question; the perturbed forget file has none")
             return dataclasses.replace(data, forget_perturbed=[{**r, "question": r["paraphrased_question"]} for r in data.forget_perturbed])
         if probe == "context":
-            prefix = "".join(f"{r['question']}\n{r['answer']}\n\n" for r in data.retain[:CONTEXT_SHOTS])
+            prefix = "".join(self.context_shots()[:shots])
             return dataclasses.replace(data, forget_perturbed=[{**r, "question": prefix + r["question"]} for r in data.forget_perturbed])
         raise AmnesiaError(f"audit probe {probe!r}: expected paraphrase or context")
 
+    def context_shots(self) -> list[str]:
+        """The context probe's QA pairs: the shortest retain rows, question and answer as the prompt shows them."""
+        rows = sorted(self.data.retain, key=lambda r: len(r["question"]) + len(r["answer"]))[:CONTEXT_SHOTS]
+        return [f"{r['question']}\n{r['answer']}\n\n" for r in rows]
+
     def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict:
+        from unlearn.audit.core import shots_that_fit
+        from unlearn.models import context_length
+
         from .evaluation import run_tofu_evaluation
         from .metrics import forget_quality
 
         held = part == HELD_OUT
-        s = run_tofu_evaluation(model, tokenizer, self.probed(self.held_out if held else self.data, probe), self.config).scores
+        data = self.held_out if held else self.data
+        shots = CONTEXT_SHOTS
+        if probe == "context":  # as many shots as leave room for the longest scored answer in the model's context
+            rows = data.forget_perturbed
+            longest = [max([r["answer"], r.get("paraphrased_answer") or "", *(r.get("perturbed_answer") or [])], key=len) for r in rows]
+            prompts = [question_text(r["question"], self.config.prompt_format, self.config.question_template) for r in rows]
+            shots = shots_that_fit(tokenizer, self.context_shots(), prompts, longest, context_length(model), margin=self.config.max_new_tokens)
+            if shots == 0:
+                return {m: None for m in FORGET + RETAIN}
+        s = run_tofu_evaluation(model, tokenizer, self.probed(data, probe, shots), self.config).scores
         rows = self.held_rows[: len(s["forget_truth_ratio"])] if held else range(len(s["forget_truth_ratio"]))  # evaluate.limit cuts both
         quality = None
         if probe is None and rows and max(rows) < len(self.retain_truth):  # the retain model's truth ratios of the same rows
@@ -99,23 +117,15 @@ class TofuAudit(AuditTask):
         data = self.held_out if part == HELD_OUT else self.data
         return self._pairs(tokenizer, data.forget_perturbed) + ([] if part == HELD_OUT else self._pairs(tokenizer, data.holdout))
 
-    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
-        trained = [r for i, r in enumerate(self.data.forget) if i // ROWS_PER_AUTHOR in self.trained]
-        n = rows if rows is not None else len(trained)
+    def relearn_pool(self, tokenizer, attack: str) -> list[tuple[str, str]]:
         if attack == "relearn_forget":
-            pairs = self._pairs(tokenizer, trained)
-        elif attack == "relearn_retain":
-            pairs = self._pairs(tokenizer, self.data.retain)
-        elif attack == "relearn_related":
-            if not self.related:
-                raise AmnesiaError(f"{self.data.source} ({self.data.split}): the audit's relearn_related trains on never-seen authors: "
-                                   "expected the next larger holdout file (holdout05.json for forget01, holdout10.json for forget05)")
-            pairs = self._pairs(tokenizer, self.related)
-        else:
-            raise AmnesiaError(f"audit attack {attack!r}: not a relearning attack")
-        if len(pairs) > n:
-            pairs = random.Random(f"audit-{self.seed}-{attack}").sample(pairs, n)
-        return pairs
+            return self._pairs(tokenizer, [r for i, r in enumerate(self.data.forget) if i // ROWS_PER_AUTHOR in self.trained])
+        if attack == "relearn_retain":
+            return self._pairs(tokenizer, self.data.retain)
+        if not self.related:
+            raise AmnesiaError(f"{self.data.source} ({self.data.split}): the audit's relearn_related trains on never-seen authors: "
+                               "expected the next larger holdout file (holdout05.json for forget01, holdout10.json for forget05)")
+        return self._pairs(tokenizer, self.related)
 
     def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
         return self._pairs(tokenizer, self.data.forget)

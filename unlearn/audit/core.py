@@ -7,12 +7,14 @@ logit lens reads. Recovery, per forget metric, is ``(attacked − unlearned) / (
 with the three values measured by the audit itself, on the same rows and with the same generation
 budget (relearn_forget: on the held-out half): 0 = the attack brought nothing back, 1 = the
 target's level — for a probe (a changed prompt), the target's level under the same probe
-(:func:`probe_recovery`: none where the target itself does not answer that way). The worst case is the highest recovery of any attack on the benchmark's
-knowledge metrics (``AuditTask.worst_case_metrics``).
+(:func:`probe_recovery`: none where the target itself does not answer that way). The worst case
+is the highest recovery of any attack on the benchmark's knowledge metrics
+(``AuditTask.worst_case_metrics``).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,8 +32,9 @@ HELD_OUT = "held_out"
 class AuditTask:
     """What a benchmark gives the audit (SemEval: :mod:`pipelines.semeval.audit`, TOFU: :mod:`pipelines.tofu.audit`).
 
-    ``forget_metrics`` are higher when the model holds more of the forget knowledge (the recovered
-    ones); ``retain_metrics`` are shown beside them. :meth:`score` returns both for ``part``
+    ``forget_metrics`` are the ones whose recovery is measured (in either direction: recovery is
+    read towards the target's value, so a truth ratio or a forget quality that falls as knowledge
+    returns works too); ``retain_metrics`` are shown beside them. :meth:`score` returns both for ``part``
     ``"all"`` (every scored row) or ``"held_out"`` (the forget rows relearn_forget does not train on;
     a metric that cannot be read there is None). ``worst_case_metrics``: the knowledge metrics the
     worst case is taken over (a membership AUC, say, is shown but left out).
@@ -52,9 +55,20 @@ class AuditTask:
         """The rendered ``(prompt, answer)`` of every row :meth:`score` reads for ``part``."""
         raise NotImplementedError
 
-    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
-        """The rendered ``(prompt, answer)`` rows the relearning ``attack`` trains on (at most ``rows``)."""
+    seed: int = 0  #: the seed of the forget half and of the relearning rows' sample
+
+    def relearn_pool(self, tokenizer, attack: str) -> list[tuple[str, str]]:
+        """Every rendered ``(prompt, answer)`` row the relearning ``attack`` may train on (none the audit scores for it)."""
         raise NotImplementedError
+
+    def relearn_pairs(self, tokenizer, attack: str, rows: int | None) -> list[tuple[str, str]]:
+        """The rows the relearning ``attack`` trains on: its pool, a seeded sample of ``rows`` of it (default:
+        as many as relearn_forget's pool, the same amount of text for every attack)."""
+        if attack not in RELEARN:
+            raise AmnesiaError(f"audit attack {attack!r}: not a relearning attack (expected one of {', '.join(RELEARN)})")
+        pairs = self.relearn_pool(tokenizer, attack)
+        n = rows if rows is not None else len(self.relearn_pool(tokenizer, "relearn_forget"))
+        return random.Random(f"audit-{self.seed}-{attack}").sample(pairs, n) if len(pairs) > n else pairs
 
     def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
         """The rendered ``(prompt, answer)`` forget facts the logit lens reads."""
@@ -91,6 +105,17 @@ def recovery(attacked: float | None, unlearned: float | None, target: float | No
     if attacked is None or unlearned is None or target is None or abs(target - unlearned) < 1e-9:
         return None
     return (attacked - unlearned) / (target - unlearned)
+
+
+def shots_that_fit(tokenizer, shots: Sequence[str], prompts: Sequence[str], answers: Sequence[str], context: int | None, margin: int = 8) -> int:
+    """How many of ``shots`` (in order) fit before the longest ``prompt + answer`` within ``context`` tokens (``margin`` to spare)."""
+    if context is None:
+        return len(shots)
+    longest = max(len(tokenizer(p + a)["input_ids"]) for p, a in zip(prompts, answers))
+    n = 0
+    while n < len(shots) and longest + len(tokenizer("".join(shots[: n + 1]), add_special_tokens=False)["input_ids"]) + margin <= context:
+        n += 1
+    return n
 
 
 #: A probe is read only where the target, asked that way, keeps this share of its lead over the unlearned model.
