@@ -73,7 +73,7 @@ class Pipeline:
     A benchmark subclasses it: :meth:`evaluate` (one model's scores, a cached stage) and
     :meth:`report` are its own; :meth:`read_inputs`, :meth:`sources`, :meth:`data_path`,
     :meth:`reference_models`, :meth:`trace_facts` and :meth:`score_stage` have defaults for
-    SemEval-layout data that it may override."""
+    SemEval-layout data that it may override; :meth:`audit_task` gives it the audit."""
 
     def __init__(self, config: RunSections, run_dir: Path, *, force: bool = False, progress: bool = True, log: Callable[[str], None] = print):
         self.config = config
@@ -211,8 +211,7 @@ class Pipeline:
                 return {"worst_case": audit["worst_case"]}
             return run
 
-        ref_keys = [key_ for label, (_, key_) in models.items()]
-        main = self.run.stage("audit", key, build(str(unlearned.path), cfg, None), inputs=[data_key, *ref_keys])
+        main = self.run.stage("audit", key, build(str(unlearned.path), cfg, None), inputs=[data_key, *(k for _, k in models.values())])
         audits = {"audit": main}
         if cfg.controls and controls:
             known = _read_json(main.path / "audit.json")

@@ -184,3 +184,10 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
     path.write_text(json.dumps({"benchmark": "toyq", "data": str(fixture_world)}))
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"amnesia run: error: {path}: benchmark 'toyq': unknown (did you mean toyqa?); expected one of semeval, tofu, toyqa"
+    # the toy has no audit: asking for one is a one-line error, and nothing is written
+    path.write_text(json.dumps({"benchmark": "toyqa", "data": str(fixture_world), "model": str(fixture_target), "out": str(tmp_path / "audited"),
+                                "audit": {"enabled": True}}))
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == ("amnesia run: error: audit.enabled: benchmark 'toyqa' has no audit (SemEval and TOFU have one); "
+                                               "set audit.enabled: false")
+    assert not (tmp_path / "audited").exists()
