@@ -121,7 +121,6 @@ def run_one(work: Path, target: Path, request: Path, method: str, seed: int, bas
         run_pipeline(config, out=out, progress=False, log=lambda m: print(f"  {m}", flush=True))
         print(f"  {method} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    unlearn = json.loads((out / "unlearned" / "unlearn.json").read_text(encoding="utf-8"))
     after = {c["metric"]: c["after"] for c in summary["comparison"]}
     before = {c["metric"]: c["before"] for c in summary["comparison"]}
     rows = [row_of(method, seed, out, "unlearned", after, before)]

@@ -115,12 +115,11 @@ def plot_logit_lens(audit: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def write_audit(out: Path, audit: dict, *, others: dict[str, dict] | None = None) -> dict[str, str]:
-    """Write audit.json, recovery.png, logit_lens.png and audit.md into ``out``; ``others`` (label →
-    audit) adds bars to the recovery figure. Returns the figure names written."""
+def write_audit(out: Path, audit: dict) -> dict[str, str]:
+    """Write audit.json, recovery.png, logit_lens.png and audit.md into ``out``; return the figure names written."""
     out.mkdir(parents=True, exist_ok=True)
     images = {}
-    if plot_recovery({"unlearned": audit, **(others or {})}, out / "recovery.png"):
+    if plot_recovery({"unlearned": audit}, out / "recovery.png"):
         images["recovery"] = "recovery.png"
     if plot_logit_lens(audit, out / "logit_lens.png"):
         images["logit_lens"] = "logit_lens.png"
@@ -137,7 +136,7 @@ def control_label(stage: str) -> str:
 def run_audit_summary(run_dir: Path, results: dict, *, default: str = "default") -> tuple[dict | None, dict]:
     """What a run's report keeps of its audit stages (``results``: the run's stages): the unlearned
     model's audit (summary.json key ``audit``, with ``controls``: each control's worst case) and the
-    figures (``audit_recovery``: one bar group per attack, a bar per audited model; ``logit_lens``)."""
+    figures (``audit_recovery``: a row per audited model, a column per attack; ``logit_lens``)."""
     if "audit" not in results:
         return None, {}
     import json

@@ -94,13 +94,17 @@ class SemEvalAudit(AuditTask):
             raise AmnesiaError(f"audit probe {probe!r}: expected paraphrase or context")
         return forget + self.retain
 
-    def context_prefix(self, shots: int = CONTEXT_SHOTS) -> str:
-        """The first ``shots`` QA rows of people the audit does not score, each its input, answer and a newline."""
-        shots = [r for r in self.retain_other if is_question(r)][: min(shots, CONTEXT_SHOTS)]
+    def context_shots(self) -> list[str]:
+        """The context probe's shots: up to :data:`CONTEXT_SHOTS` QA rows of people the audit does not score, each its input, answer and a newline."""
+        shots = [f"{r['input']}{r['expected_output']}\n" for r in self.retain_other if is_question(r)][:CONTEXT_SHOTS]
         if not shots:
             raise AmnesiaError(f"{self.data.source}: the audit's context probe puts retain QA rows it does not score before each forget prompt: "
                                f"expected a retain_{'validation' if self.part == 'train' else 'train'} split with QA rows")
-        return "".join(f"{r['input']}{r['expected_output']}\n" for r in shots)
+        return shots
+
+    def context_prefix(self, shots: int = CONTEXT_SHOTS) -> str:
+        """The first ``shots`` of :meth:`context_shots`, joined."""
+        return "".join(self.context_shots()[:shots])
 
     def score(self, model, tokenizer, part: str = "all", probe: str | None = None) -> dict:
         from unlearn.eval.validation import ValidationSet, score_validation
@@ -111,9 +115,8 @@ class SemEvalAudit(AuditTask):
             from unlearn.models import context_length
             from unlearn.prompts import render_prompts
 
-            forget = [r for r in self.rows(part) if r["split"] == "forget"]
-            prefix = [r["input"] + r["expected_output"] + "\n" for r in self.retain_other if is_question(r)][:CONTEXT_SHOTS]
-            shots = shots_that_fit(tokenizer, prefix, render_prompts(tokenizer, [r["input"] for r in forget], self.fmt),
+            forget = self.forget_held_out if part == HELD_OUT else self.forget
+            shots = shots_that_fit(tokenizer, self.context_shots(), render_prompts(tokenizer, [r["input"] for r in forget], self.fmt),
                                    [r["expected_output"] for r in forget], context_length(model))
             if shots == 0:
                 return {m: None for m in FORGET + RETAIN}

@@ -142,25 +142,22 @@ def attack_model(load: Callable[[], tuple], task: AuditTask, attack: str, config
     from .relearn import encode_pairs, overlap, relearn
 
     model, tok = load()
-    try:
-        if attack in SCHEMES:
-            info = quantize_model(model, attack)
-        elif attack in PROBES:
-            info = {"probe": attack}
-        elif attack in RELEARN:
-            pairs = task.relearn_pairs(tok, attack, config.relearn_rows)
-            clash = overlap(encode_pairs(tok, pairs), encode_pairs(tok, task.scored_pairs(tok, part_of(attack))))
-            if clash:
-                raise AmnesiaError(f"audit {attack}: {clash} scored rows are among the rows it trains on (expected none)")
-            info = relearn(model, tok, pairs, steps=config.relearn_steps, lr=lr, batch_size=config.relearn_batch_size, seed=config.seed)
-        else:
-            raise AmnesiaError(f"audit attack {attack!r}: unknown")
-        t = time.time()
-        scores = task.score(model, tok, part_of(attack), probe=attack if attack in PROBES else None)
-        info["score_s"] = round(time.time() - t, 3)
-        return scores, info
-    finally:
-        del model
+    if attack in SCHEMES:
+        info = quantize_model(model, attack)
+    elif attack in PROBES:
+        info = {"probe": attack}
+    elif attack in RELEARN:
+        pairs = task.relearn_pairs(tok, attack, config.relearn_rows)
+        clash = overlap(encode_pairs(tok, pairs), encode_pairs(tok, task.scored_pairs(tok, part_of(attack))))
+        if clash:
+            raise AmnesiaError(f"audit {attack}: {clash} scored rows are among the rows it trains on (expected none)")
+        info = relearn(model, tok, pairs, steps=config.relearn_steps, lr=lr, batch_size=config.relearn_batch_size, seed=config.seed)
+    else:
+        raise AmnesiaError(f"audit attack {attack!r}: unknown")
+    t = time.time()
+    scores = task.score(model, tok, part_of(attack), probe=attack if attack in PROBES else None)
+    info["score_s"] = round(time.time() - t, 3)
+    return scores, info
 
 
 def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, load: Callable[[str], tuple],
@@ -182,7 +179,7 @@ def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, l
     attacks_info: dict[str, dict] = {}
     for label in audited:  # every model's own scores (recovery needs the target's) and lens; the attacks on the references when asked
         path = models[label]
-        if known and label != unlearned and label in known.get("scores", {}) and not (config.references and config.attacks):
+        if known and label != unlearned and label in known.get("scores", {}) and not config.references:
             results[label] = {k: v for k, v in known["scores"][label].items() if k.startswith("none/") or k in PROBES}  # a probe's top too
             if config.logit_lens and label in ((known.get("logit_lens") or {}).get("mean_probability") or {}):
                 lens[label] = known["logit_lens"]["mean_probability"][label]
@@ -229,9 +226,11 @@ def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[
         base_u = results[unlearned][f"none/{part}"]
         base_t = results[target][f"none/{part}"]
         attacked = results[unlearned][attack]
-        rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
         if attack in PROBES and attack in results[target]:
-            rec[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), results[target][attack].get(m)) for m in task.forget_metrics}
+            probed = results[target][attack]
+            rec[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), probed.get(m)) for m in task.forget_metrics}
+        else:
+            rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
         ratio[attack] = {m: (attacked[m] / base_u[m] if attacked.get(m) is not None and base_u.get(m) else None) for m in task.retain_metrics}
         for m, value in rec[attack].items():
             if m not in (task.worst_case_metrics or task.forget_metrics):

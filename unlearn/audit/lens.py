@@ -34,12 +34,15 @@ def final_norm(model):
 
 
 def answer_tokens(tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
-    """``(prompt ids, the answer's first token id)`` as ``prompt + answer`` tokenizes."""
-    ids = tokenizer(prompt + answer)["input_ids"]
-    n_prompt = len(tokenizer(prompt)["input_ids"])
-    if n_prompt >= len(ids):
+    """``(prompt ids, the answer's first token id)`` as ``prompt + answer`` tokenizes (the prompt/answer
+    split every NLL here uses: :func:`unlearn.eval.nll.completion_labels`)."""
+    from ..eval.nll import IGNORE, completion_labels
+
+    ids, labels = completion_labels(tokenizer, prompt, answer)
+    first = next((i for i, label in enumerate(labels) if label != IGNORE), None)
+    if first is None:
         raise AmnesiaError(f"logit lens: the answer {answer[:40]!r} adds no token to its prompt")
-    return ids[:n_prompt], ids[n_prompt]
+    return ids[:first], ids[first]
 
 
 def layer_probabilities(model, tokenizer, facts: Sequence[tuple[str, str]]) -> list[list[float]]:
