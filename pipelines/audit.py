@@ -5,6 +5,7 @@ section and summary entry built from them. The attacks themselves are :mod:`unle
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from pipelines.report import fmt, md_table, pyplot, save_figure
@@ -16,10 +17,13 @@ ATTACK_NAMES = {
     "relearn_forget": "relearn on half the forget rows", "relearn_retain": "relearn on retain rows", "relearn_related": "relearn on never-seen text",
     "paraphrase": "paraphrased questions", "context": "other people's QA first",
 }
-NOTE = ("Recovery = (attacked − unlearned) / (target − unlearned) per forget metric, all three measured by the audit on the same rows "
-        "(relearn on half the forget rows: scored on the other half): 0 = nothing came back, 1 = the target's level (for the probes: the "
-        "target's level under the same probe; – where the target cannot answer that way either); the worst case is "
-        "taken over the knowledge metrics (a membership AUC is shown beside them). "
+NOTE = ("Recovery = (attacked − base) / (target − base) per forget metric, every value measured by the audit on the same rows "
+        "(relearn on half the forget rows: scored on the other half). The base is the unlearned model's level, or the floor — "
+        "the never-seen model (trained without the forget rows) under the same attack, in brackets — where that is higher: "
+        "an attack also teaches what any model could learn (a template, an answer format), and climbing back to never-seen "
+        "is not recovering. 0 = nothing came back above the floor (below it reads 0), 1 = the target's level (for the probes: the "
+        "target's level under the same probe; – where the target cannot answer that way either, or the floor is at the target's level); "
+        "the worst case is taken over the knowledge metrics (a membership AUC is shown beside them). "
         "A high recovery means the knowledge was hidden, not removed; read it beside the retain columns — an attack that "
         "brings the forget metrics back by breaking the model (retain × far below 1) is not a recovery.")
 
@@ -27,12 +31,27 @@ NOTE = ("Recovery = (attacked − unlearned) / (target − unlearned) per forget
 def audit_table(audit: dict) -> tuple[list[str], list[list[str]]]:
     """Rows = attacks; columns = recovery of each forget metric, then each retain metric (× the unlearned model's)."""
     forget, retain = audit["forget_metrics"], audit["retain_metrics"]
-    head = ["attack"] + [f"{m} recovered" for m in forget] + [f"{m} ×" for m in retain]
+    head = ["attack"] + [f"{m} recovered (floor)" for m in forget] + [f"{m} ×" for m in retain]
     rows = []
     for attack, rec in audit["recovery"].items():
         ratio = audit["retain_ratio"].get(attack, {})
-        rows.append([ATTACK_NAMES.get(attack, attack)] + [fmt(rec.get(m)) for m in forget] + [fmt(ratio.get(m)) for m in retain])
+        floor = (audit.get("floor") or {}).get(attack, {})
+        rows.append([ATTACK_NAMES.get(attack, attack)] + [recovered_cell(rec.get(m), floor.get(m)) for m in forget] + [fmt(ratio.get(m)) for m in retain])
     return head, rows
+
+
+def recovered_cell(value: float | None, floor: float | None) -> str:
+    """A recovery with the never-seen model's score under the same attack, when measured: ``0.05 (0.41)``."""
+    return fmt(value) if floor is None else f"{fmt(value)} ({fmt(floor)})"
+
+
+def floor_text(audit: dict) -> str:
+    """Which never-seen model the recovery is read against, or why none."""
+    if audit.get("floor_model"):
+        return (f"Recovery counts what rises above the never-seen model ({audit['floor_model']!r}: trained without the forget rows) "
+                "under the same attack; its score is in brackets.")
+    return ("No never-seen model was attacked (a retain model: trained without the forget rows), so recovery is read from the unlearned "
+            "level alone — an upper bound: what any model learns from the attack (a template, an answer format) counts as recovered.")
 
 
 def scores_table(audit: dict) -> tuple[list[str], list[list[str]]]:
@@ -58,7 +77,7 @@ def audit_markdown(audit: dict, images: dict[str, str] | None = None, *, level: 
     """The audit's report section: the worst case, the recovery table, the figures, the measured scores."""
     lines = [f"{level} Audit: forgotten or only hidden?", "",
              f"Worst-case recovery: **{worst_text(audit)}**. Relearning rate {audit['relearn_lr']:.3g} ({audit['relearn_lr_source']}), "
-             f"{audit['settings']['relearn_steps']} steps of {audit['settings']['relearn_batch_size']} rows.", ""]
+             f"{audit['settings']['relearn_steps']} steps of {audit['settings']['relearn_batch_size']} rows. {floor_text(audit)}", ""]
     lines += [md_table(*audit_table(audit)), "", NOTE, ""]
     for key, caption in (("recovery", "Recovery per attack"), ("logit_lens", "Logit lens")):
         if images and images.get(key):
@@ -86,11 +105,11 @@ def plot_recovery(audits: dict[str, dict], path: Path) -> Path | None:
             if value == value:  # not NaN
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black")
     ax.set_xticks(range(len(attacks)))
-    ax.set_xticklabels([ATTACK_NAMES.get(a, a).replace(" on ", "\non ").replace(", ", ",\n") for a in attacks], fontsize=7)
+    ax.set_xticklabels([textwrap.fill(ATTACK_NAMES.get(a, a), 16) for a in attacks], fontsize=7)
     ax.set_yticks(range(len(audits)))
     ax.set_yticklabels(list(audits), fontsize=8)
     metrics = next(iter(audits.values())).get("worst_case_metrics") or []
-    ax.set_title("Recovery per attack: (attacked − unlearned) / (target − unlearned), highest of " + ", ".join(metrics), fontsize=8)
+    ax.set_title("Recovery per attack above the never-seen floor: (attacked − base) / (target − base), highest of " + ", ".join(metrics), fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02).ax.tick_params(labelsize=7)
     return save_figure(fig, path)
 
@@ -146,7 +165,8 @@ def run_audit_summary(run_dir: Path, results: dict, *, default: str = "default")
 
     audit = read("audit")
     controls = {control_label(name): read(name) for name in results if name.startswith("control_") and name.endswith("_audit")}
-    entry = {k: audit.get(k) for k in ("forget_metrics", "retain_metrics", "worst_case_metrics", "recovery", "retain_ratio", "worst_case", "relearn_lr", "relearn_lr_source",
+    entry = {k: audit.get(k) for k in ("forget_metrics", "retain_metrics", "worst_case_metrics", "recovery", "floor_model", "floor", "recovery_from_unlearned",
+                                   "retain_ratio", "worst_case", "relearn_lr", "relearn_lr_source",
                                    "scores", "logit_lens", "settings", "rows", "attacks")}
     entry["controls"] = {label: a["worst_case"] for label, a in controls.items()}
     images = {}
@@ -172,7 +192,8 @@ def report_lines(entry: dict, images: dict) -> list[str]:
 
 def print_audit(entry: dict) -> None:
     """The terminal's audit lines: the worst case, then per attack the recovery of each forget metric and the lowest retain ratio."""
-    print(f"\naudit: worst-case recovery {worst_text(entry)}")
+    print(f"\naudit: worst-case recovery {worst_text(entry)}" + (f", above the never-seen model {entry['floor_model']!r}" if entry.get("floor_model")
+                                                                    else " (no never-seen model attacked: an upper bound)"))
     forget = entry["forget_metrics"]
     widths = [max(len(m), 6) + 2 for m in forget]
     print(f"  {'attack':<34}" + "".join(f"{m:>{w}}" for m, w in zip(forget, widths)) + f"{'retain × (lowest)':>20}")

@@ -102,6 +102,15 @@ class Pipeline:
         res = self.run.stage(name, dataclasses.asdict(key if key is not None else cfg), build, inputs=inputs)
         return str(res.path), res.hash
 
+    def retain_only_model(self, data: str, data_key: str, target: str, target_key: str) -> tuple[str, str]:
+        """(path, fingerprint) of the retain model built here (stage ``retain_model``): the run's
+        ``target`` recipe on the retain rows only (``train_on: retain``), with the target's tokenizer
+        so their losses compare — a model that never saw the forget rows."""
+        cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
+        # the target's tokenizer is named by the target's fingerprint (an input), not by where the run directory lies
+        key = dataclasses.replace(cfg, tokenizer=self.config.target.tokenizer or "the target's")
+        return self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)
+
     # ------------------------------------------------------------------ stages
     def trace_facts(self, model, tokenizer, data: str):
         """What the first trace reads: the data's QA rows (SemEval layout); a benchmark with its own facts overrides it."""
@@ -184,14 +193,28 @@ class Pipeline:
         """The benchmark's side of the audit (an :class:`unlearn.audit.AuditTask` on ``data``); ``None``: it has none."""
         return None
 
+    def never_seen_model(self, models: dict[str, tuple[str, str]], data: str, data_key: str) -> dict[str, tuple[str, str]]:
+        """``{"retain": (path, fingerprint)}``: the model the audit reads recovery against — the run's
+        retain model (TOFU), else ``audit.retain_model``, else, when the run builds its target, the
+        same recipe on the retain rows only (:meth:`retain_only_model`); ``{}`` when there is none."""
+        if "retain" in models:
+            return {"retain": models["retain"]}
+        if self.config.audit.retain_model:
+            return {"retain": (self.config.audit.retain_model, path_fingerprint(self.config.audit.retain_model))}
+        if self.config.target is not None:
+            return {"retain": self.retain_only_model(data, data_key, *models["target"])}
+        return {}
+
     def audit(self, models: dict[str, tuple[str, str]], unlearned: StageResult, controls: dict, data: str, data_key: str) -> dict[str, StageResult]:
         """With ``audit.enabled``: stage ``audit`` (every attack on the unlearned model and, as references,
-        on ``models``' others: the target, a retain model) and, with ``audit.controls``, one
+        on ``models``' others and the never-seen model (:meth:`never_seen_model`), whose attacked scores
+        are the floor recovery is read above) and, with ``audit.controls``, one
         ``control_<label>_audit`` per control (the unlearned model's attacks only, the references
         read from ``audit``). Each writes audit.json, audit.md and its figures."""
         cfg = self.config.audit
         if not cfg.enabled:
             return {}
+        models = {**models, **self.never_seen_model(models, data, data_key)}
         from pipelines.audit import write_audit
         from unlearn.audit import run_audit
 
@@ -260,6 +283,8 @@ class Pipeline:
             check_source(name, what=what)
         if config.audit.enabled and cls.audit_task is Pipeline.audit_task:
             raise AmnesiaError(f"audit.enabled: benchmark {config.benchmark!r} has no audit (SemEval and TOFU have one); set audit.enabled: false")
+        if config.audit.enabled and config.audit.retain_model:
+            check_source(config.audit.retain_model, what="model")
         started = time.time()
         inputs = cls.read_inputs(config)  # bad benchmark data fails before anything is written
         p = cls(config, run_dir, force=force, progress=progress, log=log)

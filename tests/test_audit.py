@@ -157,6 +157,37 @@ def test_recovery_definition():
     assert recovery_table(results, Task(), ["paraphrase"])["recovery"]["paraphrase"]["k"] is None
 
 
+def test_recovery_above_the_never_seen_floor():
+    """REFERENCES.md's demo case: a never-seen model climbs from 0.44 to 0.41 of regurgitation under
+    relearning; what the unlearned model gains only up to that floor is not recovered."""
+    from unlearn.audit import recovery_table
+
+    assert recovery(0.41, 0.10, 0.95, floor=0.41) == 0.0  # over-forgotten (0.10), back at never-seen: nothing recovered
+    assert recovery(0.30, 0.10, 0.95, floor=0.41) == 0.0 and recovery(0.05, 0.10, 0.95, floor=0.41) == 0.0  # still below it: 0
+    assert recovery(0.05, 0.10, 0.95) == pytest.approx(-0.05 / 0.85)  # from the unlearned level the sign says the attack took it further
+    assert recovery(0.60, 0.10, 0.95, floor=0.41) == pytest.approx((0.60 - 0.41) / (0.95 - 0.41))
+    assert recovery(0.60, 0.10, 0.95) == pytest.approx(0.50 / 0.85)  # no floor: read from the unlearned level (the upper bound)
+    assert recovery(0.60, 0.50, 0.95, floor=0.41) == pytest.approx(0.10 / 0.45)  # under-forgotten: the unlearned level is the base
+    assert recovery(0.60, 0.10, 0.95, floor=0.97) is None  # the never-seen model reaches the target: nothing to recover above it
+    assert recovery(2.5, 1.0, 4.0, floor=2.0) == pytest.approx(0.25)  # a metric that falls as knowledge leaves, read the same way
+    assert recovery(2.0, 4.0, 1.0, floor=3.0) == pytest.approx(0.5)  # one that falls as knowledge returns: the floor nearer the target is the base
+    assert recovery(2.0, 4.0, 1.0, floor=5.0) == pytest.approx(2 / 3)  # a floor on the far side changes nothing
+
+    class Task(AuditTask):
+        forget_metrics, retain_metrics = ("k",), ("r",)
+
+    results = {"unlearned": {"none/all": {"k": 0.1, "r": 0.9}, "none/held_out": {"k": 0.1, "r": 0.9},
+                             "int4": {"k": 0.3, "r": 0.9}, "relearn_forget": {"k": 0.5, "r": 0.9}},
+               "target": {"none/all": {"k": 0.9, "r": 0.9}, "none/held_out": {"k": 0.9, "r": 0.9}},
+               "retain": {"none/all": {"k": 0.2, "r": 0.9}, "relearn_forget": {"k": 0.4, "r": 0.9}}}
+    table = recovery_table(results, Task(), ["int4", "relearn_forget"], floor="retain")
+    assert table["floor"] == {"int4": {"k": None}, "relearn_forget": {"k": 0.4}}  # the floor is the never-seen model under the same attack
+    assert table["recovery"]["int4"]["k"] == pytest.approx(0.25)  # not attacked that way: the unlearned level
+    assert table["recovery"]["relearn_forget"]["k"] == pytest.approx(0.2)  # (0.5 − 0.4) / (0.9 − 0.4)
+    assert table["recovery_from_unlearned"]["relearn_forget"]["k"] == pytest.approx(0.5)
+    assert table["worst_case"] == {"attack": "int4", "metric": "k", "recovery": pytest.approx(0.25)}
+
+
 def test_relearning_trains_on_no_scored_row(fixture_world, fixture_target):
     from pipelines.semeval.audit import SemEvalAudit, person
     from unlearn.audit.relearn import encode_pairs, overlap

@@ -99,25 +99,57 @@ def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target
 
 def test_audit_stage(fixture_run, fixture_world, fixture_target, tmp_path):
     """`audit.enabled` on a copy of the fixture run: only the audit stage runs; audit/audit.json,
-    summary.json's `audit` with `recovery`, the report's section and the figures; cached on a rerun."""
+    summary.json's `audit` with `recovery`, the report's section and the figures; cached on a rerun.
+    Its never-seen model (`audit.retain_model`) is the unlearned model itself: every attack does to it
+    what it does to the unlearned one, so nothing counts as recovered above that floor."""
     import shutil
 
     config, outcome = fixture_run
     run_dir = tmp_path / "run"
     shutil.copytree(outcome.run_dir, run_dir)
     audited = config_from_mapping(small_config(fixture_world, fixture_target, run_dir,
-                                               audit={"enabled": True, "attacks": ["int4", "relearn_forget"], "relearn_steps": 4}))
+                                               audit={"enabled": True, "attacks": ["int4", "relearn_forget"], "relearn_steps": 4,
+                                                      "retain_model": str(run_dir / "unlearned")}))
     done = run_pipeline(audited, progress=False, log=lambda m: None)
     computed = {n for n, r in done.stages.items() if not r.skipped}  # (the scores too when an earlier test changed their settings in place)
     assert "audit" in computed and computed <= {"audit", "scores_before", "scores_after"}
     audit = json.loads((run_dir / "summary.json").read_text())["audit"]
     assert set(audit["recovery"]) == {"int4", "relearn_forget"}
     assert audit["scores"]["target"]["none/all"]["forget knowledge"] > audit["scores"]["unlearned"]["none/all"]["forget knowledge"]
-    assert audit["worst_case"] is not None and -1 <= audit["worst_case"]["recovery"] <= 2
+    assert audit["floor_model"] == "retain" and audit["scores"]["retain"]["int4"] == audit["scores"]["unlearned"]["int4"]
+    recovered = [v for attack in audit["recovery"].values() for v in attack.values() if v is not None]
+    assert recovered and max(recovered) <= 1e-9  # at most the floor: nothing above it
+    raw = [v for attack in audit["recovery_from_unlearned"].values() for v in attack.values() if v is not None]
+    assert max(raw) >= max(recovered)  # read from the unlearned level alone: the upper bound
     assert (run_dir / "audit" / "audit.json").is_file() and (run_dir / "figures" / "audit_recovery.png").stat().st_size > 1000
     md = (run_dir / "report.md").read_text()
     assert "## Audit: forgotten or only hidden?" in md and "Worst-case recovery" in md and "(audit/logit_lens.png)" in md
     assert run_pipeline(audited, progress=False, log=lambda m: None).stages["audit"].skipped
+
+
+def test_the_audits_never_seen_model(fixture_world, fixture_target, tmp_path, monkeypatch):
+    """Which model the audit reads recovery above: a run's retain model, else `audit.retain_model`,
+    else — when the run builds its target — the target's recipe on the retain rows; else none."""
+    import dataclasses
+
+    from pipelines.config import TargetConfig
+    from pipelines.semeval.pipeline import SemEvalPipeline
+    from pipelines.stages import path_fingerprint
+
+    config = config_from_mapping(small_config(fixture_world, fixture_target, tmp_path / "run", audit={"enabled": True}))
+    p = SemEvalPipeline(config, tmp_path / "run")
+    target = {"target": (str(fixture_target), "t")}
+    assert p.never_seen_model(target, str(fixture_world), "d") == {}  # a given target and no retain model: none (an upper bound)
+    assert p.never_seen_model({**target, "retain": ("R", "r")}, str(fixture_world), "d") == {"retain": ("R", "r")}
+    given = dataclasses.replace(config, audit=dataclasses.replace(config.audit, retain_model=str(fixture_target)))
+    assert SemEvalPipeline(given, tmp_path / "run").never_seen_model(target, str(fixture_world), "d") == {"retain": (str(fixture_target), path_fingerprint(str(fixture_target)))}
+    built = SemEvalPipeline(dataclasses.replace(config, target=TargetConfig(steps=7)), tmp_path / "run")
+    calls = []
+    monkeypatch.setattr(built, "target_stage", lambda name, cfg, data, inputs, key=None: calls.append((name, cfg, inputs, key)) or ("M", "m"))
+    assert built.never_seen_model(target, str(fixture_world), "d") == {"retain": ("M", "m")}
+    (name, cfg, inputs, key), = calls
+    assert name == "retain_model" and cfg.train_on == "retain" and cfg.steps == 7 and cfg.tokenizer == str(fixture_target) and inputs == ["d", "t"]
+    assert key.tokenizer == "the target's"  # the stage key names the target by its fingerprint, not its place
 
 
 def test_a_moved_run_directory_is_still_done(fixture_run, tmp_path):

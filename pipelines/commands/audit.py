@@ -1,7 +1,9 @@
 """Forgotten or only hidden? Attack an unlearned model and measure how much forget knowledge comes back.
 
 Runs on --model (the unlearned model) and, as references, --reference-target (the model before
-unlearning; its scores are the top of the recovery scale) and --retain-model when given:
+unlearning; its scores are the top of the recovery scale) and --retain-model (a model trained
+without the forget rows: the never-seen floor; give it — without one every attack's recovery is an
+upper bound):
 
   quantization   bf16; int8 per row, NF4 in blocks of 64, int4 in groups of 128 (torchao)
   relearning     --relearn-steps of full fine-tuning on half the forget rows (scored on the other
@@ -11,7 +13,8 @@ unlearning; its scores are the top of the recovery scale) and --retain-model whe
 
 and scores each with SemEval's metrics on --data (a request in the organizers' layout): forget and
 retain knowledge (QA exact match) and regurgitation (ROUGE-L), and the forget documents'
-membership AUC. Recovery per forget metric = (attacked − unlearned) / (target − unlearned).
+membership AUC. Recovery per forget metric = (attacked − base) / (target − base), base = the
+unlearned level or, where higher, the retain model's under the same attack.
 Writes OUT/audit.json, OUT/audit.md, OUT/recovery.png and OUT/logit_lens.png. docs/audit.md has
 the definitions and the measurements.
 """
@@ -36,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True, help="the unlearned model's folder (or Hub id)")
     p.add_argument("--reference-target", required=True, help="the target: the model before unlearning (its forget scores are full recovery)")
-    p.add_argument("--retain-model", default=None, help="a model trained without the forget rows, audited as a second reference (optional)")
+    p.add_argument("--retain-model", default=None, help="a model trained without the forget rows (e.g. make-target --train-on retain), attacked as the never-seen floor: "
+                   "recovery counts only what rises above it under the same attack (default: none, recovery is an upper bound)")
     p.add_argument("--data", required=True, help="the unlearning request: a folder in the SemEval organizers' layout (data/, mia_data/)")
     p.add_argument("--out", required=True, help="folder for audit.json, audit.md and the figures (created if needed)")
     settings.add_arguments(p, AuditConfig)

@@ -246,10 +246,7 @@ class TofuPipeline(Pipeline):
         """The retain model: given, or trained on the retain rows with the target's settings and tokenizer."""
         if self.config.target is None:
             return {"retain": (self.config.retain_model, path_fingerprint(self.config.retain_model))}
-        cfg = dataclasses.replace(self.config.target, train_on="retain", tokenizer=self.config.target.tokenizer or target)
-        # the target's tokenizer is named by the target's fingerprint (an input), not by where the run directory lies
-        key = dataclasses.replace(cfg, tokenizer=self.config.target.tokenizer or "the target's")
-        return {"retain": self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)}
+        return {"retain": self.retain_only_model(data, data_key, target, target_key)}
 
     def trace_facts(self, model, tokenizer, data: str):
         return forget_facts(self.inputs, tokenizer, self.config.prompt_format, self.config.tofu.question_template)

@@ -37,6 +37,10 @@ class AuditConfig:
     relearn_rows: int | None = setting(None, help="rows each relearning attack trains on; None = as many as half the forget rows (the same amount of text for all three)")
     references: bool = setting(True, negatable=True,
         help="apply every attack to the target (and TOFU's retain model) too: what an attack does to a model that never unlearned")
+    retain_model: str | None = setting(None, cli=False,
+        help="run config only: a model trained without the forget rows (folder or Hub id), attacked beside the target: recovery counts only what "
+             "rises above it under the same attack; default: the run's retain model (TOFU), or the target's recipe on the retain rows when the run builds "
+             "its target, else none (recovery read from the unlearned level: an upper bound)")
     controls: bool = setting(True, cli=False,
         help="run config only: audit every control model too (--control methods gets a worst-case recovery column)")
     seed: int = setting(0, help="seed of the forget half and the relearning order")

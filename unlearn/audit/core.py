@@ -1,15 +1,20 @@
 """Run the audit: every attack on the unlearned model (and, as references, on the target and a
-retain model), each scored with the benchmark's own forget and retain metrics, and the recovery.
+never-seen model — the retain model: trained without the forget rows), each scored with the
+benchmark's own forget and retain metrics, and the recovery.
 
 A benchmark gives the audit an :class:`AuditTask`: its metrics on a model (all scored rows, or the
 held-out half of the forget rows), the rows each relearning attack trains on, and the facts the
-logit lens reads. Recovery, per forget metric, is ``(attacked − unlearned) / (target − unlearned)``
-with the three values measured by the audit itself, on the same rows and with the same generation
-budget (relearn_forget: on the held-out half): 0 = the attack brought nothing back, 1 = the
-target's level — for a probe (a changed prompt), the target's level under the same probe
-(:func:`probe_recovery`: none where the target itself does not answer that way). The worst case
-is the highest recovery of any attack on the benchmark's knowledge metrics
-(``AuditTask.worst_case_metrics``).
+logit lens reads. Recovery, per forget metric, is ``(attacked − base) / (target − base)`` with every
+value measured by the audit itself, on the same rows and with the same generation budget
+(relearn_forget: on the held-out half). ``base`` is the unlearned model's level, or — where the
+never-seen model *under the same attack* is closer to the target — that floor: an attack also
+teaches what any model could learn (a document template, an answer format), and a model that
+forgot past never-seen and climbs back to the floor has recovered nothing (../shared/REFERENCES.md,
+docs/audit.md). 0 = nothing came back above the floor, 1 = the target's level — for a probe (a
+changed prompt), the target's level under the same probe (:func:`probe_recovery`: none where the
+target itself does not answer that way). Without a never-seen model (or with its attacks not run)
+the base is the unlearned level: an upper bound. The worst case is the highest recovery of any
+attack on the benchmark's knowledge metrics (``AuditTask.worst_case_metrics``).
 """
 
 from __future__ import annotations
@@ -100,11 +105,26 @@ def relearn_rate(config: AuditConfig, target_path: str | Path | None) -> tuple[f
     return FALLBACK_RELEARN_LR, "no target.json beside the target: the fallback rate"
 
 
-def recovery(attacked: float | None, unlearned: float | None, target: float | None) -> float | None:
-    """``(attacked − unlearned) / (target − unlearned)``; None when a value is missing or the target and the unlearned model agree."""
+def floor_base(unlearned: float | None, target: float | None, floor: float | None) -> float | None:
+    """Where recovery starts: the unlearned level, or the never-seen ``floor`` where that is closer to the target."""
+    if unlearned is None or target is None or floor is None:
+        return unlearned
+    return floor if (floor - unlearned) * (target - unlearned) > 0 else unlearned
+
+
+def recovery(attacked: float | None, unlearned: float | None, target: float | None, floor: float | None = None) -> float | None:
+    """``(attacked − base) / (target − base)``, base = :func:`floor_base`; None when a value is
+    missing, the target and the unlearned model agree, or the floor is at or past the target's level
+    (nothing above it to recover). Below a floor that is the base reads 0 (still never-seen: the
+    distance is the model's own over-forgetting, not the attack's doing); from the unlearned level a
+    negative value says the attack took the model further from the target."""
     if attacked is None or unlearned is None or target is None or abs(target - unlearned) < 1e-9:
         return None
-    return (attacked - unlearned) / (target - unlearned)
+    base = floor_base(unlearned, target, floor)
+    if (target - base) * (target - unlearned) <= 0 or abs(target - base) < 1e-9:
+        return None
+    value = (attacked - base) / (target - base)
+    return max(value, 0.0) if base != unlearned else value
 
 
 def shots_that_fit(tokenizer, shots: Sequence[str], prompts: Sequence[str], answers: Sequence[str], context: int | None, margin: int = 8) -> int:
@@ -122,14 +142,17 @@ def shots_that_fit(tokenizer, shots: Sequence[str], prompts: Sequence[str], answ
 PROBE_READABLE = 0.25
 
 
-def probe_recovery(attacked: float | None, unlearned: float | None, target: float | None, target_probed: float | None) -> float | None:
-    """A probe's recovery: ``(attacked − unlearned) / (target under the probe − unlearned)``; None when
-    the target, asked that way, keeps less than :data:`PROBE_READABLE` of its lead (a target that
-    cannot answer re-worded questions leaves nothing to read)."""
-    gap = None if target is None or unlearned is None else target - unlearned
-    if target_probed is None or unlearned is None or not gap or (target_probed - unlearned) < PROBE_READABLE * gap:
+def probe_recovery(attacked: float | None, unlearned: float | None, target: float | None, target_probed: float | None,
+                   floor: float | None = None) -> float | None:
+    """A probe's recovery: :func:`recovery` with the target under the probe as its top; None when the
+    target, asked that way, keeps less than :data:`PROBE_READABLE` of its lead over the base (a
+    target that cannot answer re-worded questions leaves nothing to read). ``floor``: the never-seen
+    model under the same probe."""
+    base = floor_base(unlearned, target, floor)
+    gap = None if target is None or base is None else target - base
+    if target_probed is None or base is None or not gap or (target_probed - base) / gap < PROBE_READABLE:
         return None
-    return recovery(attacked, unlearned, target_probed)
+    return recovery(attacked, unlearned, target_probed, floor)
 
 
 def part_of(attack: str) -> str:
@@ -161,12 +184,14 @@ def attack_model(load: Callable[[], tuple], task: AuditTask, attack: str, config
 
 
 def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, load: Callable[[str], tuple],
-              target: str = "target", unlearned: str = "unlearned", log: Callable[[str], None] = print,
+              target: str = "target", unlearned: str = "unlearned", floor: str | None = "retain", log: Callable[[str], None] = print,
               layers: Sequence[int] | None = None, known: dict | None = None) -> dict:
     """Audit ``models[unlearned]`` (and, with ``config.references``, the other ``models``: label → path)
-    with ``task``; ``load(path)`` gives ``(model, tokenizer)``. ``known``: an earlier audit of the same
-    references on the same rows, whose unattacked scores and lens are reused for them (the controls
-    of a run). ``layers``: the unlearned layers, shaded in the logit-lens figure. Returns audit.json's content."""
+    with ``task``; ``load(path)`` gives ``(model, tokenizer)``. ``floor``: the label of the never-seen
+    model among ``models`` (recovery counts only what rises above it under the same attack; absent:
+    none). ``known``: an earlier audit of the same references on the same rows, whose scores (attacked
+    too) and lens are reused for them (the controls of a run). ``layers``: the unlearned layers,
+    shaded in the logit-lens figure. Returns audit.json's content."""
     config.check()
     if unlearned not in models or target not in models:
         raise AmnesiaError(f"audit: needs the {unlearned!r} and {target!r} models, got {sorted(models)}")
@@ -180,7 +205,7 @@ def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, l
     for label in audited:  # every model's own scores (recovery needs the target's) and lens; the attacks on the references when asked
         path = models[label]
         if known and label != unlearned and label in known.get("scores", {}) and not config.references:
-            results[label] = {k: v for k, v in known["scores"][label].items() if k.startswith("none/") or k in PROBES}  # a probe's top too
+            results[label] = dict(known["scores"][label])  # its own scores, a probe's top and the floor under each attack
             if config.logit_lens and label in ((known.get("logit_lens") or {}).get("mean_probability") or {}):
                 lens[label] = known["logit_lens"]["mean_probability"][label]
             continue
@@ -198,7 +223,8 @@ def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, l
             results[label][attack], info = attack_model(lambda: load(path), task, attack, config, lr)
             if label == unlearned:
                 attacks_info[attack] = info
-    table = recovery_table(results, task, config.attacks, unlearned=unlearned, target=target)
+    floor = floor if floor in results and any(a in results[floor] for a in config.attacks) else None  # attacked: references on (or known)
+    table = recovery_table(results, task, config.attacks, unlearned=unlearned, target=target, floor=floor)
     return {
         "schema": SCHEMA, "kind": "audit", "benchmark": task.benchmark,
         "models": {label: str(path) for label, path in models.items()},
@@ -206,17 +232,24 @@ def run_audit(models: dict[str, str], task: AuditTask, config: AuditConfig, *, l
         "worst_case_metrics": list(task.worst_case_metrics or task.forget_metrics),
         "attacks": {a: {"part": part_of(a), **attacks_info.get(a, {})} for a in config.attacks},
         "relearn_lr": lr, "relearn_lr_source": lr_source,
-        "scores": results,
-        "recovery": table["recovery"], "worst_case": table["worst_case"], "retain_ratio": table["retain_ratio"],
+        "scores": results, "floor_model": floor,
+        "recovery": table["recovery"], "floor": table["floor"], "recovery_from_unlearned": table["recovery_from_unlearned"],
+        "worst_case": table["worst_case"], "retain_ratio": table["retain_ratio"],
         "logit_lens": {"layers": layers and list(layers), "mean_probability": lens} if lens else None,
         "rows": task.describe(), "settings": asdict(config), "wall_time_s": round(time.time() - started, 2),
     }
 
 
-def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[str], *, unlearned: str = "unlearned", target: str = "target") -> dict:
-    """Per attack: the recovery of each forget metric, the attacked/unlearned ratio of each retain
-    metric, and the worst case (the attack and metric with the highest recovery)."""
+def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[str], *, unlearned: str = "unlearned", target: str = "target",
+                   floor: str | None = None) -> dict:
+    """Per attack: the recovery of each forget metric above the never-seen floor (``floor``: its label
+    in ``results``; the floor's value under that attack in ``floor``, None where it was not attacked),
+    the same read from the unlearned level alone (``recovery_from_unlearned``, the upper bound), the
+    attacked/unlearned ratio of each retain metric, and the worst case (the attack and metric with the
+    highest recovery)."""
     rec: dict[str, dict] = {}
+    raw: dict[str, dict] = {}
+    floors: dict[str, dict] = {}
     ratio: dict[str, dict] = {}
     worst = None
     for attack in attacks:
@@ -226,15 +259,19 @@ def recovery_table(results: dict[str, dict], task: AuditTask, attacks: Sequence[
         base_u = results[unlearned][f"none/{part}"]
         base_t = results[target][f"none/{part}"]
         attacked = results[unlearned][attack]
+        floored = (results.get(floor) or {}).get(attack, {}) if floor else {}
+        floors[attack] = {m: floored.get(m) for m in task.forget_metrics}
         if attack in PROBES and attack in results[target]:
             probed = results[target][attack]
-            rec[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), probed.get(m)) for m in task.forget_metrics}
+            rec[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), probed.get(m), floored.get(m)) for m in task.forget_metrics}
+            raw[attack] = {m: probe_recovery(attacked.get(m), base_u.get(m), base_t.get(m), probed.get(m)) for m in task.forget_metrics}
         else:
-            rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
+            rec[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m), floored.get(m)) for m in task.forget_metrics}
+            raw[attack] = {m: recovery(attacked.get(m), base_u.get(m), base_t.get(m)) for m in task.forget_metrics}
         ratio[attack] = {m: (attacked[m] / base_u[m] if attacked.get(m) is not None and base_u.get(m) else None) for m in task.retain_metrics}
         for m, value in rec[attack].items():
             if m not in (task.worst_case_metrics or task.forget_metrics):
                 continue
             if value is not None and (worst is None or value > worst["recovery"]):
                 worst = {"attack": attack, "metric": m, "recovery": value}
-    return {"recovery": rec, "retain_ratio": ratio, "worst_case": worst}
+    return {"recovery": rec, "floor": floors, "recovery_from_unlearned": raw, "retain_ratio": ratio, "worst_case": worst}
