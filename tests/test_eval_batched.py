@@ -111,3 +111,23 @@ def test_row_exact_attention_is_restored_and_greedy_generate_compatible(model_to
     legacy = greedy_generate(model, tok, prompts, max_new_tokens=16, batch_size=3)
     assert legacy == generate(model, tok, prompts, GenerationOptions(max_new_tokens=16, batch_size=None)).texts
     assert not model.training
+
+
+def test_generation_stops_at_the_context(fixture_target):
+    """A prompt that leaves fewer than max_new_tokens positions in the model's context: its row
+    stops at the last position (generated alone, listed as capped), the others are untouched."""
+    model, tok = load_model(fixture_target, ModelOptions(device="cpu", dtype="float32"))
+    ctx = model.config.max_position_embeddings
+    short, long = "Alice Smith was born in", " ".join(["word"] * 400)
+    ids = tok(long)["input_ids"][: ctx - 5]
+    long = tok.decode(ids)
+    n_long = len(tok(long)["input_ids"])
+    assert ctx - 10 < n_long < ctx  # the long prompt leaves a few positions
+    options = GenerationOptions(max_new_tokens=20, batch_size=2)
+    full = tok.decode(tok(" ".join(["word"] * 400))["input_ids"][: ctx + 20])
+    assert len(tok(full)["input_ids"]) >= ctx
+    out = generate(model, tok, [short, long, full], options)
+    assert out.capped == [1, 2] and out.new_tokens[1] <= ctx - n_long and out.texts[2] == "" and out.new_tokens[2] == 0
+    alone = generate(model, tok, [long], GenerationOptions(max_new_tokens=ctx - n_long))
+    assert out.texts[1] == alone.texts[0]
+    assert out.texts[0] == generate(model, tok, [short], GenerationOptions(max_new_tokens=20)).texts[0]

@@ -139,7 +139,7 @@ def test_tofu_run_end_to_end(tofu_run):
     for r in rows.values():
         assert 0 <= r["forget_quality"] <= 1 and 0 <= r["model_utility"] <= 1 and 0 <= r["mia.min_k_auc"] <= 1
     scores = json.loads((run_dir / "scores_target" / "scores.json").read_text())
-    assert scores["kind"] == "tofu_scores" and scores["forget.rows"] == 12 and len(scores["forget_truth_ratio"]) == 12
+    assert scores["kind"] == "tofu_scores" and scores["forget.rows"] == 12 and len(scores["forget.truth_ratios"]) == 12
     header = (run_dir / "scores_target" / "predictions.csv").read_text().splitlines()[0]
     assert header.startswith("set,index,question,answer,generated,answer_nll")
     md = (run_dir / "report.md").read_text()

@@ -6,7 +6,11 @@ by length (longest batch first, so a batch too big for memory fails at once), le
 the matching attention mask (transformers derives the position ids from it), decoded greedily
 with the KV cache until EOS or ``max_new_tokens`` and cut at the first EOS. Results come back in
 the caller's order. ``batch_size=None`` picks the rows per batch from a memory budget
-(:mod:`unlearn.batching`).
+(:mod:`unlearn.batching`). A row whose prompt leaves fewer than ``max_new_tokens`` positions in
+the model's context (``max_position_embeddings``) stops at the last one (``GenerationResult.capped``):
+past it a model with learned positions fails and one with rotary positions runs where it never
+trained. A batch runs to the smallest budget of its rows; a row that reaches it without EOS
+while its own is larger is generated again alone (listed in ``reruns``).
 
 Identical to one row at a time: in fp32 a batched row's logits differ from the same row's
 logits alone only in the last bits (at most 7.6e-6 on the fixture model), because the
@@ -78,6 +82,8 @@ class GenerationResult:
     reruns: list[int] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
     min_margin: float | None = None
+    #: rows whose budget the model's context cut below ``max_new_tokens`` (generated alone, up to the last position)
+    capped: list[int] = field(default_factory=list)
 
 
 class _MarginTracker:
@@ -172,8 +178,17 @@ def generate(model, tokenizer, prompts: Sequence[str], options: GenerationOption
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
     lengths = [len(e) for e in encoded]
+    # a row whose prompt leaves fewer than max_new_tokens positions in the model's context stops at its
+    # last position; a batch runs to the smallest such budget of its rows (its longest prompt's), and a
+    # row that reached it without EOS while its own budget is larger is generated again alone
+    from .models import context_length
+
+    ctx = context_length(model)
+    caps = [options.max_new_tokens if ctx is None else max(0, min(options.max_new_tokens, ctx - n)) for n in lengths]
+    capped = [i for i, c in enumerate(caps) if c < options.max_new_tokens]
+    rows = [i for i, c in enumerate(caps) if c > 0]  # a prompt that fills the context gets no token
     sizes = (lambda width: options.batch_size) if options.batch_size else auto_batch_size(model, options.max_new_tokens, options.max_rows)
-    batches = plan_batches(lengths, sizes)
+    batches = [[rows[j] for j in b] for b in plan_batches([lengths[i] for i in rows], sizes)]
     new_tokens: list[list[int]] = [[] for _ in prompts]
     reruns: list[int] = []
     smallest = float("inf")
@@ -184,16 +199,19 @@ def generate(model, tokenizer, prompts: Sequence[str], options: GenerationOption
     try:
         for batch in batches:
             # a batch of one row is the one-row generation itself: nothing to check
-            new, margins = _generate_batch(model, [encoded[i] for i in batch], pad, eos, options.max_new_tokens, track and len(batch) > 1)
+            budget = min(caps[i] for i in batch)
+            new, margins = _generate_batch(model, [encoded[i] for i in batch], pad, eos, budget, track and len(batch) > 1)
             for row, i in enumerate(batch):
                 new_tokens[i] = new[row]
                 if margins is not None:
                     smallest = min(smallest, margins[row])
                     if margins[row] < options.tie_margin:
                         reruns.append(i)
+                if len(new[row]) == budget < caps[i] and i not in reruns:  # cut by a neighbour's context, not its own
+                    reruns.append(i)
             bar.update(len(batch))
-        for i in reruns:  # near-ties: the plain one-row generation decides
-            new_tokens[i] = _generate_batch(model, [encoded[i]], pad, eos, options.max_new_tokens, False)[0][0]
+        for i in reruns:  # near-ties and rows cut short: the plain one-row generation decides
+            new_tokens[i] = _generate_batch(model, [encoded[i]], pad, eos, caps[i], False)[0][0]
     finally:
         bar.close()
         model.train(was_training)
@@ -203,6 +221,7 @@ def generate(model, tokenizer, prompts: Sequence[str], options: GenerationOption
         reruns=sorted(reruns),
         batch_sizes=[len(b) for b in batches],
         min_margin=smallest if smallest != float("inf") else None,
+        capped=capped,
     )
 
 

@@ -46,7 +46,7 @@ class TofuAudit(AuditTask):
     worst_case_metrics = FORGET[:4]
 
     def __init__(self, data: TofuData, evaluate: TofuEvalConfig, retain_scores: dict, seed: int = 0):
-        self.data, self.config, self.retain_truth = data, evaluate, retain_scores["forget_truth_ratio"]
+        self.data, self.config, self.retain_truth = data, evaluate, retain_scores["forget.truth_ratios"]
         n_authors = len(data.forget) // ROWS_PER_AUTHOR
         if n_authors < 2:
             raise AmnesiaError(f"{data.source} ({data.split}): the audit's relearn_forget needs at least two forget authors, found {n_authors}")
@@ -97,10 +97,10 @@ class TofuAudit(AuditTask):
             if shots == 0:
                 return {m: None for m in FORGET + RETAIN}
         s = run_tofu_evaluation(model, tokenizer, self.probed(data, probe, shots), self.config).scores
-        rows = self.held_rows[: len(s["forget_truth_ratio"])] if held else range(len(s["forget_truth_ratio"]))  # evaluate.limit cuts both
+        rows = self.held_rows[: len(s["forget.truth_ratios"])] if held else range(len(s["forget.truth_ratios"]))  # evaluate.limit cuts both
         quality = None
         if probe is None and rows and max(rows) < len(self.retain_truth):  # the retain model's truth ratios of the same rows
-            p_value = forget_quality(s["forget_truth_ratio"], [self.retain_truth[i] for i in rows]).p_value
+            p_value = forget_quality(s["forget.truth_ratios"], [self.retain_truth[i] for i in rows]).p_value
             quality = math.log10(max(p_value, 1e-300))
         return {"forget Prob.": s["forget.probability"], "forget ROUGE-L": s["forget.rouge_l_recall"], "forget truth ratio": s["forget.truth_ratio_score"],
                 "forget quality (log10)": quality, "MIA AUC (Min-K%)": None if held or probe else s["mia.min_k_auc"],

@@ -31,8 +31,12 @@ def check_question_template(template: str) -> str:
 
 #: TOFU's membership test reads the answer after its question (OpenUnlearning) or the whole row.
 MIA_TOKENS = ("answer", "document")
-#: Generation budget: the longest TOFU answer is 90 OLMo tokens (``full.json``), see TofuEvalConfig.
-DEFAULT_MAX_NEW_TOKENS = 128
+#: Generation budget: OpenUnlearning's (``configs/generation/default.yaml``: ``max_new_tokens: 200``), see TofuEvalConfig.
+DEFAULT_MAX_NEW_TOKENS = 200
+#: The membership attacks the TOFU evaluation can run (OpenUnlearning's ``mia_*`` metrics); the
+#: reference attack needs the retain model and is computed beside forget quality.
+MIA_ATTACKS = ("min_k", "loss", "zlib", "min_k++", "gradnorm")
+DEFAULT_MIA_ATTACKS = ("min_k", "loss", "zlib", "min_k++")
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,13 @@ class TofuEvalConfig:
 
     * ``prompt_format``: ``raw`` (the question, a newline, the answer: :func:`pipelines.tofu.data.question_text`) or
       ``chat`` (the tokenizer's chat template) — the format the model was trained with.
-    * ``max_new_tokens``: greedy generation budget. TOFU generates up to ``max_length=200``
-      tokens *including* the prompt; the default 128 covers the longest TOFU answer (90 OLMo
-      tokens) with room to spare, and a model that stops at EOS stops earlier. ROUGE-L recall
-      only counts the answer's words, so a longer budget could only matter for a model that
-      rambles more than 38 tokens past the longest answer before saying it.
+    * ``answer_eos``: every scored answer ends with the tokenizer's EOS, in the answer's mean NLL
+      (Prob., truth ratio, the loss and zlib attacks) and left out where OpenUnlearning drops the
+      last label (Min-K%, Min-K%++, gradnorm, exact memorization, extraction strength) — TOFU's and
+      OpenUnlearning's data pipeline (``src/data/utils.py``, ``src/evals/metrics/utils.py``).
+      Off: the answer alone, as the unlearning forget term trains it.
+    * ``max_new_tokens``: greedy generation budget, OpenUnlearning's 200 new tokens (TOFU's own
+      code: ``max_length=200`` including the prompt); a model that stops at EOS stops earlier.
     * ``batch_size``: rows per forward pass for the losses; ``generation_batch_size``: rows per
       generation batch; None = automatic (memory budget).
     * ``limit``: only the first N rows of each set and of the forget/holdout membership rows (a
@@ -54,6 +60,11 @@ class TofuEvalConfig:
     * ``mink_k``: the fraction of tokens Min-K% Prob averages (OpenUnlearning's TOFU default 0.4).
     * ``mia_tokens``: ``answer`` (the answer's tokens after the question, OpenUnlearning) or
       ``document`` (every token of question + answer).
+    * ``mia_attacks``: the membership attacks (OpenUnlearning's ``mia_*``): Min-K% (privleak's),
+      loss, zlib, Min-K%++ and gradnorm (off by default: a backward pass per row, the memory of
+      training); the reference attack (loss minus the retain model's) comes with the comparison.
+    * ``es_openunlearning``: extraction strength as OpenUnlearning's loop computes it (a row whose
+      last answer token is missed scores ``1/n``, not the definition's 0).
     * ``question_template``: the raw prompt of a question, ``{question}`` in it (default: the
       question and a newline; a model fine-tuned with its own tags takes those, as OpenUnlearning's
       Llama 3 models: ``configs/tofu_llama32_1b.yaml``). Not used with ``chat``.
@@ -64,6 +75,8 @@ class TofuEvalConfig:
 
     prompt_format: str = setting("raw", choices=PROMPT_FORMATS,
         help="raw = --question-template, then the answer; chat = the question as the user turn of the tokenizer's chat template")
+    answer_eos: bool = setting(True, negatable=True,
+        help="score each answer with the tokenizer's EOS appended, as TOFU and OpenUnlearning do; --no-answer-eos: the answer alone, as unlearning trains it")
     max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, help="tokens generated per question for ROUGE-L")
     batch_size: int | None = setting(None, help="rows per forward pass; None = automatic from a memory budget")
     generation_batch_size: int | None = setting(None, help="rows per generation batch; None = automatic from a memory budget")
@@ -71,6 +84,10 @@ class TofuEvalConfig:
     mink_k: float = setting(DEFAULT_MINK_K, help="fraction of tokens Min-K% Prob averages for privleak (OpenUnlearning's TOFU setting)")
     mia_tokens: str = setting("answer", choices=MIA_TOKENS,
         help="tokens membership inference reads: the answer after its question (OpenUnlearning) or the whole question + answer")
+    mia_attacks: tuple[str, ...] = setting(DEFAULT_MIA_ATTACKS,
+        help=f"membership attacks, comma-separated, of {', '.join(MIA_ATTACKS)} (gradnorm: a backward pass per row); min_k is privleak's and always runs")
+    es_openunlearning: bool = setting(False, negatable=True,
+        help="extraction strength as OpenUnlearning's loop computes it (a missed last token scores 1/n, the definition 0)")
     question_template: str = setting(DEFAULT_QUESTION_TEMPLATE,
         help="raw prompt of a question, {question} in it; OpenUnlearning's Llama 3 models take their tags (see configs/tofu_llama32_1b.yaml)")
     clean_up_spaces: bool = setting(False, negatable=True, help="decode as transformers 4's clean_up_tokenization did")
@@ -89,6 +106,9 @@ class TofuEvalConfig:
         if not 0 < self.mink_k <= 1:
             raise AmnesiaError(f"mink_k {self.mink_k}: expected a fraction 0 < k ≤ 1")
         check_question_template(self.question_template)
+        unknown = [a for a in self.mia_attacks if a not in MIA_ATTACKS]
+        if unknown:
+            raise AmnesiaError(f"mia_attacks {unknown}: expected some of {', '.join(MIA_ATTACKS)}")
         if self.mia_tokens not in MIA_TOKENS:
             raise AmnesiaError(f"mia_tokens {self.mia_tokens!r}: expected one of {', '.join(MIA_TOKENS)}")
         if self.tie_margin is not None and self.tie_margin < 0:

@@ -140,18 +140,19 @@ class ForgetQuality:
     statistic: float
 
 
-def forget_quality(unlearned_stats: Sequence[float], retain_stats: Sequence[float]) -> ForgetQuality:
-    """``scipy.stats.ks_2samp`` of the unlearned and the retain model's forget-set truth-ratio statistics.
+def forget_quality(unlearned_ratios: Sequence[float], retain_ratios: Sequence[float]) -> ForgetQuality:
+    """``scipy.stats.ks_2samp`` of the unlearned and the retain model's per-row forget-set truth ratios.
 
     TOFU ``get_forget_quality``: ``ks_2samp(unlearn_truth_ratio, retain_truth_ratio)`` with each
     ``truth_ratio = exp(average_perturb_loss.mean(-1) − avg_paraphrased_loss)`` (the
-    :func:`truth_ratio_stat` values); "Forget Quality" is the p-value (high = indistinguishable
-    from the model never trained on the forget set). The test only depends on the ranks, so the
-    paper's ``R_truth = 1/s`` gives the same p-value.
+    :func:`truth_ratio_stat` values); OpenUnlearning passes ``1 / R_truth`` of its per-row
+    ``R_truth`` (:func:`truth_ratio`, what the evaluation stores). "Forget Quality" is the p-value
+    (high = indistinguishable from the model never trained on the forget set). The test only
+    depends on the ranks, so either orientation — the same for both models — gives the same p-value.
     """
     from scipy.stats import ks_2samp
 
-    result = ks_2samp(_ratios(unlearned_stats, "unlearned truth ratios"), _ratios(retain_stats, "retain-model truth ratios"))
+    result = ks_2samp(_ratios(unlearned_ratios, "unlearned truth ratios"), _ratios(retain_ratios, "retain-model truth ratios"))
     return ForgetQuality(p_value=float(result.pvalue), statistic=float(result.statistic))
 
 

@@ -36,7 +36,7 @@ from pipelines.report import (
     write_documents,
 )
 from pipelines.stages import StageResult
-from pipelines.tofu.evaluation import compare_to_retain
+from pipelines.tofu.evaluation import ATTACK_KEYS, compare_to_retain, conventions
 
 #: The per-set columns of the detailed table: (heading, scores.json key).
 SET_COLUMNS = (
@@ -44,7 +44,12 @@ SET_COLUMNS = (
     ("retain Prob.", "retain.probability"), ("retain ROUGE-L", "retain.rouge_l_recall"), ("retain truth ratio", "retain.truth_ratio_score"),
     ("real authors Prob.", "real_authors.probability"), ("real authors ROUGE-L", "real_authors.rouge_l_recall"),
     ("world facts Prob.", "world_facts.probability"), ("world facts ROUGE-L", "world_facts.rouge_l_recall"),
+    ("forget para. Prob.", "forget.paraphrased_probability"), ("forget pert. Prob.", "forget.perturbed_probability"),
+    ("forget exact mem.", "forget.exact_memorization"),
 )
+#: The membership table's columns: (heading, key); the reference attack is the comparison's.
+MIA_COLUMNS = (("Min-K%", ATTACK_KEYS["min_k"]), ("loss", ATTACK_KEYS["loss"]), ("zlib", ATTACK_KEYS["zlib"]), ("Min-K%++", ATTACK_KEYS["min_k++"]),
+               ("gradnorm", ATTACK_KEYS["gradnorm"]), ("reference (retain model)", "mia.reference_auc"))
 
 
 def tofu_row(label: str, scores: dict, retain_scores: dict) -> dict:
@@ -60,7 +65,10 @@ def tofu_row(label: str, scores: dict, retain_scores: dict) -> dict:
         "privleak": cmp["privleak"],
         "privleak_loss": cmp["privleak_loss"],
         "mia.min_k_auc": scores["mia.min_k_auc"],
+        "forget.extraction_strength": scores.get("forget.extraction_strength"),
         **{key: scores.get(key) for _, key in SET_COLUMNS},
+        **{key: scores.get(key) for _, key in MIA_COLUMNS},
+        "mia.reference_auc": cmp["mia.reference_auc"],
     }
 
 
@@ -173,7 +181,10 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
     out += ["## Configuration", "", md_table(["key", "value"], config_rows(s, config) + [
         ["retain model", s["retain_model"]],
         ["split", f"{s['split']}: forget authors {request['forget_authors']}, {len(request['retain_authors'])} retain authors"],
-        ["evaluation", f"Min-K% k {config.evaluate.mink_k} on {config.evaluate.mia_tokens} tokens, {config.evaluate.max_new_tokens} new tokens"
+        ["evaluation", f"Min-K% k {config.evaluate.mink_k} on {config.evaluate.mia_tokens} tokens, {config.evaluate.max_new_tokens} new tokens, "
+                       + ("answers scored with EOS" if config.evaluate.answer_eos else "answers scored without EOS")
+                       + (" (OpenUnlearning's conventions)" if conventions(config.evaluate)["openunlearning"]
+                          else " (not OpenUnlearning's conventions: its numbers are not comparable one to one)")
                        + (f", first {config.evaluate.limit} rows per set" if config.evaluate.limit else "")],
     ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
     rows = s["tofu"]["rows"]
@@ -182,12 +193,16 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
             "indistinguishable). Model utility: harmonic mean of Prob., ROUGE-L and truth ratio on retain, real authors and world facts. "
             "Privleak: Min-K% membership AUC of forget vs holdout relative to the retain model's, ×100 (MUSE; 0 = the retain model's level)."
             + (f" Best by {s['tofu']['rank_by']} in bold." if s["tofu"]["rank_by"] else ""), "",
-            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "Min-K% AUC", *RUN_CELL_HEADS, *audited],
+            md_table(["model", "forget quality", "log10 FQ", "model utility", "privleak", "extraction strength", *RUN_CELL_HEADS, *audited],
                       [[f"**{r['model']}**" if r.get("best") else r["model"], f"{r['forget_quality']:.3g}", fmt(r["log10_forget_quality"]),
-                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["mia.min_k_auc"]), *run_cell_texts(r), *[fmt(r.get(k)) for k in audited]] for r in rows]), ""]
+                        fmt(r["model_utility"]), f"{r['privleak']:.1f}", fmt(r["forget.extraction_strength"]), *run_cell_texts(r), *[fmt(r.get(k)) for k in audited]] for r in rows]), ""]
     if "forget_quality" in images:
         out += [f"![forget quality against model utility]({images['forget_quality']})", ""]
     out += ["Per set:", "", md_table(["model", *[h for h, _ in SET_COLUMNS]], [[r["model"], *[fmt(r[k]) for _, k in SET_COLUMNS]] for r in rows]), ""]
+    attacks = [(h, k) for h, k in MIA_COLUMNS if any(r.get(k) is not None for r in rows)]
+    out += ["Membership attacks (OpenUnlearning's `mia_*`): AUC of forget vs holdout rows, 1 = the forget rows look memorised, "
+            "about 0.5 = like never-seen ones; the reference attack ranks each row's loss minus the retain model's.", "",
+            md_table(["model", *[h for h, _ in attacks]], [[r["model"], *[fmt(r.get(k)) for _, k in attacks]] for r in rows]), ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
     if s.get("audit"):

@@ -232,3 +232,57 @@ def loss_score(token_nlls: Sequence[float]) -> float:
     """The loss attack's non-membership score: the mean token NLL (OpenUnlearning ``LOSSAttack``)."""
     values = finite_values(token_nlls, "token losses")
     return math.fsum(values) / len(values)
+
+
+def zlib_score(mean_nll: float, text: str) -> float:
+    """The zlib attack's non-membership score: the mean token NLL over the zlib-compressed length of
+    the scored text in bytes (Carlini et al. 2021, "Extracting Training Data from Large Language
+    Models"; OpenUnlearning ``ZLIBAttack``: ``avg_loss / len(zlib.compress(text.encode("utf-8")))``).
+    Text the model finds easy only because it is repetitive scores high (less member-like)."""
+    import zlib
+
+    if not math.isfinite(mean_nll):
+        raise AmnesiaError(f"zlib score: the loss is {mean_nll} (expected a finite mean token NLL)")
+    return float(mean_nll) / len(zlib.compress(text.encode("utf-8")))
+
+
+def min_k_plus_plus_score(token_nlls: Sequence[float], mu: Sequence[float], sigma: Sequence[float], k: float = DEFAULT_MINK_K) -> float:
+    """Min-K%++'s non-membership score (Zhang et al. 2024, "Min-K%++: Improved Baseline for Detecting
+    Pre-Training Data from Large Language Models"): each token's log-probability standardised by the
+    mean ``mu`` and variance ``sigma`` of the log-probability under the model's own next-token
+    distribution, ``(log p − mu) / √sigma`` (``sigma`` clamped at 1e-6, OpenUnlearning
+    ``MinKPlusPlusAttack``), then ``−mean`` of the lowest ``max(1, int(n·k))``. Higher = less member-like."""
+    if not 0 < k <= 1:
+        raise AmnesiaError(f"min-k fraction {k}: expected 0 < k ≤ 1")
+    values = finite_values(token_nlls, "token losses")
+    if not len(values) == len(mu) == len(sigma):
+        raise AmnesiaError(f"Min-K%++: {len(values)} token losses but {len(mu)} means and {len(sigma)} variances (expected one each per token)")
+    z = sorted((-v - m) / math.sqrt(max(s, 1e-6)) for v, m, s in zip(values, mu, sigma))
+    count = max(1, int(len(z) * k))
+    return -math.fsum(z[:count]) / count
+
+
+# --------------------------------------------------------------------------- memorization of the answer tokens
+
+
+def exact_memorization(hits: Sequence[bool]) -> float | None:
+    """The share of answer tokens that are the model's greedy choice given the true prefix (Tirumala et
+    al. 2022; OpenUnlearning ``exact_memorization``); None for a row with no scored token."""
+    return sum(bool(h) for h in hits) / len(hits) if hits else None
+
+
+def extraction_strength(hits: Sequence[bool], *, openunlearning: bool = False) -> float | None:
+    """``1 − k/n`` for the shortest true prefix ``k`` of the ``n`` answer tokens after which every
+    remaining token is the model's greedy choice (Carlini et al. 2021; OpenUnlearning's
+    ``extraction_strength``): 1 = the whole answer follows from the question, 0 = not even its
+    last token does. ``openunlearning``: as its loop computes it, which stops at ``k = n − 1`` —
+    a row whose last token is missed scores ``1/n`` instead of 0. None for a row with no token."""
+    n = len(hits)
+    if n == 0:
+        return None
+    k = n
+    while k > 0 and hits[k - 1]:
+        k -= 1
+    if openunlearning and k == n:
+        k = n - 1
+    return 1.0 - k / n

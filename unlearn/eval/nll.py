@@ -7,7 +7,8 @@
 * :func:`document_nll` — per document, the mean token NLL of the whole document (the loss the
   membership-inference test ranks).
 * :func:`sequence_token_nll` — per row, the NLL of every scored token (what Min-K% Prob ranks),
-  from the same batches as :func:`sequence_nll`.
+  from the same batches as :func:`sequence_nll`; :func:`sequence_token_stats` adds whether each
+  token is the greedy choice and the moments Min-K%++ normalises by.
 
 All run right-padded batches (positions stay 0..L-1) under
 :func:`unlearn.batching.row_exact_attention`, and take each row's loss with the model's own
@@ -42,20 +43,36 @@ class NLLOptions:
     desc: str = "nll"
 
 
-def completion_labels(tokenizer, prompt: str, completion: str, add_special_tokens: bool = True) -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)`` of ``prompt + completion`` with the prompt's tokens masked (the official recipe)."""
+def completion_labels(tokenizer, prompt: str, completion: str, add_special_tokens: bool = True, eos: bool = False) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of ``prompt + completion`` with the prompt's tokens masked (the official
+    recipe); ``eos``: the tokenizer's EOS appended and scored, unless the text already ends with it
+    (TOFU's and OpenUnlearning's data pipeline)."""
     ids = tokenizer(prompt + completion, add_special_tokens=add_special_tokens)["input_ids"]
     n_prompt = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
     labels = [IGNORE] * min(n_prompt, len(ids)) + ids[n_prompt:]
-    return ids, labels
+    return with_eos(tokenizer, ids, labels) if eos else (ids, labels)
 
 
-def membership_sequences(tokenizer, prompts: Sequence[str], completions: Sequence[str], tokens: str) -> list[tuple[list[int], list[int]]]:
+def with_eos(tokenizer, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+    """``ids`` and ``labels`` with the tokenizer's EOS appended (scored), unless ``ids`` already ends with it."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        from tracing.errors import AmnesiaError
+
+        raise AmnesiaError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r}: has no EOS token to append to the scored answers (expected eos_token_id; or turn answer_eos off)")
+    if ids and ids[-1] == eos:
+        return ids, labels
+    return ids + [eos], labels + [eos]
+
+
+def membership_sequences(tokenizer, prompts: Sequence[str], completions: Sequence[str], tokens: str, eos: bool = False) -> list[tuple[list[int], list[int]]]:
     """``(input_ids, labels)`` of each ``prompt + completion`` as a membership test scores it: labels on
-    the completion's tokens (``"answer"``, :func:`completion_labels`) or on every token (``"document"``)."""
+    the completion's tokens (``"answer"``, :func:`completion_labels`) or on every token (``"document"``);
+    ``eos``: EOS appended and scored (:func:`with_eos`)."""
     if tokens == "answer":
-        return [completion_labels(tokenizer, p, c) for p, c in zip(prompts, completions)]
-    return [(ids, list(ids)) for ids in (tokenizer(p + c)["input_ids"] for p, c in zip(prompts, completions))]
+        return [completion_labels(tokenizer, p, c, eos=eos) for p, c in zip(prompts, completions)]
+    pairs = [(ids, list(ids)) for ids in (tokenizer(p + c)["input_ids"] for p, c in zip(prompts, completions))]
+    return [with_eos(tokenizer, ids, labels) for ids, labels in pairs] if eos else pairs
 
 
 def _row_loss(model, logits: torch.Tensor, labels: list[int]) -> float:
@@ -147,6 +164,80 @@ def sequence_token_nll(model, sequences: Sequence[tuple[list[int], list[int]]], 
     with no scored token gets ``[]``.
     """
     return _per_row(model, sequences, options, _row_token_nll, list)
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per scored token of one row, in order: its NLL (as :func:`sequence_token_nll`), whether it is
+    the model's greedy choice there (``hit``: argmax of the logits = the label, teacher-forced), and
+    the mean ``mu = Σ_v p_v log p_v`` and variance ``sigma = Σ_v p_v (log p_v)² − mu²`` of the
+    log-probability under the model's own next-token distribution (Min-K%++'s normalisers; in
+    float64, where OpenUnlearning's float32 differs by float noise)."""
+
+    nll: list[float]
+    hit: list[bool]
+    mu: list[float]
+    sigma: list[float]
+
+    def drop_last(self) -> "TokenStats":
+        """The same without the last scored token (an appended EOS that a metric does not read)."""
+        return TokenStats(self.nll[:-1], self.hit[:-1], self.mu[:-1], self.sigma[:-1])
+
+
+def _row_token_stats(model, logits: torch.Tensor, labels: list[int]) -> TokenStats:
+    target = torch.tensor(labels[1:], dtype=torch.long, device=logits.device)
+    keep = target != IGNORE
+    nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), target, reduction="none", ignore_index=IGNORE)[keep]
+    logp = torch.log_softmax(logits[0, :-1][keep].float(), dim=-1)
+    wide = torch.log_softmax(logits[0, :-1][keep].double(), dim=-1)  # E[x²] − mu² cancels badly in float32 for a flat distribution
+    p = wide.exp()
+    mu = (p * wide).sum(-1)
+    sigma = (p * wide.square()).sum(-1) - mu.square()
+    return TokenStats(nll.tolist(), (logp.argmax(-1) == target[keep]).tolist(), mu.tolist(), sigma.tolist())
+
+
+def sequence_token_stats(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[TokenStats]:
+    """Per ``(input_ids, labels)`` pair, :class:`TokenStats` of each scored token: the same batches and
+    logits as :func:`sequence_token_nll` (equal to one row at a time; its ``nll`` are those values)."""
+    return _per_row(model, sequences, options, _row_token_stats, lambda: TokenStats([], [], [], []))
+
+
+def sequence_grad_norm(model, sequences: Sequence[tuple[list[int], list[int]]], *, p: float = 2.0, drop_last: bool = False,
+                       progress: bool = False, desc: str = "grad norm") -> list[float]:
+    """Per ``(input_ids, labels)`` pair, one row at a time: the gradient of the row's mean scored-token
+    NLL (``drop_last``: without its last scored token) with respect to every parameter that takes
+    one, and the mean over those parameter tensors of each gradient's ``p``-norm — the gradnorm
+    membership attack (Wang et al. 2024; OpenUnlearning ``GradNormAttack``, whose model is put in
+    train mode: here it stays in eval mode, the same for a model without dropout). The model's
+    gradients are cleared before and after; a row with no scored token gets NaN."""
+    if p not in (1, 2, math.inf):
+        from tracing.errors import AmnesiaError
+
+        raise AmnesiaError(f"gradnorm p {p}: expected 1, 2 or inf")
+    device = next(model.parameters()).device
+    params = [q for q in model.parameters() if q.requires_grad]
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for ids, labels in tqdm(sequences, desc=desc, unit="row", disable=not progress, leave=False):
+            model.zero_grad(set_to_none=True)
+            scored = [t for t in range(1, len(labels)) if labels[t] != IGNORE]
+            if drop_last:
+                scored = scored[:-1]
+            if not scored:
+                out.append(math.nan)
+                continue
+            logits = model(input_ids=torch.tensor([ids], dtype=torch.long, device=device)).logits[0].float()
+            where = torch.tensor(scored, device=device)
+            logp = torch.log_softmax(logits[where - 1], dim=-1).gather(1, torch.tensor([labels[t] for t in scored], device=device)[:, None])
+            (-logp.mean()).backward()
+            norms = [q.grad.detach().float().norm(p) for q in params if q.grad is not None]
+            out.append(float(torch.stack(norms).mean()))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return out
 
 
 def completion_nll(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], options: NLLOptions = NLLOptions()) -> list[float]:
