@@ -23,6 +23,7 @@ COMMANDS = (
     "pipelines.commands.unlearn",
     "pipelines.commands.evaluate",
     "pipelines.tofu.command",  # a benchmark's own command lives in its package
+    "pipelines.muse.command",
     "pipelines.commands.compare",
     "pipelines.commands.audit",
     "pipelines.commands.run",

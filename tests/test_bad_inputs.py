@@ -437,6 +437,28 @@ def unknown_benchmark(c: Ctx):
     return ["run", str(path)], "benchmark 'tofo': unknown (did you mean tofu?); expected one of semeval, tofu"
 
 
+def _muse_copy(c: Ctx) -> Path:
+    from conftest import shared_path
+
+    return Path(shutil.copytree(shared_path("data", "muse_news"), c.tmp / "muse"))
+
+
+def muse_verbmem_without_gt(c: Ctx):
+    data = _muse_copy(c)
+    rows = json.loads((data / "verbmem" / "forget.json").read_text())
+    del rows[3]["gt"]
+    (data / "verbmem" / "forget.json").write_text(json.dumps(rows))
+    return (["evaluate-muse", "--model", str(c.target), "--data", str(data), "--out", str(c.out)],
+            "verbmem/forget.json: item 3: field 'gt' is missing (expected a non-empty string)")
+
+
+def muse_qa_without_icl(c: Ctx):
+    data = _muse_copy(c)
+    (data / "knowmem" / "retain2_qa_icl.json").unlink()
+    return (["evaluate-muse", "--model", str(c.target), "--data", str(data), "--out", str(c.out)],
+            "knowmem/retain2_qa.json without knowmem/retain2_qa_icl.json or knowmem/retain_qa_icl.json")
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -444,7 +466,7 @@ CASES = {f.__name__: f for f in (
     unknown_module_kind, unknown_traced_kind, output_is_input, output_inside_data, overwrite_a_foreign_folder,
     scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
     mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
-    resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model,
+    resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model, muse_verbmem_without_gt, muse_qa_without_icl,
     run_data_missing, forget_row_with_empty_input, whitespace_output, id_in_forget_and_retain, run_name_dot_dot, yaml_key_twice, negative_warmup,
     compare_without_metrics, out_under_a_file, out_where_nothing_can_be_written, run_out_under_a_file,
     config_with_more_layers_than_weights, config_with_fewer_layers_than_weights, run_name_too_long, infinite_lr, negative_weight_decay,
