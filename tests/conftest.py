@@ -41,6 +41,19 @@ def olmo_tokenizer_dir() -> Path:
     return shared_path("tokenizers", "olmo-0724")
 
 
+def random_olmo(tokenizer, *, small: bool = False, **config):
+    """A randomly initialised OLMo (seed 0, eval mode) over the OLMo tokenizer's vocabulary: 2 layers
+    64 wide, or with ``small`` 1 layer 32 wide; ``config`` overrides (e.g. ``max_position_embeddings``)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2) if small else \
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    return tf.AutoModelForCausalLM.from_config(tf.OlmoConfig(vocab_size=50304, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                                              bos_token_id=None, **{**size, **config})).eval()
+
+
 @pytest.fixture(scope="session")
 def mmlu_dir() -> Path:
     return shared_path("data", "mmlu_no_train")

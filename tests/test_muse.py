@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers as tf
-from conftest import shared_path
+from conftest import random_olmo, shared_path
 
 from pipelines.muse import metrics as mm
 from pipelines.muse.config import AUC_RETRAIN, MuseEvalConfig
@@ -91,10 +90,7 @@ def tok(olmo_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def model(tok):
-    torch.manual_seed(0)
-    config = tf.OlmoConfig(vocab_size=50304, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=4096,
-                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
-    return tf.AutoModelForCausalLM.from_config(config).eval()
+    return random_olmo(tok, max_position_embeddings=4096)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +164,7 @@ def test_compare_to_retain(evaluation):
 
 
 def test_text_longer_than_the_context_is_one_line(tok, data):
-    torch.manual_seed(0)
-    config = tf.OlmoConfig(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           max_position_embeddings=1024, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
-    short = tf.AutoModelForCausalLM.from_config(config).eval()
+    short = random_olmo(tok, small=True, max_position_embeddings=1024)
     with pytest.raises(AmnesiaError, match=r"privleak/forget.json item 0 is \d+ tokens, longer than the model's context of 1024 .*untruncated") as info:
         run_muse_evaluation(short, tok, data, MuseEvalConfig(limit=1, verbmem_max_new_tokens=2, knowmem_max_new_tokens=2))
     assert "\n" not in str(info.value)

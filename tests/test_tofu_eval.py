@@ -12,8 +12,7 @@ import math
 
 import pytest
 import torch
-import transformers as tf
-from conftest import shared_path
+from conftest import random_olmo, shared_path
 
 from tracing.errors import AmnesiaError
 from unlearn.eval.nll import (
@@ -44,10 +43,7 @@ def tok(olmo_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def model(tok):
-    torch.manual_seed(0)
-    config = tf.OlmoConfig(vocab_size=50304, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
-    return tf.AutoModelForCausalLM.from_config(config).eval()
+    return random_olmo(tok)
 
 
 @pytest.fixture(scope="module")
@@ -262,10 +258,7 @@ def test_config_errors(changes, message):
 
 
 def test_context_too_short_is_one_line(tok, data):
-    torch.manual_seed(0)
-    config = tf.OlmoConfig(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           max_position_embeddings=16, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
-    short = tf.AutoModelForCausalLM.from_config(config).eval()
+    short = random_olmo(tok, small=True, max_position_embeddings=16)
     with pytest.raises(AmnesiaError, match=r"forget row 0 \(answer\) is \d+ tokens, longer than the model's context of 16") as info:
         run_tofu_evaluation(short, tok, data, TofuEvalConfig(limit=1))
     assert "\n" not in str(info.value)
