@@ -82,7 +82,7 @@ class GenerationResult:
     reruns: list[int] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
     min_margin: float | None = None
-    #: rows whose budget the model's context cut below ``max_new_tokens`` (generated alone, up to the last position)
+    #: rows whose budget the model's context cut below ``max_new_tokens`` (they stop at its last position)
     capped: list[int] = field(default_factory=list)
 
 
@@ -197,6 +197,7 @@ def generate(model, tokenizer, prompts: Sequence[str], options: GenerationOption
     model.eval()
     bar = tqdm(total=len(prompts), desc=options.desc, unit="row", disable=not options.progress, leave=False)
     try:
+        bar.update(len(prompts) - len(rows))  # prompts that fill the context: nothing to generate
         for batch in batches:
             # a batch of one row is the one-row generation itself: nothing to check
             budget = min(caps[i] for i in batch)
