@@ -187,13 +187,13 @@ class TokenStats:
 def _row_token_stats(model, logits: torch.Tensor, labels: list[int]) -> TokenStats:
     target = torch.tensor(labels[1:], dtype=torch.long, device=logits.device)
     keep = target != IGNORE
+    scored = logits[0, :-1][keep]
     nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), target, reduction="none", ignore_index=IGNORE)[keep]
-    logp = torch.log_softmax(logits[0, :-1][keep].float(), dim=-1)
-    wide = torch.log_softmax(logits[0, :-1][keep].double(), dim=-1)  # E[x²] − mu² cancels badly in float32 for a flat distribution
+    wide = torch.log_softmax(scored.double(), dim=-1)  # E[x²] − mu² cancels badly in float32 for a flat distribution
     p = wide.exp()
     mu = (p * wide).sum(-1)
     sigma = (p * wide.square()).sum(-1) - mu.square()
-    return TokenStats(nll.tolist(), (logp.argmax(-1) == target[keep]).tolist(), mu.tolist(), sigma.tolist())
+    return TokenStats(nll.tolist(), (scored.argmax(-1) == target[keep]).tolist(), mu.tolist(), sigma.tolist())  # greedy choice: the logits' argmax
 
 
 def sequence_token_stats(model, sequences: Sequence[tuple[list[int], list[int]]], options: NLLOptions = NLLOptions()) -> list[TokenStats]:
