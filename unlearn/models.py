@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -191,6 +192,17 @@ def context_length(model) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def check_fits_context(model, sequences: Sequence[Sequence[int]], names: Sequence[str], where: str, why: str = "") -> None:
+    """One line naming the first of ``sequences`` (token ids, named by ``names``) longer than the model's
+    context (:func:`context_length`; none known: nothing checked); ``why`` ends the message."""
+    ctx = context_length(model)
+    if ctx is None:
+        return
+    for ids, name in zip(sequences, names):
+        if len(ids) > ctx:
+            raise AmnesiaError(f"{where}: {name} is {len(ids)} tokens, longer than the model's context of {ctx} (max_position_embeddings){why}")
 
 
 def model_id(model) -> str:

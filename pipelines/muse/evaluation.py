@@ -28,7 +28,7 @@ from tracing.errors import AmnesiaError
 from unlearn.eval.core import tie_margin
 from unlearn.eval.nll import NLLOptions, sequence_token_nll
 from unlearn.generation import GenerationOptions, decode, generate
-from unlearn.models import context_length, model_id
+from unlearn.models import check_fits_context, model_id
 
 from . import metrics as mm
 from .config import AUC_RETRAIN, MuseEvalConfig
@@ -114,11 +114,7 @@ def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig
     texts = forget + holdout
     ids = [tokenizer(text)["input_ids"] for text in texts]
     names = [f"privleak/forget.json item {i}" for i in range(len(forget))] + [f"privleak/holdout.json item {i}" for i in range(len(holdout))]
-    ctx = context_length(model)
-    for row, name in zip(ids, names):
-        if ctx is not None and len(row) > ctx:
-            raise AmnesiaError(f"{data.source}: {name} is {len(row)} tokens, longer than the model's context of {ctx} "
-                               "(max_position_embeddings): MUSE scores whole texts, untruncated")
+    check_fits_context(model, ids, names, data.source, why=": MUSE scores whole texts, untruncated")
     tokens = sequence_token_nll(model, [(row, list(row)) for row in ids], NLLOptions(batch_size=config.batch_size, progress=progress, desc="muse privleak"))
     mink = [mm.privleak_score(nll, config.mink_k) for nll in tokens]
     for i, (text, score) in enumerate(zip(texts, mink)):

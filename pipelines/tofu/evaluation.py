@@ -59,7 +59,7 @@ from unlearn.eval.nll import (
     sequence_token_stats,
 )
 from unlearn.generation import GenerationOptions, generate
-from unlearn.models import context_length, model_id
+from unlearn.models import check_fits_context, model_id
 from unlearn.prompts import format_mismatch, render_prompts
 
 from . import metrics as tm
@@ -140,15 +140,6 @@ def _qa_sequences(tokenizer, rows: dict[str, list[dict]], prompts: dict[str, lis
     return keys, pairs
 
 
-def _check_context(model, where: str, pairs: list[tuple[list[int], list[int]]], names: list[str]) -> None:
-    ctx = context_length(model)
-    if ctx is None:
-        return
-    for (ids, _), name in zip(pairs, names):
-        if len(ids) > ctx:
-            raise AmnesiaError(f"{where}: {name} is {len(ids)} tokens, longer than the model's context of {ctx} (max_position_embeddings)")
-
-
 def _collect(keys: list[_Scored], nlls: list[float], rows: dict[str, list[dict]], where: str) -> dict[str, list[dict]]:
     """Per set and row: ``{"answer": nll, "paraphrased": nll, "perturbed": [nll, …]}`` (paraphrased = answer where TOFU uses the answer)."""
     out = {name: [{"perturbed": []} for _ in rows[name]] for name in SETS}
@@ -214,7 +205,7 @@ def _membership(model, tokenizer, data: TofuData, config: TofuEvalConfig, nll_op
     answers = [r["answer"] for r in forget + holdout]
     pairs = membership_sequences(tokenizer, prompts, answers, config.mia_tokens, eos=config.answer_eos)
     names = [f"forget row {i}" for i in range(len(forget))] + [f"holdout row {i}" for i in range(len(holdout))]
-    _check_context(model, data.source, pairs, names)
+    check_fits_context(model, [ids for ids, _ in pairs], names, data.source)
     stats = sequence_token_stats(model, pairs, nll_options)
     # OpenUnlearning drops the last scored token (the appended EOS) wherever it reads single tokens
     read = [st.drop_last() if config.answer_eos else st for st in stats]
@@ -287,7 +278,7 @@ def run_tofu_evaluation(model, tokenizer, data: TofuData, config: TofuEvalConfig
     rendered = iter(render_prompts(tokenizer, questions, config.prompt_format))
     prompts = {name: [next(rendered) for _ in rows[name]] for name in SETS}
     keys, pairs = _qa_sequences(tokenizer, rows, prompts, eos=config.answer_eos)
-    _check_context(model, where, pairs, [k.label() for k in keys])
+    check_fits_context(model, [ids for ids, _ in pairs], [k.label() for k in keys], where)
     nll_options = NLLOptions(batch_size=config.batch_size, progress=progress, desc="tofu nll")
     timings: dict[str, float] = {}
 
