@@ -63,7 +63,7 @@ from unlearn.models import check_fits_context, model_id
 from unlearn.prompts import format_mismatch, render_prompts
 
 from . import metrics as tm
-from .config import TofuEvalConfig
+from .config import DEFAULT_MAX_NEW_TOKENS, TofuEvalConfig
 from .data import TofuData, question_text
 
 SCHEMA = 2  # 2: answers scored with EOS by default; forget.truth_ratios (R_truth per row) replaces forget_truth_ratio (its inverse)
@@ -320,7 +320,7 @@ def conventions(config: TofuEvalConfig) -> dict:
         "max_new_tokens": config.max_new_tokens,
         "mia_tokens": config.mia_tokens,
         "extraction_strength": "openunlearning" if config.es_openunlearning else "definition",
-        "openunlearning": config.answer_eos and config.max_new_tokens == 200 and config.mia_tokens == "answer",
+        "openunlearning": config.answer_eos and config.max_new_tokens == DEFAULT_MAX_NEW_TOKENS and config.mia_tokens == "answer",
     }
 
 
