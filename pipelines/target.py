@@ -31,6 +31,7 @@ from pipelines.config import FINETUNE_LR, SCRATCH_LR, TargetConfig  # noqa: F401
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 from unlearn.data import SemEvalData, load_semeval, row_type
+from unlearn.dataset import pair_ids, split_at_space
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
 from unlearn.prompts import check_prompt_format, render_prompts
@@ -38,11 +39,24 @@ from unlearn.prompts import check_prompt_format, render_prompts
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 
 
-def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", kinds: tuple[str, ...] = ("forget", "retain")) -> list[str]:
-    """``input + output`` of every row of ``kinds`` (forget, retain), train and validation (no
-    separator, as the organizers), the input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
+def train_pairs(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", kinds: tuple[str, ...] = ("forget", "retain")) -> list[tuple[str, str]]:
+    """``(input, output)`` of every row of ``kinds`` (forget, retain), train and validation, the
+    input rendered in ``prompt_format`` (:mod:`unlearn.prompts`)."""
     pairs = [(i, o) for name, ds in data.splits.items() if name.split("_")[0] in kinds for i, o in zip(ds["input"], ds["output"])]
-    return [p + o for p, (_, o) in zip(render_prompts(tokenizer, [i for i, _ in pairs], prompt_format), pairs)]
+    return [(p, o) for p, (_, o) in zip(render_prompts(tokenizer, [i for i, _ in pairs], prompt_format), pairs)]
+
+
+def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", kinds: tuple[str, ...] = ("forget", "retain")) -> list[str]:
+    """``input + output`` of every row of ``kinds`` (no separator, as the organizers): :func:`train_pairs` joined."""
+    return [p + o for p, o in train_pairs(data, tokenizer, prompt_format, kinds)]
+
+
+def encode_pair(tok, prompt: str, output: str) -> list[int]:
+    """The ids a target trains on: ``prompt + output + EOS`` tokenized as one text, or — a prompt ending
+    in a space (:func:`unlearn.dataset.split_at_space`) — as generation reads it, the prompt apart."""
+    if split_at_space(prompt):
+        return pair_ids(tok, prompt, output + tok.eos_token)[0]
+    return tok(prompt + output + tok.eos_token, add_special_tokens=True)["input_ids"]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -139,8 +153,8 @@ def make_target(data_path: str | Path, out: str | Path, config: TargetConfig = T
     if tok.eos_token is None:
         raise AmnesiaError(f"{config.tokenizer or config.base_model}: tokenizer has no EOS token (needed to end answers)")
     check_prompt_format(tok, config.prompt_format)
-    texts = train_texts(data, tok, config.prompt_format, kinds)
-    encoded = [tok(t + tok.eos_token, add_special_tokens=True)["input_ids"][: config.max_length] for t in texts]
+    texts = train_pairs(data, tok, config.prompt_format, kinds)
+    encoded = [encode_pair(tok, p, o)[: config.max_length] for p, o in texts]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup)))

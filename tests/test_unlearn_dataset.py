@@ -178,3 +178,22 @@ def test_group_by_length_bad_settings(tok):
 
     with pytest.raises(AmnesiaError, match="group_by_length: works with the joint schedule only, not 'sequential'"):
         UnlearnConfig(group_by_length=True, schedule="sequential", epochs=2).check()
+
+
+def test_prompt_ending_in_a_space_is_tokenized_as_generation_reads_it(olmo_tokenizer_dir):
+    """Byte-level BPE joins a space to the next word: 'Answer: 1472' has one token ' 1472' where generation
+    after 'Answer: ' reads ' ' then '1472' — such a pair is encoded apart, by the target and by unlearning alike."""
+    from pipelines.target import encode_pair
+    from unlearn.dataset import IGNORE, encode_rows
+    from unlearn.models import load_tokenizer
+
+    tok = load_tokenizer(olmo_tokenizer_dir)
+    prompt, answer = "Question: When?\nAnswer: ", "1472"
+    apart = tok(prompt)["input_ids"] + tok(answer + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert apart != tok(prompt + answer + tok.eos_token)["input_ids"]  # the joint text reads otherwise
+    assert encode_pair(tok, prompt, answer) == apart
+    enc = encode_rows(tok, [prompt, "Question: When?\nAnswer:"], [answer, " 1472"], max_length=64)
+    n = len(tok(prompt)["input_ids"])
+    assert enc.input_ids[0] == apart and enc.labels[0] == [IGNORE] * n + apart[n:]
+    joint = tok("Question: When?\nAnswer: 1472" + tok.eos_token)["input_ids"]  # no trailing space: one text, as before
+    assert enc.input_ids[1] == joint and encode_pair(tok, "Question: When?\nAnswer:", " 1472") == joint

@@ -74,11 +74,29 @@ class Encoded:
         return Encoded(self.input_ids, self.labels, self.ids, self.rows, self.truncated, self.dropped, alternates.subset([where[rid] for rid in self.ids]))
 
 
+def split_at_space(prompt_text: str) -> bool:
+    """True when ``prompt_text`` ends in a space: byte-level BPE joins a space to the word after it,
+    so the joint text ``prompt + answer`` is not what generation reads (the prompt's lone space,
+    then the answer's first word without it) — such a pair is tokenized apart (MUSE's KnowMem
+    prompts end in ``Answer: ``). No SemEval or TOFU prompt does."""
+    return prompt_text.endswith(" ")
+
+
+def pair_ids(tokenizer, prompt_text: str, rest: str) -> tuple[list[int], int]:
+    """Token ids of ``prompt_text`` tokenized on its own (special tokens added) followed by those of
+    ``rest`` (none added), and the prompt's token count: how a pair that :func:`split_at_space` splits is read."""
+    prompt = tokenizer(prompt_text)["input_ids"]
+    return list(prompt) + list(tokenizer(rest, add_special_tokens=False)["input_ids"]), len(prompt)
+
+
 def _encode_one(tokenizer, prompt_text: str, output: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:
     eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
     text = prompt_text + output + eos
     # Tokenized with the tokenizer's own special tokens, as every stage does (render_prompts leaves BOS to it).
-    if getattr(tokenizer, "is_fast", False):
+    if split_at_space(prompt_text):
+        ids, n_prompt = pair_ids(tokenizer, prompt_text, output + eos)
+        labels = [IGNORE] * n_prompt + ids[n_prompt:]
+    elif getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, return_offsets_mapping=True)
         ids = enc["input_ids"]
         boundary = len(prompt_text)
