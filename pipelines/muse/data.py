@@ -10,7 +10,9 @@ subsets), every file one JSON list:
 * ``privleak/forget.json``, ``privleak/holdout.json``, ``privleak/retain2.json`` (or ``retain.json``)
   — articles (strings): forgotten members, never-seen articles, kept members (C3);
 * ``raw/forget.json`` — the forget corpus (strings), when present (what unlearning reads; its
-  empty strings are skipped: MUSE-News has one).
+  empty strings are skipped: MUSE-News has one); ``raw/retain1.json`` (or ``raw/retain.json``) —
+  the retain corpus MUSE's unlearning keeps, and ``raw/holdout.json`` — never-seen articles, when
+  present (a run on MUSE's own rows reads them; the CPU-sized run does not).
 
 Each problem is one line naming the file, the item and what was expected. Only :mod:`json` reads
 the files: nothing is written beside the data.
@@ -41,6 +43,8 @@ class MuseData:
     privleak_holdout: list[str]
     privleak_retain: list[str] | None
     raw_forget: list[str] | None
+    raw_retain: list[str] | None = None
+    raw_holdout: list[str] | None = None
 
     def __repr__(self) -> str:
         counts = {k: len(v) for k, v in vars(self).items() if isinstance(v, list)}
@@ -102,10 +106,14 @@ def load_muse(path: str | Path) -> MuseData:
                                   ("retain", ("privleak/retain2.json", "privleak/retain.json"), False)):
         p, v = _read(root, names, "article texts", required=required)
         privleak[part] = _texts(p, v) if v is not None else None
-    p, v = _read(root, ("raw/forget.json",), "article texts", required=False)
+    raw = {}
+    for part, names in (("forget", ("raw/forget.json",)), ("retain", ("raw/retain1.json", "raw/retain.json")), ("holdout", ("raw/holdout.json",))):
+        p, v = _read(root, names, "article texts", required=False)
+        raw[part] = _texts(p, v, skip_empty=True) if v is not None else None
     return MuseData(source=str(root), verbmem=verbmem, knowmem_forget=knowmem["forget"], knowmem_forget_icl=knowmem["forget_icl"],
                     knowmem_retain=knowmem["retain"], knowmem_retain_icl=knowmem["retain_icl"], privleak_forget=privleak["forget"],
-                    privleak_holdout=privleak["holdout"], privleak_retain=privleak["retain"], raw_forget=_texts(p, v, skip_empty=True) if v is not None else None)
+                    privleak_holdout=privleak["holdout"], privleak_retain=privleak["retain"], raw_forget=raw["forget"], raw_retain=raw["retain"],
+                    raw_holdout=raw["holdout"])
 
 
 def corpus_of(path: str | Path) -> str | None:
