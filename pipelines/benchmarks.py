@@ -3,7 +3,8 @@
 A benchmark is a :class:`Benchmark`: how a config mapping becomes its validated run config, how
 a run goes (its data, models and scores around the shared stages of
 :class:`pipelines.run.Pipeline`), and what the terminal prints at the end. The built-in ones —
-``semeval`` (:mod:`pipelines.semeval.pipeline`) and ``tofu`` (:mod:`pipelines.tofu.pipeline`) — are found by module
+``semeval`` (:mod:`pipelines.semeval.pipeline`), ``tofu`` (:mod:`pipelines.tofu.pipeline`) and ``muse``
+(:mod:`pipelines.muse.pipeline`) — are found by module
 name the first time they are asked for, as entry points are; anything else registers itself
 with :func:`register_benchmark` (``docs/extending.md`` has a worked example). ``amnesia run`` and
 :func:`pipelines.run.run_pipeline` know no benchmark by name.
@@ -22,7 +23,7 @@ from typing import Any, Callable
 from tracing.errors import AmnesiaError, did_you_mean
 
 #: The built-in benchmarks: the module whose import registers each.
-BUILTIN = {"semeval": "pipelines.semeval.pipeline", "tofu": "pipelines.tofu.pipeline"}
+BUILTIN = {"semeval": "pipelines.semeval.pipeline", "tofu": "pipelines.tofu.pipeline", "muse": "pipelines.muse.pipeline"}
 
 _registry: dict[str, "Benchmark"] = {}
 

@@ -174,7 +174,7 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
         "trace": {"kinds": ["mlp"], "samples": 3, "window": 2, "max_facts": 12, "select_k": 2, "select_evidence": False, "heatmaps": 0},
         "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128},
     }))
-    assert benchmark_names() == ("semeval", "tofu", "toyqa")
+    assert benchmark_names() == ("semeval", "tofu", "muse", "toyqa")
     assert main(["run", str(path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["forget_em_target"] >= 0.75 and summary["forget_em_unlearned"] < summary["forget_em_target"]  # the fixture memorised them; 6 steps move it
@@ -183,7 +183,7 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
     assert f"toy forget exact match {summary['forget_em_target']:.2f} -> {summary['forget_em_unlearned']:.2f}" in capsys.readouterr().out
     path.write_text(json.dumps({"benchmark": "toyq", "data": str(fixture_world)}))
     assert main(["run", str(path)]) == 2
-    assert capsys.readouterr().err.strip() == f"amnesia run: error: {path}: benchmark 'toyq': unknown (did you mean toyqa?); expected one of semeval, tofu, toyqa"
+    assert capsys.readouterr().err.strip() == f"amnesia run: error: {path}: benchmark 'toyq': unknown (did you mean toyqa?); expected one of semeval, tofu, muse, toyqa"
     # the toy has no audit: asking for one is a one-line error, and nothing is written
     path.write_text(json.dumps({"benchmark": "toyqa", "data": str(fixture_world), "model": str(fixture_target), "out": str(tmp_path / "audited"),
                                 "audit": {"enabled": True}}))

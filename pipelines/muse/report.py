@@ -1,0 +1,190 @@
+"""The MUSE run's report: MUSE's table for the target, the unlearned model(s) and the retain model.
+
+MUSE (Shi et al. 2024) reads four numbers per model: **VerbMem** on forget (C1, ROUGE-L F1 × 100
+of the continuation of forget passages), **KnowMem** on forget (C2) and on retain (C4, utility),
+and **PrivLeak** (C3: Min-K% membership AUC of forget vs never-seen documents relative to the
+retain model's, × 100; 0 = the retain model's level, negative = the forget documents still look
+like members, positive = they look *less* familiar than never-seen ones). Its criteria: VerbMem
+and KnowMem on forget no higher than the retain model's, PrivLeak near 0 (the paper reads
+[−5 %, 5 %] as no leak), KnowMem on retain kept. Then the method's own sections (facts, where
+they live, the re-trace, unlearning), shared with the other reports (:mod:`pipelines.report`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.report import (
+    FIGURES,
+    RUN_CELL_HEADS,
+    config_rows,
+    fmt,
+    md_table,
+    method_figures,
+    method_sections,
+    method_summary,
+    print_step_size,
+    pyplot,
+    read_json,
+    run_cell_texts,
+    run_cells,
+    save_figure,
+    unlearning_notes,
+    wall_time_lines,
+    write_documents,
+)
+from pipelines.stages import StageResult
+
+from .evaluation import compare_to_retain
+
+#: |PrivLeak| within this is no leak (MUSE reads [−5 %, 5 %] so).
+PRIVLEAK_NEAR = 5.0
+#: The share of the target's KnowMem on retain a model must keep to count as utility preserved.
+UTILITY_KEPT = 0.9
+#: A forget score within this many points (ROUGE-L F1 × 100) above the retain model's counts as at its level.
+FLOOR_SLACK = 5.0
+
+
+def muse_row(label: str, scores: dict, retain: dict, target: dict) -> dict:
+    """One model's MUSE numbers against the retain model (PrivLeak) and the target (utility kept), with MUSE's criteria."""
+    cmp = compare_to_retain(scores, retain)
+    kept = scores["knowmem_r"] / target["knowmem_r"] if target.get("knowmem_r") else None
+    return {
+        "model": label,
+        "verbmem_f": scores["verbmem_f"], "knowmem_f": scores["knowmem_f"], "knowmem_r": scores["knowmem_r"],
+        "privleak": cmp["privleak"], "privleak_auc": scores["privleak_auc"], "utility_kept": kept,
+        "criteria": {
+            "no verbatim memorization": scores["verbmem_f"] <= retain["verbmem_f"] + FLOOR_SLACK,
+            "no knowledge memorization": scores["knowmem_f"] <= retain["knowmem_f"] + FLOOR_SLACK,
+            "no privacy leak": abs(cmp["privleak"]) <= PRIVLEAK_NEAR,
+            "utility preserved": kept is not None and kept >= UTILITY_KEPT,
+        },
+    }
+
+
+def build_muse_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict,
+                       wall_time: float) -> dict:
+    summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
+    by_model = {label: read_json(stage.path / "scores.json") for label, stage in scores.items()}
+    summary.update({"benchmark": "muse", "model": config.model or "target/ (built)", "retain_model": config.retain_model or "retain_model/ (built)", "data": config.data,
+                    "request": read_json(results["request"].path / "request.json"), "scores": by_model})
+    retain, target = by_model["retain"], by_model["target"]
+    rows = [muse_row("target", target, retain, target),
+            {**muse_row(f"unlearned ({config.unlearn.method})", by_model["unlearned"], retain, target), **run_cells(read_json(unlearned.path / "unlearn.json"))}]
+    for label, c in controls.items():
+        rows.append({**muse_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain, target), **run_cells(read_json(c["model"].path / "unlearn.json"))})
+    rows.append(muse_row("retain model", retain, retain, target))
+    summary["muse"] = {"rows": rows}
+    summary["notes"] = muse_notes(summary)
+    return summary
+
+
+def muse_notes(summary: dict) -> list[str]:
+    """Sentences for the numbers a reader of the MUSE table would question."""
+    rows = {r["model"]: r for r in summary["muse"]["rows"]}
+    retain, target = rows["retain model"], rows["target"]
+    notes = [f"The retain model (never trained on the forget documents) reads VerbMem {retain['verbmem_f']:.1f} and KnowMem on forget {retain['knowmem_f']:.1f}: "
+             f"the floor an unlearned model should reach; its PrivLeak against itself is {retain['privleak']:.1f} by construction. "
+             f"The target reads {target['verbmem_f']:.1f} and {target['knowmem_f']:.1f} (PrivLeak {target['privleak']:.1f})."]
+    for r in summary["muse"]["rows"]:
+        if r["model"].startswith(("unlearned", "control")):
+            missed = [name for name, ok in r["criteria"].items() if not ok]
+            side = ("the forget documents still look like members" if r["privleak"] < -PRIVLEAK_NEAR else
+                    "the forget documents look *less* familiar than never-seen ones (over-unlearning: lower the total step, unlearn.budget_factor)"
+                    if r["privleak"] > PRIVLEAK_NEAR else "membership looks like the retain model's")
+            notes.append(f"{r['model']}: VerbMem {r['verbmem_f']:.1f}, KnowMem forget {r['knowmem_f']:.1f}, retain {r['knowmem_r']:.1f} "
+                         f"({fmt(r['utility_kept'])} of the target's), PrivLeak {r['privleak']:.1f}: {side}; "
+                         + (f"misses {', '.join(missed)}." if missed else "meets MUSE's four criteria."))
+    notes += unlearning_notes(summary["unlearn"])
+    req = summary["request"]
+    if req["muse"]["mini"]:
+        notes.append(f"A CPU-sized MUSE: {req['documents']['forget']} forget excerpts of MUSE-News' VerbMem passages ({req['muse']['prompt_words']} + "
+                     f"{req['muse']['continuation_words']} words), {req['questions']['forget']} + {req['questions']['retain']} KnowMem questions with "
+                     f"{req['questions']['icl_examples']} in-context examples, {req['documents']['holdout']} never-seen excerpts for PrivLeak; the target learned the "
+                     "KnowMem prompts themselves (docs/muse.md). The numbers are MUSE's metrics on these rows, not MUSE-News' leaderboard.")
+    return notes
+
+
+def rows_text(req: dict) -> str:
+    """The configuration table's account of the rows a run read."""
+    d, q = req["documents"], req["questions"]
+    if req["muse"]["mini"]:
+        return (f"CPU-sized: {d['forget']} forget / {d['retain']} retain / {d['holdout']} never-seen / {d['reference']} reference excerpts; "
+                f"{q['forget']} + {q['retain']} KnowMem questions")
+    return (f"MUSE's own: {d['forget']} forget / {d['retain']} retain documents of {req['muse']['chunk_words']} words (raw/forget, raw/retain1), "
+            f"{d['reference']} reference documents (raw/holdout without PrivLeak's holdout); the authors' test files")
+
+
+def plot_muse(rows: list[dict], path: Path) -> Path:
+    """MUSE's picture: KnowMem on retain (utility, x) against VerbMem and KnowMem on forget (y), one point per model."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharex=True)
+    colours = {"target": "tab:blue", "retain model": "tab:green"}
+    for ax, key, title in ((axes[0], "verbmem_f", "VerbMem on forget (C1)"), (axes[1], "knowmem_f", "KnowMem on forget (C2)")):
+        for r in rows:
+            ax.scatter([r["knowmem_r"]], [r[key]], s=45, zorder=3,
+                       color=colours.get(r["model"], "tab:red" if r["model"].startswith("unlearned") else "tab:orange"))
+            ax.annotate(r["model"].replace("control: ", ""), (r["knowmem_r"], r[key]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.set_xlabel("KnowMem on retain (C4, utility)")
+        ax.set_ylabel(title)
+        ax.set_title(title)
+    fig.suptitle("MUSE: forget memorization against utility (lower left of the target, near the retain model)", fontsize=9)
+    return save_figure(fig, path)
+
+
+def _check(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def render_muse_markdown(summary: dict, config, images: dict) -> str:
+    s = summary
+    req = s["request"]
+    out = [f"# selective-amnesia MUSE run: {s['name']}", ""]
+    out += ["## Configuration", "", md_table(["key", "value"], config_rows(s, config) + [
+        ["retain model", s["retain_model"]],
+        ["rows", rows_text(req)],
+        ["evaluation", f"MUSE's eval.py: VerbMem {config.evaluate.verbmem_max_new_tokens} new tokens, KnowMem {config.evaluate.knowmem_max_new_tokens}, "
+                       f"Min-{config.evaluate.mink_k:.0%} PrivLeak against the retain model's AUC"],
+    ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
+    rows = s["muse"]["rows"]
+    crit = list(rows[0]["criteria"])
+    out += ["## MUSE", "",
+            "VerbMem (C1) and KnowMem (C2 forget, C4 retain): ROUGE-L F1 × 100. PrivLeak (C3): Min-K% membership AUC of forget vs never-seen documents "
+            "relative to the retain model's, × 100 (0 = the retain model's level). Utility kept: KnowMem on retain over the target's.", "",
+            md_table(["model", "VerbMem forget", "KnowMem forget", "KnowMem retain", "utility kept", "PrivLeak", "AUC", *RUN_CELL_HEADS],
+                     [[r["model"], fmt(r["verbmem_f"]), fmt(r["knowmem_f"]), fmt(r["knowmem_r"]), fmt(r["utility_kept"]), f"{r['privleak']:.1f}",
+                       fmt(r["privleak_auc"]), *run_cell_texts(r)] for r in rows]), ""]
+    if "muse" in images:
+        out += [f"![MUSE: memorization against utility]({images['muse']})", ""]
+    out += [f"MUSE's criteria (forget scores at most {FLOOR_SLACK:g} points above the retain model's; |PrivLeak| ≤ {PRIVLEAK_NEAR:g}; "
+            f"KnowMem on retain ≥ {UTILITY_KEPT:.0%} of the target's):", "",
+            md_table(["model", *crit], [[r["model"], *[_check(r["criteria"][c]) for c in crit]] for r in rows if r["model"] not in ("target", "retain model")]), ""]
+    out += ["Not measured here: C5 scalability and C6 sustainability (MUSE's `scal`/`sust` forget sets of growing size and successive requests; "
+            "not in the shared data).", ""]
+    if s.get("notes"):
+        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
+    out += method_sections(s, config, images)
+    out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
+    return "\n".join(out)
+
+
+def write_muse_report(run_dir: Path, config, results: dict[str, StageResult], **parts) -> dict:
+    """Write figures, ``summary.json``, ``report.md`` and ``report.html`` of a MUSE run into ``run_dir``."""
+    run_dir = Path(run_dir)
+    summary = build_muse_summary(run_dir, config, results, **parts)
+    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"])
+    plot_muse(summary["muse"]["rows"], run_dir / FIGURES / "muse.png")
+    images["muse"] = f"{FIGURES}/muse.png"
+    return write_documents(run_dir, summary, images, render_muse_markdown(summary, config, images), config.name)
+
+
+def print_muse_headline(summary: dict, run_dir) -> None:
+    """What ``amnesia run`` prints at the end of a MUSE run."""
+    print(f"\nselected layers: {summary['selection']['layers']} ({summary['selection']['kind']}); unlearned: {summary['unlearn']['layers']}")
+    print(f"{'':26}{'VerbMem f':>10}{'KnowMem f':>10}{'KnowMem r':>10}{'PrivLeak':>10}")
+    for r in summary["muse"]["rows"]:
+        print(f"{r['model']:26}{r['verbmem_f']:>10.1f}{r['knowmem_f']:>10.1f}{r['knowmem_r']:>10.1f}{r['privleak']:>10.1f}")
+    print_step_size(summary)
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
