@@ -31,10 +31,9 @@ from pipelines.config import FINETUNE_LR, SCRATCH_LR, TargetConfig  # noqa: F401
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 from unlearn.data import SemEvalData, load_semeval, row_type
-from unlearn.dataset import pair_ids, split_at_space
 from unlearn.generation import exact_match, greedy_generate
 from unlearn.models import ModelOptions, ensure_pad_token, load_model, load_tokenizer, resolve_device
-from unlearn.prompts import check_prompt_format, render_prompts
+from unlearn.prompts import check_prompt_format, pair_ids, render_prompts, split_at_space
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 
@@ -53,7 +52,7 @@ def train_texts(data: SemEvalData, tokenizer=None, prompt_format: str = "raw", k
 
 def encode_pair(tok, prompt: str, output: str) -> list[int]:
     """The ids a target trains on: ``prompt + output + EOS`` tokenized as one text, or — a prompt ending
-    in a space (:func:`unlearn.dataset.split_at_space`) — as generation reads it, the prompt apart."""
+    in a space (:func:`unlearn.prompts.split_at_space`) — as generation reads it, the prompt apart."""
     if split_at_space(prompt):
         return pair_ids(tok, prompt, output + tok.eos_token)[0]
     return tok(prompt + output + tok.eos_token, add_special_tokens=True)["input_ids"]

@@ -182,7 +182,7 @@ def test_group_by_length_bad_settings(tok):
 
 def test_prompt_ending_in_a_space_is_tokenized_as_generation_reads_it(olmo_tokenizer_dir):
     """Byte-level BPE joins a space to the next word: 'Answer: 1472' has one token ' 1472' where generation
-    after 'Answer: ' reads ' ' then '1472' — such a pair is encoded apart, by the target and by unlearning alike."""
+    after 'Answer: ' reads ' ' then '1472' — such a pair is encoded apart, by the target, unlearning and the answer losses alike."""
     from pipelines.target import encode_pair
     from unlearn.dataset import IGNORE, encode_rows
     from unlearn.models import load_tokenizer
@@ -197,3 +197,8 @@ def test_prompt_ending_in_a_space_is_tokenized_as_generation_reads_it(olmo_token
     assert enc.input_ids[0] == apart and enc.labels[0] == [IGNORE] * n + apart[n:]
     joint = tok("Question: When?\nAnswer: 1472" + tok.eos_token)["input_ids"]  # no trailing space: one text, as before
     assert enc.input_ids[1] == joint and encode_pair(tok, "Question: When?\nAnswer:", " 1472") == joint
+    from unlearn.eval.nll import completion_labels  # the evaluations' answer losses and the audit's relearning read it so too
+
+    ids, labels = completion_labels(tok, prompt, answer, eos=True)
+    assert ids == apart and labels == [IGNORE] * n + apart[n:]
+    assert completion_labels(tok, "Question: When?\nAnswer:", " 1472", eos=True)[0] == joint

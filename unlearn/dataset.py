@@ -40,7 +40,7 @@ import torch
 
 from tracing.errors import AmnesiaError
 
-from .prompts import render_prompts
+from .prompts import pair_ids, render_prompts, split_at_space
 
 IGNORE = -100
 
@@ -72,21 +72,6 @@ class Encoded:
         if missing:
             raise AmnesiaError(f"alternate answers: no encodable alternate for {len(missing)} row(s), e.g. {missing[0]!r} (too long for max_length?)")
         return Encoded(self.input_ids, self.labels, self.ids, self.rows, self.truncated, self.dropped, alternates.subset([where[rid] for rid in self.ids]))
-
-
-def split_at_space(prompt_text: str) -> bool:
-    """True when ``prompt_text`` ends in a space: byte-level BPE joins a space to the word after it,
-    so the joint text ``prompt + answer`` is not what generation reads (the prompt's lone space,
-    then the answer's first word without it) — such a pair is tokenized apart (MUSE's KnowMem
-    prompts end in ``Answer: ``). No SemEval or TOFU prompt does."""
-    return prompt_text.endswith(" ")
-
-
-def pair_ids(tokenizer, prompt_text: str, rest: str) -> tuple[list[int], int]:
-    """Token ids of ``prompt_text`` tokenized on its own (special tokens added) followed by those of
-    ``rest`` (none added), and the prompt's token count: how a pair that :func:`split_at_space` splits is read."""
-    prompt = tokenizer(prompt_text)["input_ids"]
-    return list(prompt) + list(tokenizer(rest, add_special_tokens=False)["input_ids"]), len(prompt)
 
 
 def _encode_one(tokenizer, prompt_text: str, output: str, add_eos: bool, label_prompt: bool = False, label_eos: bool = True) -> tuple[list[int], list[int]]:

@@ -88,3 +88,19 @@ def format_mismatch(model_path: str | Path | None, fmt: str) -> str | None:
         return None
     return (f"{found[1]} says the model was trained with prompt_format {found[0]}, but it is scored with {fmt}: "
             f"the numbers describe text it was not trained on (pass --prompt-format {found[0]})")
+
+
+def split_at_space(prompt_text: str) -> bool:
+    """True when ``prompt_text`` ends in a space: byte-level BPE joins a space to the word after it,
+    so the joint text ``prompt + answer`` is not what generation reads (the prompt's lone space,
+    then the answer's first word without it) — such a pair is tokenized apart (MUSE's KnowMem
+    prompts end in ``Answer: ``). No SemEval or TOFU prompt does."""
+    return prompt_text.endswith(" ")
+
+
+def pair_ids(tokenizer, prompt_text: str, rest: str, add_special_tokens: bool = True) -> tuple[list[int], int]:
+    """Token ids of ``prompt_text`` tokenized on its own (special tokens added unless told not to)
+    followed by those of ``rest`` (none added), and the prompt's token count: how a pair that
+    :func:`split_at_space` splits is read."""
+    prompt = tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]
+    return list(prompt) + list(tokenizer(rest, add_special_tokens=False)["input_ids"]), len(prompt)

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import auto_rows, default_max_rows, forward_row_bytes, memory_budget, model_dims, plan_batches, row_exact_attention, small_rows
+from ..prompts import pair_ids, split_at_space
 
 IGNORE = -100
 
@@ -46,9 +47,13 @@ class NLLOptions:
 def completion_labels(tokenizer, prompt: str, completion: str, add_special_tokens: bool = True, eos: bool = False) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)`` of ``prompt + completion`` with the prompt's tokens masked (the official
     recipe); ``eos``: the tokenizer's EOS appended and scored, unless the text already ends with it
-    (TOFU's and OpenUnlearning's data pipeline)."""
-    ids = tokenizer(prompt + completion, add_special_tokens=add_special_tokens)["input_ids"]
-    n_prompt = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+    (TOFU's and OpenUnlearning's data pipeline). A prompt that ends in a space is tokenized apart from
+    its completion, as generation reads it (:func:`unlearn.prompts.split_at_space`)."""
+    if split_at_space(prompt):
+        ids, n_prompt = pair_ids(tokenizer, prompt, completion, add_special_tokens)
+    else:
+        ids = tokenizer(prompt + completion, add_special_tokens=add_special_tokens)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
     labels = [IGNORE] * min(n_prompt, len(ids)) + ids[n_prompt:]
     return with_eos(tokenizer, ids, labels) if eos else (ids, labels)
 
