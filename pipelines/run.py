@@ -282,7 +282,7 @@ class Pipeline:
         for name, what in cls.sources(config):
             check_source(name, what=what)
         if config.audit.enabled and cls.audit_task is Pipeline.audit_task:
-            raise AmnesiaError(f"audit.enabled: benchmark {config.benchmark!r} has no audit (SemEval and TOFU have one); set audit.enabled: false")
+            raise AmnesiaError(f"audit.enabled: benchmark {config.benchmark!r} has no audit (SemEval, TOFU and MUSE have one); set audit.enabled: false")
         if config.audit.enabled and config.audit.retain_model:
             check_source(config.audit.retain_model, what="model")
         started = time.time()

@@ -220,3 +220,30 @@ def test_a_run_on_muse_s_own_rows_with_given_models(mini, muse_run, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["model"] == str(muse_run.run_dir / "target") and [r["model"] for r in summary["muse"]["rows"]] == ["target", "unlearned (sha256)", "retain model"]
     assert "MUSE's own:" in (run_dir / "report.md").read_text()
+
+
+def test_muse_audit_stage(muse_run, muse_dir, tmp_path):
+    """`audit.enabled` on a copy of the reduced run: MUSE's forget metrics under attack, the held-out
+    half of the VerbMem and KnowMem rows, the report's section."""
+    import shutil
+
+    from pipelines.run import run_pipeline
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(muse_run.run_dir, run_dir)
+    path = tmp_path / "muse.yaml"
+    path.write_text(json.dumps(_mapping(muse_dir, run_dir, audit={"enabled": True, "attacks": ["int8", "relearn_forget", "relearn_related", "paraphrase"],
+                                                                    "relearn_steps": 2, "references": False})))
+    done = run_pipeline(load_config(path), progress=False, log=lambda m: None)
+    computed = {n for n, r in done.stages.items() if not r.skipped}
+    assert computed == {"audit"}
+    audit = json.loads((run_dir / "summary.json").read_text())["audit"]
+    assert audit["worst_case_metrics"] == ["VerbMem forget", "KnowMem forget"] and audit["floor_model"] is None  # references off: the floor is not attacked
+    scores = audit["scores"]
+    assert set(scores) == {"unlearned", "target", "retain"}
+    assert all(v is None for v in scores["unlearned"]["paraphrase"].values())  # MUSE has no paraphrases: not measured
+    assert scores["unlearned"]["none/held_out"]["PrivLeak AUC"] is None and 0 <= scores["unlearned"]["none/all"]["PrivLeak AUC"] <= 1
+    assert 0 <= scores["unlearned"]["relearn_forget"]["VerbMem forget"] <= 100
+    assert audit["rows"]["relearned_verbmem"] == 2 and audit["rows"]["relearned_knowmem"] == 2 and audit["rows"]["related_pool"] == 4
+    md = (run_dir / "report.md").read_text()
+    assert "## Audit: forgotten or only hidden?" in md and "worst-case recovery |" in md

@@ -188,6 +188,6 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
     path.write_text(json.dumps({"benchmark": "toyqa", "data": str(fixture_world), "model": str(fixture_target), "out": str(tmp_path / "audited"),
                                 "audit": {"enabled": True}}))
     assert main(["run", str(path)]) == 2
-    assert capsys.readouterr().err.strip() == ("amnesia run: error: audit.enabled: benchmark 'toyqa' has no audit (SemEval and TOFU have one); "
+    assert capsys.readouterr().err.strip() == ("amnesia run: error: audit.enabled: benchmark 'toyqa' has no audit (SemEval, TOFU and MUSE have one); "
                                                "set audit.enabled: false")
     assert not (tmp_path / "audited").exists()

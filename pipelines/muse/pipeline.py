@@ -28,6 +28,8 @@ The stages, each a cached folder of the run directory (:mod:`pipelines.stages`):
 * ``scores_target/``, ``scores_unlearned/``, ``scores_retain/`` — MUSE's C1–C4
   (:mod:`pipelines.muse.evaluation`); PrivLeak against the retain model's AUC in the report
   (:mod:`pipelines.muse.report`).
+* ``audit/`` (``audit.enabled``) — the attacks of :mod:`unlearn.audit` scored with MUSE's metrics
+  (:mod:`pipelines.muse.audit`), the retain model the never-seen floor.
 """
 
 from __future__ import annotations
@@ -314,6 +316,14 @@ class MusePipeline(Pipeline):
             return {k: result.scores[k] for k in ("verbmem_f", "knowmem_f", "knowmem_r", "privleak_auc")}
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])  # the request's key holds the data's fingerprint
+
+    def audit_task(self, data: str):
+        """MUSE's metrics on the rows the run scores (:mod:`pipelines.muse.audit`)."""
+        from .audit import MuseAudit
+        from .data import load_muse
+
+        return MuseAudit(load_muse(self.muse_folder(data)), self.inputs, self.config.evaluate, prompt_words=self.config.muse.prompt_words,
+                         seed=self.config.audit.seed)
 
     def report(self, run_dir: Path, *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
         return write_muse_report(run_dir, self.config, self.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
 from pipelines.report import (
     FIGURES,
     RUN_CELL_HEADS,
@@ -63,16 +64,20 @@ def muse_row(label: str, scores: dict, retain: dict, target: dict) -> dict:
 
 
 def build_muse_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict,
-                       wall_time: float) -> dict:
+                       wall_time: float, audit: dict | None = None) -> dict:
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
+    if audit is not None:
+        summary["audit"] = audit
     by_model = {label: read_json(stage.path / "scores.json") for label, stage in scores.items()}
     summary.update({"benchmark": "muse", "model": config.model or "target/ (built)", "retain_model": config.retain_model or "retain_model/ (built)", "data": config.data,
                     "request": read_json(results["request"].path / "request.json"), "scores": by_model})
     retain, target = by_model["retain"], by_model["target"]
+    audited = {"worst-case recovery": worst_recovery(summary)} if audit is not None else {}
     rows = [muse_row("target", target, retain, target),
-            {**muse_row(f"unlearned ({config.unlearn.method})", by_model["unlearned"], retain, target), **run_cells(read_json(unlearned.path / "unlearn.json"))}]
+            {**muse_row(f"unlearned ({config.unlearn.method})", by_model["unlearned"], retain, target), **run_cells(read_json(unlearned.path / "unlearn.json")), **audited}]
     for label, c in controls.items():
-        rows.append({**muse_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain, target), **run_cells(read_json(c["model"].path / "unlearn.json"))})
+        rows.append({**muse_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain, target), **run_cells(read_json(c["model"].path / "unlearn.json")),
+                     **({"worst-case recovery": worst_recovery(summary, label)} if audit is not None else {})})
     rows.append(muse_row("retain model", retain, retain, target))
     summary["muse"] = {"rows": rows}
     summary["notes"] = muse_notes(summary)
@@ -116,19 +121,30 @@ def rows_text(req: dict) -> str:
 
 
 def plot_muse(rows: list[dict], path: Path) -> Path:
-    """MUSE's picture: KnowMem on retain (utility, x) against VerbMem and KnowMem on forget (y), one point per model."""
+    """MUSE's numbers per model as horizontal bars (readable with every method of ``--control methods``):
+    VerbMem and KnowMem on forget beside KnowMem on retain (left), PrivLeak with MUSE's ±5 band (right)."""
+    import numpy as np
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), sharex=True)
-    colours = {"target": "tab:blue", "retain model": "tab:green"}
-    for ax, key, title in ((axes[0], "verbmem_f", "VerbMem on forget (C1)"), (axes[1], "knowmem_f", "KnowMem on forget (C2)")):
-        for r in rows:
-            ax.scatter([r["knowmem_r"]], [r[key]], s=45, zorder=3,
-                       color=colours.get(r["model"], "tab:red" if r["model"].startswith("unlearned") else "tab:orange"))
-            ax.annotate(r["model"].replace("control: ", ""), (r["knowmem_r"], r[key]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax.set_xlabel("KnowMem on retain (C4, utility)")
-        ax.set_ylabel(title)
-        ax.set_title(title)
-    fig.suptitle("MUSE: forget memorization against utility (lower left of the target, near the retain model)", fontsize=9)
+    labels = [r["model"].replace("control: ", "") for r in rows]
+    y = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.2 + 0.42 * len(rows)), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    for i, (key, name, colour) in enumerate((("verbmem_f", "VerbMem forget (C1)", "tab:red"), ("knowmem_f", "KnowMem forget (C2)", "tab:orange"),
+                                             ("knowmem_r", "KnowMem retain (C4)", "tab:green"))):
+        left.barh(y + (i - 1) * 0.27, [r[key] for r in rows], height=0.27, color=colour, label=name)
+    left.set_yticks(y, labels, fontsize=8)
+    left.invert_yaxis()
+    left.set_xlim(0, 100)
+    left.set_xlabel("ROUGE-L F1 × 100 (forget: lower is better; retain: higher)")
+    left.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    privleak = [max(-100.0, min(100.0, r["privleak"])) for r in rows]
+    right.barh(y, privleak, height=0.6, color=["tab:green" if abs(v) <= PRIVLEAK_NEAR else "tab:grey" for v in privleak])
+    right.axvspan(-PRIVLEAK_NEAR, PRIVLEAK_NEAR, color="tab:green", alpha=0.12)
+    right.axvline(0, color="black", lw=0.8)
+    right.set_xlim(-105, 105)
+    right.set_xlabel("PrivLeak (C3; 0 = the retain model, band ±5)")
+    fig.suptitle("MUSE per model", fontsize=10)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -148,14 +164,15 @@ def render_muse_markdown(summary: dict, config, images: dict) -> str:
     ]), "", "The full resolved configuration is in `config.resolved.yaml`.", ""]
     rows = s["muse"]["rows"]
     crit = list(rows[0]["criteria"])
+    audited = ["worst-case recovery"] if s.get("audit") else []
     out += ["## MUSE", "",
             "VerbMem (C1) and KnowMem (C2 forget, C4 retain): ROUGE-L F1 × 100. PrivLeak (C3): Min-K% membership AUC of forget vs never-seen documents "
             "relative to the retain model's, × 100 (0 = the retain model's level). Utility kept: KnowMem on retain over the target's.", "",
-            md_table(["model", "VerbMem forget", "KnowMem forget", "KnowMem retain", "utility kept", "PrivLeak", "AUC", *RUN_CELL_HEADS],
+            md_table(["model", "VerbMem forget", "KnowMem forget", "KnowMem retain", "utility kept", "PrivLeak", "AUC", *RUN_CELL_HEADS, *audited],
                      [[r["model"], fmt(r["verbmem_f"]), fmt(r["knowmem_f"]), fmt(r["knowmem_r"]), fmt(r["utility_kept"]), f"{r['privleak']:.1f}",
-                       fmt(r["privleak_auc"]), *run_cell_texts(r)] for r in rows]), ""]
+                       fmt(r["privleak_auc"]), *run_cell_texts(r), *[fmt(r.get(k)) for k in audited]] for r in rows]), ""]
     if "muse" in images:
-        out += [f"![MUSE: memorization against utility]({images['muse']})", ""]
+        out += [f"![MUSE per model]({images['muse']})", ""]
     out += [f"MUSE's criteria (forget scores at most {FLOOR_SLACK:g} points above the retain model's; |PrivLeak| ≤ {PRIVLEAK_NEAR:g}; "
             f"KnowMem on retain ≥ {UTILITY_KEPT:.0%} of the target's):", "",
             md_table(["model", *crit], [[r["model"], *[_check(r["criteria"][c]) for c in crit]] for r in rows if r["model"] not in ("target", "retain model")]), ""]
@@ -163,6 +180,8 @@ def render_muse_markdown(summary: dict, config, images: dict) -> str:
             "not in the shared data).", ""]
     if s.get("notes"):
         out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
+    if s.get("audit"):
+        out += report_lines(s["audit"], images)
     out += method_sections(s, config, images)
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
@@ -171,8 +190,9 @@ def render_muse_markdown(summary: dict, config, images: dict) -> str:
 def write_muse_report(run_dir: Path, config, results: dict[str, StageResult], **parts) -> dict:
     """Write figures, ``summary.json``, ``report.md`` and ``report.html`` of a MUSE run into ``run_dir``."""
     run_dir = Path(run_dir)
-    summary = build_muse_summary(run_dir, config, results, **parts)
-    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"])
+    audit, audit_images = run_audit_summary(run_dir, results, default=f"unlearned ({config.unlearn.method})")
+    summary = build_muse_summary(run_dir, config, results, audit=audit, **parts)
+    images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"]) | audit_images
     plot_muse(summary["muse"]["rows"], run_dir / FIGURES / "muse.png")
     images["muse"] = f"{FIGURES}/muse.png"
     return write_documents(run_dir, summary, images, render_muse_markdown(summary, config, images), config.name)
@@ -185,6 +205,8 @@ def print_muse_headline(summary: dict, run_dir) -> None:
     for r in summary["muse"]["rows"]:
         print(f"{r['model']:26}{r['verbmem_f']:>10.1f}{r['knowmem_f']:>10.1f}{r['knowmem_r']:>10.1f}{r['privleak']:>10.1f}")
     print_step_size(summary)
+    if summary.get("audit"):
+        print_audit(summary["audit"])
     for note in summary.get("notes", []):
         print(f"note: {note}")
     print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
