@@ -111,6 +111,13 @@ class Pipeline:
         key = dataclasses.replace(cfg, tokenizer=self.config.target.tokenizer or "the target's")
         return self.target_stage("retain_model", cfg, data, [data_key, target_key], key=key)
 
+    def given_or_built_retain_model(self, data: str, data_key: str, target: str, target_key: str) -> dict[str, tuple[str, str]]:
+        """``{"retain": (path, fingerprint)}``: the config's ``retain_model`` when the run is given its target
+        (TOFU's, MUSE's), else the retain model built beside the target (:meth:`retain_only_model`)."""
+        if self.config.target is None:
+            return {"retain": (self.config.retain_model, path_fingerprint(self.config.retain_model))}
+        return {"retain": self.retain_only_model(data, data_key, target, target_key)}
+
     # ------------------------------------------------------------------ stages
     def trace_facts(self, model, tokenizer, data: str):
         """What the first trace reads: the data's QA rows (SemEval layout); a benchmark with its own facts overrides it."""

@@ -244,9 +244,7 @@ class TofuPipeline(Pipeline):
 
     def reference_models(self, data: str, data_key: str, target: str, target_key: str) -> dict[str, tuple[str, str]]:
         """The retain model: given, or trained on the retain rows with the target's settings and tokenizer."""
-        if self.config.target is None:
-            return {"retain": (self.config.retain_model, path_fingerprint(self.config.retain_model))}
-        return {"retain": self.retain_only_model(data, data_key, target, target_key)}
+        return self.given_or_built_retain_model(data, data_key, target, target_key)
 
     def trace_facts(self, model, tokenizer, data: str):
         return forget_facts(self.inputs, tokenizer, self.config.prompt_format, self.config.tofu.question_template)
