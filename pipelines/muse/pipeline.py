@@ -49,6 +49,7 @@ from tracing.io import atomic_path, write_json
 from tracing.settings import setting
 
 from .config import MuseEvalConfig
+from .mini import MiniMuse
 from .report import print_muse_headline, write_muse_report
 
 TASK = "Task1"  # long-form documents and questions about them: SemEval's Task 1 shape
@@ -139,7 +140,7 @@ class MuseRows:
     members: list[str]
     reference: list[str]
     facts_from: tuple[list[dict], list[dict]]
-    mini: object = None
+    mini: MiniMuse | None = None
 
 
 def mini_rows(mini, section: MuseSection) -> MuseRows:
