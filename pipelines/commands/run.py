@@ -8,8 +8,9 @@ everything; an interrupted stage is redone (unlearning resumes from its last che
 Override any config key on the command line: amnesia run configs/demo.yaml unlearn.lr=1e-5 trace.select_k=4
 A config with benchmark: tofu runs TOFU instead (configs/tofu_demo.yaml): request/, target/ and
 retain_model/, the same trace and unlearning stages, and TOFU's forget quality, model utility and
-privleak for the target, the unlearned model and the retain model; any registered benchmark
-(pipelines.benchmarks) runs the same way.
+privleak for the target, the unlearned model and the retain model; benchmark: muse runs MUSE
+(configs/muse_demo.yaml: a CPU-sized MUSE-News, its retain model, VerbMem, KnowMem and PrivLeak);
+any registered benchmark (pipelines.benchmarks) runs the same way.
 """
 
 from __future__ import annotations
