@@ -64,9 +64,13 @@ class MuseAudit(AuditTask):
         return {"VerbMem forget": s["verbmem_f"], "KnowMem forget": s["knowmem_f"], "PrivLeak AUC": None if held else s["privleak_auc"],
                 "KnowMem retain": s["knowmem_r"]}
 
+    @staticmethod
+    def _qa_pairs(questions: list[dict], icl: list[dict]) -> list[tuple[str, str]]:
+        """Each KnowMem question's prompt (after the in-context examples) and its answer."""
+        return [(knowmem_prompt(r["question"], icl), r["answer"]) for r in questions]
+
     def _forget_pairs(self, data: MuseData) -> list[tuple[str, str]]:
-        qa = [(knowmem_prompt(r["question"], data.knowmem_forget_icl), r["answer"]) for r in data.knowmem_forget or []]
-        return [(r["prompt"], r["gt"]) for r in data.verbmem] + qa
+        return [(r["prompt"], r["gt"]) for r in data.verbmem] + self._qa_pairs(data.knowmem_forget or [], data.knowmem_forget_icl)
 
     def scored_pairs(self, tokenizer, part: str = "all") -> list[tuple[str, str]]:
         """The rows the forget metrics read: the (held-out) VerbMem and KnowMem rows, and PrivLeak's documents."""
@@ -77,17 +81,16 @@ class MuseAudit(AuditTask):
     def relearn_pool(self, tokenizer, attack: str) -> list[tuple[str, str]]:
         if attack == "relearn_forget":
             d = self.data
-            qa = [(knowmem_prompt(d.knowmem_forget[i]["question"], d.knowmem_forget_icl), d.knowmem_forget[i]["answer"]) for i in self.trained_qa]
-            return [(d.verbmem[i]["prompt"], d.verbmem[i]["gt"]) for i in self.trained_verbmem] + qa
+            return ([(d.verbmem[i]["prompt"], d.verbmem[i]["gt"]) for i in self.trained_verbmem]
+                    + self._qa_pairs([d.knowmem_forget[i] for i in self.trained_qa], d.knowmem_forget_icl))
         if attack == "relearn_retain":
             return list(self.rows.documents["retain"]) + list(self.rows.questions["retain"])
-        from .mini import first_words
+        from .mini import split_words
 
-        heads = [first_words(d, self.prompt_words) for d in self.rows.reference]
-        return [(h, d[len(h):]) for h, d in zip(heads, self.rows.reference) if d[len(h):].strip()]
+        return [(head, rest) for head, rest in (split_words(d, self.prompt_words) for d in self.rows.reference) if rest.strip()]
 
     def lens_facts(self, tokenizer) -> list[tuple[str, str]]:
-        return [(knowmem_prompt(r["question"], self.data.knowmem_forget_icl), r["answer"]) for r in self.data.knowmem_forget or []]
+        return self._qa_pairs(self.data.knowmem_forget or [], self.data.knowmem_forget_icl)
 
     def describe(self) -> dict:
         return {"verbmem": len(self.data.verbmem), "knowmem_forget": len(self.data.knowmem_forget or []),

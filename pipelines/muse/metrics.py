@@ -42,9 +42,14 @@ def rouge_l(reference: str, output: str) -> dict[str, float]:
     return {"f1": score.fmeasure, "recall": score.recall}
 
 
+def icl_prefix(icl: Sequence[dict]) -> str:
+    """The in-context examples as MUSE writes them before every KnowMem question."""
+    return "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in icl)
+
+
 def knowmem_prompt(question: str, icl: Sequence[dict]) -> str:
     """The in-context examples, then the question (MUSE ``knowmem.eval``)."""
-    return "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in icl) + f"Question: {question}\nAnswer: "
+    return icl_prefix(icl) + f"Question: {question}\nAnswer: "
 
 
 def knowmem_answer(output: str) -> str:

@@ -53,6 +53,12 @@ def first_words(text: str, n: int) -> str:
     return text[: ends[n - 1]] if len(ends) >= n else text.rstrip()
 
 
+def split_words(text: str, n: int) -> tuple[str, str]:
+    """``text`` as its first ``n`` words (:func:`first_words`) and the rest: a document's prompt and output."""
+    head = first_words(text, n)
+    return head, text[len(head):]
+
+
 def middle_words(text: str, n: int) -> str:
     """``n`` consecutive words from the middle of ``text`` (all of it when shorter)."""
     words = list(_WORD.finditer(text))
@@ -158,4 +164,4 @@ def question_subject(question: str, context: str = "") -> str | None:
     return max(spans, key=len) if spans else None
 
 
-__all__ = ["MiniMuse", "build_mini", "first_words", "last_words", "middle_words", "question_subject", "word_chunks", "write_muse_folder"]
+__all__ = ["MiniMuse", "build_mini", "first_words", "last_words", "middle_words", "question_subject", "split_words", "word_chunks", "write_muse_folder"]

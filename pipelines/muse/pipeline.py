@@ -145,14 +145,10 @@ class MuseRows:
 
 def mini_rows(mini, section: MuseSection) -> MuseRows:
     """The CPU-sized run's rows (:mod:`pipelines.muse.mini`): excerpts as prompt → continuation, KnowMem prompts → answers."""
-    from .mini import first_words
+    from .mini import split_words
 
-    retain = []
-    for doc in mini.retain_docs:
-        head = first_words(doc, section.prompt_words)
-        retain.append((head, doc[len(head):]))
     return MuseRows(
-        documents={"forget": [(r["prompt"], r["gt"]) for r in mini.verbmem], "retain": retain},
+        documents={"forget": [(r["prompt"], r["gt"]) for r in mini.verbmem], "retain": [split_words(doc, section.prompt_words) for doc in mini.retain_docs]},
         questions={"forget": [(p, r["answer"]) for p, r in zip(mini.forget_qa_prompts(), mini.knowmem_forget)],
                    "retain": [(p, r["answer"]) for p, r in zip(mini.retain_qa_prompts(), mini.knowmem_retain)]},
         members=mini.forget_docs, reference=mini.reference_docs, facts_from=(mini.knowmem_forget, mini.forget_icl), mini=mini)
@@ -162,7 +158,7 @@ def corpus_rows(data, section: MuseSection) -> MuseRows:
     """MUSE's own rows: ``raw/forget`` and ``raw/retain1`` cut into documents of ``chunk_words`` words
     (the first ``prompt_words`` the prompt); the reference: ``raw/holdout`` articles that are not
     PrivLeak's holdout ones. One-line errors when a file the run needs is missing."""
-    from .mini import first_words, word_chunks
+    from .mini import split_words, word_chunks
 
     for name, texts in (("raw/forget.json", data.raw_forget), ("raw/retain1.json (or raw/retain.json)", data.raw_retain),
                         ("raw/holdout.json", data.raw_holdout), ("knowmem/forget_qa.json", data.knowmem_forget)):
@@ -176,12 +172,8 @@ def corpus_rows(data, section: MuseSection) -> MuseRows:
                            "expected never-seen articles beyond them to calibrate with")
 
     def rows(texts: list[str]) -> list[tuple[str, str]]:
-        out = []
-        for chunk in (c for t in texts for c in word_chunks(t, section.chunk_words)):
-            head = first_words(chunk, section.prompt_words)
-            if chunk[len(head):].strip():
-                out.append((head, chunk[len(head):]))
-        return out
+        pairs = (split_words(c, section.prompt_words) for t in texts for c in word_chunks(t, section.chunk_words))
+        return [(head, rest) for head, rest in pairs if rest.strip()]
 
     forget, retain = rows(data.raw_forget), rows(data.raw_retain)
     return MuseRows(documents={"forget": forget, "retain": retain}, questions={"forget": [], "retain": []},
@@ -242,11 +234,11 @@ def forget_facts(questions: list[dict], icl: list[dict]) -> list:
     """The forget KnowMem prompts whose question names an entity, as facts (subject = that entity)."""
     from tracing.facts import Fact
 
-    from .metrics import knowmem_prompt
+    from .metrics import icl_prefix, knowmem_prompt
     from .mini import question_subject
 
     facts = []
-    context = "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in icl)
+    context = icl_prefix(icl)
     for i, row in enumerate(questions):
         subject = question_subject(row["question"], context)
         if subject:
