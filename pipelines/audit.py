@@ -190,6 +190,21 @@ def report_lines(entry: dict, images: dict) -> list[str]:
     return audit_markdown(entry, {"recovery": images.get("audit_recovery"), "logit_lens": images.get("logit_lens")})
 
 
+def notes_and_audit_lines(s: dict, images: dict) -> list[str]:
+    """Every benchmark's report after its own table: the notes, then the audit section (where the run has one)."""
+    out = ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""] if s.get("notes") else []
+    return out + (report_lines(s["audit"], images) if s.get("audit") else [])
+
+
+def print_run_end(summary: dict, run_dir) -> None:
+    """The end of every benchmark's terminal headline: the audit lines (where the run has one), the notes, where the report is."""
+    if summary.get("audit"):
+        print_audit(summary["audit"])
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+
+
 def print_audit(entry: dict) -> None:
     """The terminal's audit lines: the worst case, then per attack the recovery of each forget metric and the lowest retain ratio."""
     print(f"\naudit: worst-case recovery {worst_text(entry)}" + (f", above the never-seen model {entry['floor_model']!r}" if entry.get("floor_model")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
+from pipelines.audit import notes_and_audit_lines, print_run_end, run_audit_summary, worst_recovery
 from pipelines.report import (
     FIGURES,
     RUN_CELL_HEADS,
@@ -178,10 +178,7 @@ def render_muse_markdown(summary: dict, config, images: dict) -> str:
             md_table(["model", *crit], [[r["model"], *[_check(r["criteria"][c]) for c in crit]] for r in rows if r["model"] not in ("target", "retain model")]), ""]
     out += ["Not measured here: C5 scalability and C6 sustainability (MUSE's `scal`/`sust` forget sets of growing size and successive requests; "
             "not in the shared data).", ""]
-    if s.get("notes"):
-        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
-    if s.get("audit"):
-        out += report_lines(s["audit"], images)
+    out += notes_and_audit_lines(s, images)
     out += method_sections(s, config, images)
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
@@ -205,8 +202,4 @@ def print_muse_headline(summary: dict, run_dir) -> None:
     for r in summary["muse"]["rows"]:
         print(f"{r['model']:26}{r['verbmem_f']:>10.1f}{r['knowmem_f']:>10.1f}{r['knowmem_r']:>10.1f}{r['privleak']:>10.1f}")
     print_step_size(summary)
-    if summary.get("audit"):
-        print_audit(summary["audit"])
-    for note in summary.get("notes", []):
-        print(f"note: {note}")
-    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+    print_run_end(summary, run_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
+from pipelines.audit import notes_and_audit_lines, print_run_end, run_audit_summary, worst_recovery
 from pipelines.report import (
     RUN_CELL_HEADS,
     config_rows,
@@ -126,10 +126,7 @@ def render_markdown(summary: dict, config: SemEvalRunConfig, images: dict) -> st
     head, rows = scores_table(s["scores_before"], s["scores_after"])
     out += ["Official keys (SemEval-2025 Task 4):", "", md_table(head, rows), ""]
     out += [f"MMLU before: {mmlu_note(s['scores_before'])}; after: {mmlu_note(s['scores_after'])}.", ""]
-    if s.get("notes"):
-        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
-    if s.get("audit"):
-        out += report_lines(s["audit"], images)
+    out += notes_and_audit_lines(s, images)
     if "controls" in s:
         c = s["controls"]
         audited = ["worst-case recovery"] if any("worst-case recovery" in r for r in c["rows"]) else []
@@ -173,8 +170,4 @@ def print_semeval_headline(summary: dict, run_dir) -> None:
             print(f"  {'*' if row.get('best') else ' '} {row['label']:<18} aggregate {fmt(row.get('aggregate')):>7}  task {fmt(row.get('task aggregate')):>7}  MIA {fmt(row.get('MIA score')):>7}"
                   + (f"  lr {row['lr']:.3g}" if isinstance(row.get("lr"), (int, float)) else "")
                   + (f"  displacement to forget {row['arrive_displacement']:.3g}" if isinstance(row.get("arrive_displacement"), (int, float)) else ""))
-    if summary.get("audit"):
-        print_audit(summary["audit"])
-    for note in summary.get("notes", []):
-        print(f"note: {note}")
-    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+    print_run_end(summary, run_dir)

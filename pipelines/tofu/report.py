@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipelines.audit import print_audit, report_lines, run_audit_summary, worst_recovery
+from pipelines.audit import notes_and_audit_lines, print_run_end, run_audit_summary, worst_recovery
 from pipelines.report import (
     FIGURES,
     RUN_CELL_HEADS,
@@ -203,10 +203,7 @@ def render_tofu_markdown(summary: dict, config, images: dict) -> str:
     out += ["Membership attacks (OpenUnlearning's `mia_*`): AUC of forget vs holdout rows, 1 = the forget rows look memorised, "
             "about 0.5 = like never-seen ones; the reference attack ranks each row's loss minus the retain model's.", "",
             md_table(["model", *[h for h, _ in attacks]], [[r["model"], *[fmt(r.get(k)) for _, k in attacks]] for r in rows]), ""]
-    if s.get("notes"):
-        out += ["## Notes", ""] + [f"* {n}" for n in s["notes"]] + [""]
-    if s.get("audit"):
-        out += report_lines(s["audit"], images)
+    out += notes_and_audit_lines(s, images)
     out += method_sections(s, config, images)
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
     return "\n".join(out)
@@ -230,8 +227,4 @@ def print_tofu_headline(summary: dict, run_dir) -> None:
     for r in summary["tofu"]["rows"]:
         print(f"{('* ' if r.get('best') else '') + r['model']:26}{r['forget_quality']:>16.3g}{fmt(r['model_utility']):>15}{r['privleak']:>10.1f}")
     print_step_size(summary)
-    if summary.get("audit"):
-        print_audit(summary["audit"])
-    for note in summary.get("notes", []):
-        print(f"note: {note}")
-    print(f"\nreport: {run_dir / 'report.html'} (and report.md, summary.json)")
+    print_run_end(summary, run_dir)
