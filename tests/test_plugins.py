@@ -172,12 +172,12 @@ def test_a_plugin_benchmark_through_amnesia_run(toy_benchmark, fixture_world, fi
     path.write_text(json.dumps({
         "benchmark": "toyqa", "data": str(fixture_world), "model": str(fixture_target), "out": str(tmp_path / "run"), "loading": {"device": "cpu"},
         "trace": {"kinds": ["mlp"], "samples": 3, "window": 2, "max_facts": 12, "select_k": 2, "select_evidence": False, "heatmaps": 0},
-        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 1e-3, "max_steps": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128},
+        "unlearn": {"layers": "auto", "kind": "mlp", "lr": 5e-3, "max_steps": 6, "batch_size": 8, "grad_accum": 1, "max_length": 128},
     }))
     assert benchmark_names() == ("semeval", "tofu", "muse", "toyqa")
     assert main(["run", str(path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["forget_em_target"] >= 0.75 and summary["forget_em_unlearned"] < summary["forget_em_target"]  # the fixture memorised them; 6 steps move it
+    assert summary["forget_em_target"] >= 0.75 and summary["forget_em_unlearned"] < summary["forget_em_target"]  # the fixture memorised them; 6 steps at 5e-3 move it (1e-3 did on one CPU, not on another)
     for stage in ("trace/layers.json", "unlearned/unlearn.json", "scores_target/stage.json", "scores_unlearned/stage.json", "config.resolved.yaml"):
         assert (tmp_path / "run" / stage).is_file()
     assert f"toy forget exact match {summary['forget_em_target']:.2f} -> {summary['forget_em_unlearned']:.2f}" in capsys.readouterr().out

@@ -154,8 +154,11 @@ def test_a_rate_too_small_says_nothing_was_forgotten(fixture_world, fixture_targ
 
 
 def test_forgetting_past_never_seen_says_overshot(fixture_world, fixture_target, tmp_path):
-    """A level far above never-seen text (a hand-set forget_target of 9 nats): the validation members end less likely than non-members."""
-    config = UnlearnConfig(**FAST, lr=3e-3, epochs=6, forget_target=9.0, eval_steps=5, select_by="task")
+    """A level far above never-seen text (a hand-set forget_target of 14 nats): the validation members end less likely than non-members.
+
+    Never-seen text drifts up with the push (the fixture's non-members 4.4 → 7.5–10 nats), so a level
+    of 9 nats ended at validation AUC 0.39 on one CPU (0.2 on another): 14 gives 0.13."""
+    config = UnlearnConfig(**FAST, lr=3e-3, epochs=6, forget_target=14.0, eval_steps=5, select_by="task")
     manifest = run_unlearning(fixture_target, fixture_world, tmp_path / "out", config, model_options=CPU, progress=False)
     assert manifest["outcome"]["verdict"] == "overshot", manifest["outcome"]
     assert "past never-seen" in manifest["outcome"]["note"]

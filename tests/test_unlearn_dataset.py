@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tracing.errors import AmnesiaError
-from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, spread_quantiles
+from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, row_kind, row_quantiles, spread_quantiles
 from unlearn.models import load_tokenizer
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -115,6 +115,15 @@ def test_collator_pads_each_half(tok):
     assert sorted(batch["forget_quantile"].tolist()) == pytest.approx([1 / 6, 3 / 6, 5 / 6])
     assert [ds[k]["forget_quantile"] for k in range(3)] == [ds.forget_quantile(ds.rows(k)[0]) for k in range(3)]
     assert sorted(spread_quantiles(40, 7)) == pytest.approx([(i + 0.5) / 40 for i in range(40)]) and spread_quantiles(40, 7) != spread_quantiles(40, 8)
+    # SemEval rows: the documents (sc) and the questions (qa) are each spread evenly on their own —
+    # membership inference reads the documents alone, so they must span the distribution themselves
+    kinds = ("qa", "sc", "qa", "qa", "sc", "qa", "sc", "qa")
+    q = spread_quantiles(8, 3, kinds)
+    assert sorted(x for x, k in zip(q, kinds) if k == "sc") == pytest.approx([1 / 6, 3 / 6, 5 / 6])
+    assert sorted(x for x, k in zip(q, kinds) if k == "qa") == pytest.approx([(i + 0.5) / 5 for i in range(5)])
+    assert spread_quantiles(8, 3, ("",) * 8) == spread_quantiles(8, 3)  # ids without a kind: one spread, as before
+    enc = encode_rows(tok, [f"p{i}" for i in range(8)], [" a"] * 8, ids=[f"person{i // 2}{k}{i}" for i, k in enumerate(kinds)])
+    assert row_quantiles(enc, 3) == q and [row_kind(i) for i in enc.ids] == list(kinds) and row_kind("tofu_17") == ""
     for half in ("forget", "retain"):
         ids, mask, labels = batch[f"{half}_input_ids"], batch[f"{half}_attention_mask"], batch[f"{half}_labels"]
         assert ids.shape == mask.shape == labels.shape and ids.shape[0] == 3

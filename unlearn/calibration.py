@@ -19,7 +19,8 @@ value, and membership inference then compares a pile with the test's never-seen 
 different sample, whose median lies a little above or below the validation one (on the demo,
 0.4 nats: AUC 0.72 for a pile that sat exactly at the validation median). So each forget row
 aims at its own quantile of the reference NLLs instead, the quantiles spread evenly over (0, 1)
-(:func:`unlearn.dataset.spread_quantiles`): the forgotten rows end distributed like never-seen
+within each kind of row (:func:`unlearn.dataset.row_quantiles`: the documents membership
+inference reads span the distribution on their own): the forgotten rows end distributed like never-seen
 text, and a shift between two samples of never-seen text moves the AUC little (0.51 for the same
 model's rows spread like the validation documents). ``ForgetTarget.distribution`` holds the
 sorted reference NLLs; :func:`levels_for` reads a row's level from it.

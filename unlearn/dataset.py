@@ -40,6 +40,7 @@ import torch
 
 from tracing.errors import AmnesiaError
 
+from .data import ROW_TYPE_RE
 from .prompts import pair_ids, render_prompts, split_at_space
 
 IGNORE = -100
@@ -170,15 +171,37 @@ SCHEDULES = ("joint", "sequential")
 
 
 @lru_cache(maxsize=8)
-def spread_quantiles(n: int, seed: int) -> tuple[float, ...]:
-    """``n`` quantiles ``(i + 0.5) / n`` in a seeded order: row ``r`` aims at the ``r``-th of them.
+def spread_quantiles(n: int, seed: int, kinds: tuple[str, ...] | None = None) -> tuple[float, ...]:
+    """``n`` quantiles in a seeded order: row ``r`` aims at the ``r``-th of them.
 
     Spread evenly, the forget rows' targets have the distribution of the reference NLLs
     themselves, so the forgotten rows end distributed like never-seen text (calibrated forgetting,
-    :mod:`unlearn.calibration`); the order is random so no kind of row gets all the low ones.
+    :mod:`unlearn.calibration`). The spread is even *within each kind of row* (``kinds[r]``, e.g.
+    SemEval's sentence-completion documents and its questions; one kind when ``None``): the ``m``
+    rows of a kind get ``(i + 0.5) / m`` for ``i < m`` in a seeded order. Membership inference
+    reads the documents alone, so they must span the reference distribution themselves — a
+    random share of one spread over all rows gave the demo's 20 documents targets whose median
+    sat anywhere between the 0.3 and the 0.7 quantile, seed to seed.
     """
-    order = _permutation(seed, 4, 0, n)
-    return tuple((order[r] + 0.5) / n for r in range(n))
+    kinds = kinds if kinds is not None else ("",) * n
+    out = [0.0] * n
+    for k, kind in enumerate(sorted(set(kinds))):
+        rows = [r for r in range(n) if kinds[r] == kind]
+        order = _permutation(seed, 4, k, len(rows))
+        for r, o in zip(rows, order):
+            out[r] = (o + 0.5) / len(rows)
+    return tuple(out)
+
+
+def row_quantiles(encoded: "Encoded", seed: int) -> tuple[float, ...]:
+    """The spread quantile of each row of ``encoded`` (:func:`spread_quantiles`, even within each :func:`row_kind`)."""
+    return spread_quantiles(len(encoded), seed, tuple(row_kind(i) for i in encoded.ids))
+
+
+def row_kind(row_id: str) -> str:
+    """The kind of row spread targets balance: ``sc`` / ``qa`` from a SemEval-style id, else ``""``."""
+    match = ROW_TYPE_RE.search(str(row_id).strip())
+    return match.group(1) if match else ""
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -288,7 +311,7 @@ class PairedDataset(torch.utils.data.Dataset):
     def forget_quantile(self, row: int) -> float:
         """The quantile of never-seen text forget row ``row`` aims at when targets are spread
         (:func:`spread_quantiles`: a seeded, even spread over (0, 1), fixed for the run)."""
-        return spread_quantiles(len(self.forget), self.seed)[row]
+        return row_quantiles(self.forget, self.seed)[row]
 
     def __getitem__(self, key: int) -> dict:
         f, rs = self.rows(key)

@@ -57,7 +57,7 @@ from transformers import TrainerCallback
 from tracing.errors import AmnesiaError
 
 from .calibration import levels_for
-from .dataset import Encoded, spread_quantiles
+from .dataset import Encoded, row_quantiles
 from .losses import sequence_nll
 
 FIRST_RATE = 1e-4
@@ -132,7 +132,7 @@ def probe_sample(encoded: Encoded, n: int, seed: int) -> Encoded:
 
 
 def _micro_batches(forget: Encoded, retain: Encoded | None, batch_size: int, collate, seed: int) -> list[dict]:
-    quantiles = spread_quantiles(len(forget), seed)
+    quantiles = row_quantiles(forget, seed)
     out = []
     for start in range(0, len(forget), batch_size):
         items = []
@@ -184,13 +184,13 @@ def share_to_level(before: list[float], after: list[float], level: float | list[
     return statistics.median(shares) if shares else math.nan
 
 
-def probe_levels(trainer, n: int) -> float | list[float] | None:
-    """The level of each of ``n`` probe/watch rows now: their spread quantiles of the trainer's reference
+def probe_levels(trainer, rows: Encoded) -> float | list[float] | None:
+    """The level of each probe/watch row now: their spread quantiles of the trainer's reference
     distribution with spread targets, else the one level."""
     cfg = trainer.unlearn_config
     if trainer.forget_level is None or not cfg.forget_spread or not trainer.forget_distribution:
         return trainer.forget_level
-    return levels_for(spread_quantiles(n, cfg.seed), trainer.forget_distribution)
+    return levels_for(row_quantiles(rows, cfg.seed), trainer.forget_distribution)
 
 
 def next_rate(probes: list[Probe]) -> float | None:
@@ -244,8 +244,8 @@ class _Prober:
         self.collate = trainer.data_collator
         cfg = trainer.unlearn_config
         self.batches = _micro_batches(forget, retain, cfg.batch_size, self.collate, cfg.seed)
-        self.forget_levels = probe_levels(trainer, len(forget))
-        self.retain_levels = probe_levels(trainer, len(retain)) if retain is not None else None
+        self.forget_levels = probe_levels(trainer, forget)
+        self.retain_levels = probe_levels(trainer, retain) if retain is not None else None
         self.measure_batch = max(cfg.batch_size, 1)
         self.before = before if before is not None else self.nll(forget)
         self.retain_before = self.nll(retain) if retain is not None else None
@@ -378,7 +378,7 @@ class ArrivalWatch(TrainerCallback):
         if state.global_step % self.every or t.stop_reason is not None or t.forget_level is None:
             return
         model = t.accelerator.unwrap_model(t.model)
-        share = share_to_level(self.before, row_nll(model, self.rows, t.data_collator, t.unlearn_config.batch_size), probe_levels(t, len(self.rows)))
+        share = share_to_level(self.before, row_nll(model, self.rows, t.data_collator, t.unlearn_config.batch_size), probe_levels(t, self.rows))
         self.history.append([state.global_step, share])
         if self.arrived_step is None and math.isfinite(share) and share >= HOLD_AT:
             self.arrived_step = state.global_step
