@@ -180,8 +180,8 @@ def spread_quantiles(n: int, seed: int, kinds: tuple[str, ...] | None = None) ->
     SemEval's sentence-completion documents and its questions; one kind when ``None``): the ``m``
     rows of a kind get ``(i + 0.5) / m`` for ``i < m`` in a seeded order. Membership inference
     reads the documents alone, so they must span the reference distribution themselves — a
-    random share of one spread over all rows gave the demo's 20 documents targets whose median
-    sat anywhere between the 0.3 and the 0.7 quantile, seed to seed.
+    random share of one spread over all rows gave the demo's trained documents a median target
+    between the 0.53 and the 0.69 quantile on four seeds (``docs/step-size.md``).
     """
     kinds = kinds if kinds is not None else ("",) * n
     out = [0.0] * n

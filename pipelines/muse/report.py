@@ -99,7 +99,7 @@ def muse_notes(summary: dict) -> list[str]:
                     if r["privleak"] > PRIVLEAK_NEAR else "membership looks like the retain model's")
             notes.append(f"{r['model']}: VerbMem {r['verbmem_f']:.1f}, KnowMem forget {r['knowmem_f']:.1f}, retain {r['knowmem_r']:.1f} "
                          f"({fmt(r['utility_kept'])} of the target's), PrivLeak {r['privleak']:.1f}: {side}; "
-                         + (f"misses {', '.join(missed)}." if missed else "meets MUSE's four criteria."))
+                         + (f"fails {len(missed)} of MUSE's four criteria ({'; '.join(missed)})." if missed else "meets MUSE's four criteria."))
     notes += unlearning_notes(summary["unlearn"])
     req = summary["request"]
     if req["muse"]["mini"]:
