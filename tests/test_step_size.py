@@ -150,6 +150,13 @@ def test_auto_rate_and_budget_are_recorded_and_forget(fixture_world, fixture_tar
     assert outcome["moved"] > 0.5
 
 
+def test_a_note_names_a_level_that_rose():
+    """The demo on one CPU: rows 0.34 → 5.3 nats, past the level they started from (3.9), which rose to 7.6."""
+    short = outcome([0.34] * 4, [5.3] * 4, 3.9, 7.6, validation_auc=0.74, lr=1.4e-3)
+    assert short["verdict"] == "short" and "which rose from 3.9 during unlearning" in short["note"]
+    assert "rose" not in outcome([0.34] * 4, [2.0] * 4, 3.9, 4.2, lr=1.4e-3)["note"]  # a level that barely moved is not named
+
+
 def test_a_rate_too_small_says_nothing_was_forgotten(fixture_world, fixture_target, tmp_path, caplog):
     config = UnlearnConfig(**FAST, lr=1e-9, max_steps=3)
     with caplog.at_level("WARNING", logger="unlearn.api"):

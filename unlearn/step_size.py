@@ -399,6 +399,7 @@ class ArrivalWatch(TrainerCallback):
 NOT_MOVED = 0.10  # below this share of the way to the level: nothing was forgotten
 SHORT = 0.70  # below this: stopped short of never-seen
 OVERSHOT_AUC = 0.30  # a validation MIA AUC below this: members less likely than never-seen text
+LEVEL_ROSE = 1.2  # a level this many times its value before training is named in the note (the unlearning moved never-seen text too)
 
 
 def outcome(before: list[float], after: list[float], level_before: float | None, level_after: float | None, *,
@@ -424,6 +425,9 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
     out["moved"] = moved
     rate = f"lr {lr:.3g}" if lr is not None else "the learning rate"
     where = f"forget rows' NLL {mean_b:.3g} → {mean_a:.3g} nats/token against a never-seen level of {level:.3g}"
+    if level_before is not None and level_after is not None and level_after > LEVEL_ROSE * level_before:
+        # the unlearning made never-seen text less likely too: the level moved away from the rows it measures
+        where += f", which rose from {level_before:.3g} during unlearning as never-seen text became less likely too"
     if validation_auc is not None and validation_auc < OVERSHOT_AUC:
         out["verdict"] = "overshot"
         out["note"] = (f"forgotten past never-seen text: validation members are now less likely than never-seen documents "
