@@ -163,6 +163,16 @@ def test_compare_to_retain(evaluation):
         compare_to_retain(evaluation.scores, {"kind": "tofu_scores"})
 
 
+def test_evaluation_without_privleak(model, tok, data, evaluation):
+    """privleak=False (the audit's held-out scoring): C1, C2, C4 as with it; C3 not computed, no PrivLeak rows."""
+    lean = run_muse_evaluation(model, tok, data, CONFIG, privleak=False)
+    for key in ("verbmem_f", "knowmem_f", "knowmem_r", "verbmem_f.rows", "knowmem_f.rows", "knowmem_r.rows"):
+        assert lean.scores[key] == evaluation.scores[key], key
+    assert lean.scores["privleak_auc"] is None and lean.scores["privleak"] is None and lean.scores["privleak.forget_rows"] == 0
+    assert not any(r["set"].startswith("privleak") for r in lean.predictions) and "privleak_s" not in lean.timings
+    assert any(r["set"].startswith("privleak") for r in evaluation.predictions)
+
+
 def test_text_longer_than_the_context_is_one_line(tok, data):
     short = random_olmo(tok, small=True, max_position_embeddings=1024)
     with pytest.raises(AmnesiaError, match=r"privleak/forget.json item 0 is \d+ tokens, longer than the model's context of 1024 .*untruncated") as info:

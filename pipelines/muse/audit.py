@@ -60,7 +60,7 @@ class MuseAudit(AuditTask):
         if probe is not None:
             return {m: None for m in FORGET + RETAIN}
         held = part == HELD_OUT
-        s = run_muse_evaluation(model, tokenizer, self.held_out if held else self.data, self.config).scores
+        s = run_muse_evaluation(model, tokenizer, self.held_out if held else self.data, self.config, privleak=not held).scores
         return {"VerbMem forget": s["verbmem_f"], "KnowMem forget": s["knowmem_f"], "PrivLeak AUC": None if held else s["privleak_auc"],
                 "KnowMem retain": s["knowmem_r"]}
 

@@ -67,11 +67,14 @@ def corpus(data: MuseData, config: MuseEvalConfig) -> str | None:
     return config.corpus if config.corpus != "auto" else corpus_of(data.source)
 
 
-def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig = MuseEvalConfig(), *, progress: bool = False) -> MuseEvaluation:
+def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig = MuseEvalConfig(), *, progress: bool = False,
+                        privleak: bool = True) -> MuseEvaluation:
     """Score ``model`` on MUSE ``data`` (module docstring). ``scores``: ``verbmem_f``, ``knowmem_f``,
     ``knowmem_r`` (ROUGE-L F1 × 100; None where the corpus has no such QA), ``privleak_auc`` (MUSE's
     orientation), ``privleak`` against the published retrained AUC of the corpus (None when the corpus
-    is unknown; :func:`compare_to_retain` gives it against a retain model), row counts, settings."""
+    is unknown; :func:`compare_to_retain` gives it against a retain model), row counts, settings.
+    ``privleak=False`` skips C3 (its scores are None, no rows): the audit's held-out VerbMem/KnowMem
+    scoring reads no PrivLeak, which on MUSE's own rows is a forward pass over every whole article."""
     config.check()
     start = time.time()
     records: list[dict] = []
@@ -110,7 +113,11 @@ def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig
     timings["knowmem_s"] = time.time() - t
 
     t = time.time()
-    forget, holdout = _first(data.privleak_forget, config.limit), _first(data.privleak_holdout, config.limit)
+    forget, holdout = (_first(data.privleak_forget, config.limit), _first(data.privleak_holdout, config.limit)) if privleak else ([], [])
+    if not privleak:
+        scores.update({"privleak_auc": None, "privleak.forget_rows": 0, "privleak.holdout_rows": 0, "privleak": None,
+                       "privleak_reference": "not computed (privleak=False)"})
+        return _finish(scores, records, timings, config, start)
     texts = forget + holdout
     ids = [tokenizer(text)["input_ids"] for text in texts]
     names = [f"privleak/forget.json item {i}" for i in range(len(forget))] + [f"privleak/holdout.json item {i}" for i in range(len(holdout))]
@@ -128,7 +135,10 @@ def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig
     scores["privleak_reference"] = (f"MUSE's published AUC of its retrained {scores['corpus']} model, {reference}" if reference is not None
                                     else "none: the corpus is unknown (set corpus, or compare with a retain model)")
     timings["privleak_s"] = time.time() - t
+    return _finish(scores, records, timings, config, start)
 
+
+def _finish(scores: dict, records: list[dict], timings: dict, config: MuseEvalConfig, start: float) -> MuseEvaluation:
     scores["warnings"] = [f"limit {config.limit}: only the first {config.limit} rows of each set were scored; the numbers are not the benchmark's"] if config.limit else []
     scores["config"] = asdict(config)
     timings["total_s"] = time.time() - start
