@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tracing.errors import AmnesiaError
-from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, row_kind, row_quantiles, spread_quantiles
+from unlearn.data import row_kind
+from unlearn.dataset import EpochSampler, PairedCollator, PairedDataset, encode_rows, row_quantiles, spread_quantiles
 from unlearn.models import load_tokenizer
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -35,7 +35,7 @@ from .calibration import resolve_forget_target
 from .eval.validation import ValidationSet, validation_set
 from .selection import CheckpointSelector
 from .step_size import FIRST_RATE, ArrivalWatch, StepPlan, outcome, plan_steps, probe_sample, row_nll
-from .data import ROW_TYPE_RE, SemEvalData, load_semeval
+from .data import SemEvalData, load_semeval, row_kind
 from .dataset import Encoded, PairedCollator, PairedDataset, encode_rows, encode_split
 from .models import ModelOptions, load_model, model_id, resolve_device
 from .params import apply_lora, format_layers, num_layers, parse_layers, resolve_kind, select_parameters
@@ -465,8 +465,7 @@ def label_prompt_flags(rows: datasets.Dataset, tokens: str) -> list[bool]:
     """
     if tokens in ("all", "output"):
         return [tokens == "all"] * len(rows)
-    matches = (ROW_TYPE_RE.search(str(rid).strip()) for rid in rows["id"])
-    return [m is not None and m.group(1) == "sc" for m in matches]
+    return [row_kind(rid) == "sc" for rid in rows["id"]]
 
 
 def checkpoint_step_of(path: Path) -> int:

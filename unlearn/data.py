@@ -34,12 +34,18 @@ TASK_RE = re.compile(r"^Task\d+$")
 ROW_TYPES = {"sc": "sentence_completion", "qa": "question_answering"}
 
 
+def row_kind(row_id) -> str:
+    """``"sc"`` or ``"qa"`` from an id's suffix (``…sc1``, ``…qa3``; ids may contain quotes), ``""`` when it has neither."""
+    match = ROW_TYPE_RE.search(str(row_id).strip())
+    return match.group(1) if match else ""
+
+
 def row_type(row_id: str) -> str:
-    """``"sc"`` or ``"qa"`` from an id's suffix (``…sc1``, ``…qa3``; ids may contain quotes)."""
-    match = ROW_TYPE_RE.search(row_id.strip())
-    if match is None:
+    """:func:`row_kind`, for an id that must have one (one-line error otherwise)."""
+    kind = row_kind(row_id)
+    if not kind:
         raise AmnesiaError(f"id {row_id!r} must end in sc<digit> or qa<digit>")
-    return match.group(1)
+    return kind
 
 
 def subject_id(row_id: str) -> str:
@@ -156,7 +162,7 @@ def _validate_rows(rows: list[dict], where: str, split_kind: str | None) -> data
                 got = "missing" if col not in row else f"{type(value).__name__} {value!r}"[:60]
                 raise AmnesiaError(f"{where}: row {i} (id {row.get('id')!r}): column {col!r} must be a string, got {got}")
         rid = row["id"]
-        if ROW_TYPE_RE.search(rid.strip()) is None:
+        if not row_kind(rid):
             raise AmnesiaError(f"{where}: row {i}: id {rid!r} must end in sc<digit> or qa<digit>")
         if not TASK_RE.match(row["task"]):
             raise AmnesiaError(f"{where}: row {i} (id {rid!r}): task {row['task']!r} is not a task name (expected Task1, Task2, Task3, …)")

@@ -40,7 +40,7 @@ import torch
 
 from tracing.errors import AmnesiaError
 
-from .data import ROW_TYPE_RE
+from .data import row_kind
 from .prompts import pair_ids, render_prompts, split_at_space
 
 IGNORE = -100
@@ -196,12 +196,6 @@ def spread_quantiles(n: int, seed: int, kinds: tuple[str, ...] | None = None) ->
 def row_quantiles(encoded: "Encoded", seed: int) -> tuple[float, ...]:
     """The spread quantile of each row of ``encoded`` (:func:`spread_quantiles`, even within each :func:`row_kind`)."""
     return spread_quantiles(len(encoded), seed, tuple(row_kind(i) for i in encoded.ids))
-
-
-def row_kind(row_id: str) -> str:
-    """The kind of row spread targets balance: ``sc`` / ``qa`` from a SemEval-style id, else ``""``."""
-    match = ROW_TYPE_RE.search(str(row_id).strip())
-    return match.group(1) if match else ""
 
 
 class PairedDataset(torch.utils.data.Dataset):

@@ -112,12 +112,12 @@ def run_muse_evaluation(model, tokenizer, data: MuseData, config: MuseEvalConfig
         scores[f"{key}.rows"] = len(rows)
     timings["knowmem_s"] = time.time() - t
 
-    t = time.time()
-    forget, holdout = (_first(data.privleak_forget, config.limit), _first(data.privleak_holdout, config.limit)) if privleak else ([], [])
     if not privleak:
         scores.update({"privleak_auc": None, "privleak.forget_rows": 0, "privleak.holdout_rows": 0, "privleak": None,
                        "privleak_reference": "not computed (privleak=False)"})
         return _finish(scores, records, timings, config, start)
+    t = time.time()
+    forget, holdout = _first(data.privleak_forget, config.limit), _first(data.privleak_holdout, config.limit)
     texts = forget + holdout
     ids = [tokenizer(text)["input_ids"] for text in texts]
     names = [f"privleak/forget.json item {i}" for i in range(len(forget))] + [f"privleak/holdout.json item {i}" for i in range(len(holdout))]
