@@ -82,6 +82,8 @@ def test_outcome_verdicts_and_their_notes():
     ok = outcome([0.03] * 4, [3.0] * 4, 3.14, 3.2, validation_auc=0.55)
     assert ok["verdict"] == "reached" and ok["note"] is None
     assert outcome([0.03], [0.5], None, None)["verdict"] is None  # no level: nothing to judge against
+    already = outcome([8.4] * 4, [8.0] * 4, 8.6, 8.6, lr=2e-3)  # a later C6 step: an earlier request took these rows to the level
+    assert already["verdict"] == "already" and "already near the never-seen level" in already["note"] and "too small" not in already["note"]
 
 
 def test_config_accepts_auto_or_a_finite_positive_number():

@@ -400,6 +400,7 @@ NOT_MOVED = 0.10  # below this share of the way to the level: nothing was forgot
 SHORT = 0.70  # below this: stopped short of never-seen
 OVERSHOT_AUC = 0.30  # a validation MIA AUC below this: members less likely than never-seen text
 LEVEL_ROSE = 1.2  # a level this many times its value before training is named in the note (the unlearning moved never-seen text too)
+ALREADY = 0.9  # forget rows starting at this share of the level (measured before training) or above had little to forget
 
 
 def outcome(before: list[float], after: list[float], level_before: float | None, level_after: float | None, *,
@@ -411,7 +412,9 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
     verdict is ``not_moved`` (< 10 %), ``short`` (< 70 %, or the validation MIA AUC above 0.7:
     most forget documents still more likely than never-seen ones, whatever the mean did),
     ``overshot`` (the validation MIA AUC below 0.3: forget documents now less likely than
-    never-seen ones) or ``reached``; ``note``
+    never-seen ones), ``already`` (the rows started within a tenth of the level: an earlier
+    unlearning took them there — a later step of MUSE's C6 — or the model never learned them)
+    or ``reached``; ``note``
     is one line saying so and what to change (``None`` when it reached the level).
     """
     mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
@@ -433,6 +436,10 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
         out["note"] = (f"forgotten past never-seen text: validation members are now less likely than never-seen documents "
                        f"(validation MIA AUC {validation_auc:.2f}; {where}) — membership inference sees that too; "
                        f"lower {rate} (or leave it auto with a larger reach_epochs) or keep forget_mode pull")
+    elif level_before is not None and mean_b >= ALREADY * level_before:
+        out["verdict"] = "already"
+        out["note"] = (f"the forget rows were already near the never-seen level before this run ({where}): there was little to forget on them "
+                       "(an earlier unlearning took them there, or the model never learned them) — read the test scores, not this run's progress")
     elif moved < NOT_MOVED:
         out["verdict"] = "not_moved"
         out["note"] = (f"forget NLL moved {100 * max(moved, 0):.1f} % of the way to the never-seen level ({where}): nothing was forgotten — "
