@@ -5,11 +5,13 @@
 
 the data (``world/`` or a benchmark's own folder, e.g. TOFU's ``request/``), the target
 (``target/`` when the config builds it), the benchmark's reference models (TOFU's
-``retain_model/``), ``trace/`` (trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the
+``retain_model/``; with ``unlearn.select_by: forgotten``, ``select_floor/``: the retain model's
+validation forget knowledge), ``trace/`` (trace.json, layers.json, heatmaps, aie.png), ``unlearned/`` (the
 new model + unlearn.json), ``retrace/`` (the same facts traced on the unlearned model, without the
 known-facts filter), one score stage per model (``scores_<label>/``: the benchmark names them),
 for controls ``control_<label>/`` (the same unlearning with other layers or methods) with its
-``control_<label>_scores/``; then the benchmark's ``report.md``, ``report.html``,
+``control_<label>_scores/``; a benchmark's own further stages (MUSE's C5/C6 steps,
+:meth:`Pipeline.benchmark_stages`); then the benchmark's ``report.md``, ``report.html``,
 ``summary.json``, and ``config.resolved.yaml``. With ``audit.enabled``, ``audit/`` (and
 ``control_<label>_audit/``): the attacks of :mod:`unlearn.audit` on the unlearned model.
 
@@ -41,7 +43,7 @@ from pipelines.target import make_target
 from pipelines.trace_stage import run_trace
 from tracing.errors import AmnesiaError
 from tracing.facts import Fact
-from tracing.io import check_creatable, is_inside, write_text
+from tracing.io import check_creatable, is_inside, write_json, write_text
 from unlearn.data import load_semeval
 from unlearn.methods import get_method, method_names
 from unlearn.models import load_model
@@ -80,6 +82,7 @@ class Pipeline:
         self.run = RunDir(run_dir, force=force, log=log)
         self.progress = progress
         self.log = log
+        self.floor: float | None = None  # select_by forgotten: the retain model's validation forget knowledge (selection_floor)
 
     # ------------------------------------------------------------------ inputs
     def data_path(self) -> tuple[str, str]:
@@ -151,6 +154,8 @@ class Pipeline:
         from unlearn.trainer import latest_checkpoint
 
         config = dataclasses.replace(self.config.unlearn, layers=layers if isinstance(layers, list) else str(layers), method=method or self.config.unlearn.method)
+        if self.floor is not None:  # select_by forgotten: the retain model's level (selection_floor)
+            config = dataclasses.replace(config, select_floor=self.floor)
         cfg_dict = dataclasses.asdict(config)
         if not isinstance(layers, list) and is_inside(Path(layers), self.run.root):
             # a layers.json of this run: keyed by its place in the run (and the trace's hash), so a moved or copied run directory is still done
@@ -171,6 +176,32 @@ class Pipeline:
                     "best_step": validation.get("best_step"), "wall_time_s": manifest["wall_time_s"]}
 
         return self.run.stage(name, cfg_dict, build, inputs=key_inputs)
+
+    def selection_floor(self, references: dict[str, tuple[str, str]], data: str, data_key: str) -> float | None:
+        """``unlearn.select_by: forgotten`` (MUSE's checkpoint rule) with no ``select_floor`` in a run
+        that has a retain model: its forget knowledge on the validation rows (stage ``select_floor/``),
+        the level every unlearning of the run must reach; None otherwise (the config's floor, or 0)."""
+        cfg = self.config.unlearn
+        retain = references.get("retain")
+        if cfg.select_by != "forgotten" or cfg.select_floor is not None or retain is None:
+            return None
+
+        def build(tmp: Path) -> dict:
+            from unlearn.eval.validation import score_validation, validation_set
+
+            vs = validation_set(load_semeval(data), rows=cfg.eval_rows, seed=cfg.seed, prompt_format=cfg.prompt_format,
+                                mia_attack=cfg.validation_mia, mia_tokens=cfg.validation_mia_tokens)
+            model, tok = load_model(retain[0], self.config.loading)
+            scores = score_validation(model, tok, vs, batch_size=cfg.batch_size)
+            free_model(model)
+            write_json(tmp / "validation.json", {"model": retain[0], "rows": len(vs.rows), **scores})
+            return {"forget_knowledge": scores.get("forget_knowledge")}
+
+        key = {k: getattr(cfg, k) for k in ("eval_rows", "seed", "prompt_format", "validation_mia", "validation_mia_tokens", "batch_size")}
+        floor = self.run.stage("select_floor", key, build, inputs=[retain[1], data_key]).record["forget_knowledge"]
+        if floor is None:
+            raise AmnesiaError("select_by forgotten: the retain model has no forget knowledge score on the validation rows (no forget questions); use select_by final")
+        return float(floor)
 
     def method_stages(self, model: str, model_key: str, data: str, data_key: str) -> tuple[StageResult, StageResult, StageResult | None]:
         """The method itself, whatever the benchmark: trace the target, unlearn (on the traced layers
@@ -195,6 +226,10 @@ class Pipeline:
             c_scores = self.evaluate(f"control_{label}_scores", str(c_model.path), c_model.hash, data, data_key)
             controls[label] = {"layers": layer_set, "method": method or config.unlearn.method, "model": c_model, "scores": c_scores}
         return controls
+
+    def benchmark_stages(self, *, trace: StageResult, unlearned: StageResult, scores: dict[str, StageResult], model: str, model_key: str,
+                         data: str, data_key: str) -> None:
+        """A benchmark's own further stages after the controls (MUSE's C5/C6); their results are in ``self.run.results`` for the report."""
 
     def audit_task(self, data: str):
         """The benchmark's side of the audit (an :class:`unlearn.audit.AuditTask` on ``data``); ``None``: it has none."""
@@ -300,10 +335,12 @@ class Pipeline:
         data, data_key = p.data_path()
         model, model_key = p.model_path(data, data_key)
         references = p.reference_models(data, data_key, model, model_key)
+        p.floor = p.selection_floor(references, data, data_key)
         trace, unlearned, retrace = p.method_stages(model, model_key, data, data_key)
         models = {"target": (model, model_key), "unlearned": (str(unlearned.path), unlearned.hash), **references}
         scores = {label: p.evaluate(p.score_stage(label), path, key, data, data_key) for label, (path, key) in models.items()}
         controls = p.controls(trace, unlearned, model, model_key, data, data_key)
+        p.benchmark_stages(trace=trace, unlearned=unlearned, scores=scores, model=model, model_key=model_key, data=data, data_key=data_key)
         p.audit(models, unlearned, controls, data, data_key)  # its stages are in p.run.results: the report reads them
         summary = p.report(run_dir, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores, controls=controls, wall_time=time.time() - started)
         return RunOutcome(run_dir, summary, dict(p.run.results))

@@ -466,6 +466,22 @@ def muse_run_asks_for_more_rows_than_there_are(c: Ctx):
     return ["run", str(path)], "verbmem/forget.json has 100 rows; muse.forget_docs / muse.qa ask for 101"
 
 
+def muse_sust_sets_with_a_gap(c: Ctx):
+    data = _muse_copy(c)
+    (data / "sust").mkdir()
+    (data / "sust" / "forget_2.json").write_text(json.dumps(["an article"]))
+    return (["evaluate-muse", "--model", str(c.target), "--data", str(data), "--out", str(c.out)],
+            "sust: no forget_1.json (expected MUSE's sust forget sets numbered forget_1.json, forget_2.json, ...)")
+
+
+def muse_more_folds_than_documents(c: Ctx):
+    data = _muse_copy(c)
+    path = c.tmp / "muse.yaml"
+    path.write_text(json.dumps({"benchmark": "muse", "data": str(data), "out": str(c.out), "target": {"steps": 1},
+                                "muse": {"forget_docs": 4, "qa": 4, "sustainability": True}}))
+    return ["run", str(path)], "muse.folds 4: the CPU-sized run has 3 forget training documents"
+
+
 CASES = {f.__name__: f for f in (
     missing_data_dir, parquet_missing_column, id_without_row_type, empty_forget_split, malformed_jsonl_line,
     mia_without_document, model_path_missing, model_without_config, truncated_weights, model_without_tokenizer,
@@ -474,7 +490,7 @@ CASES = {f.__name__: f for f in (
     scores_inside_model, unknown_config_key, wrong_type_in_config, unsafe_yaml_tag, run_dir_not_a_run, not_an_mmlu_copy,
     mmlu_offline_without_copy, prompt_longer_than_context, pickle_weights_without_flag, remote_code_without_flag,
     resume_without_checkpoint, run_model_not_found, tofu_missing_file, tofu_forget_not_a_tail, tofu_perturbed_answer_not_a_list, tofu_model_without_retain_model, muse_verbmem_without_gt, muse_qa_without_icl,
-    muse_run_asks_for_more_rows_than_there_are,
+    muse_run_asks_for_more_rows_than_there_are, muse_sust_sets_with_a_gap, muse_more_folds_than_documents,
     run_data_missing, forget_row_with_empty_input, whitespace_output, id_in_forget_and_retain, run_name_dot_dot, yaml_key_twice, negative_warmup,
     compare_without_metrics, out_under_a_file, out_where_nothing_can_be_written, run_out_under_a_file,
     config_with_more_layers_than_weights, config_with_fewer_layers_than_weights, run_name_too_long, infinite_lr, negative_weight_decay,

@@ -247,3 +247,62 @@ def test_muse_audit_stage(muse_run, muse_dir, tmp_path):
     assert audit["rows"]["relearned_verbmem"] == 2 and audit["rows"]["relearned_knowmem"] == 2 and audit["rows"]["related_pool"] == 4
     md = (run_dir / "report.md").read_text()
     assert "## Audit: forgotten or only hidden?" in md and "worst-case recovery |" in md
+
+
+def test_c5_c6_steps_of_the_reduced_run(muse_run, muse_dir, tmp_path):
+    """C5 and C6 on the reduced run (3 forget training documents and questions, 3 folds): only the
+    steps are computed; C5's last step is the run's own unlearning, C6's first is C5's first,
+    C6's later steps start from the step before; the report and summary show both."""
+    import shutil
+
+    from pipelines.run import run_pipeline
+
+    base = tmp_path / "run"
+    shutil.copytree(muse_run.run_dir, base)
+    path = tmp_path / "muse.yaml"
+    muse = {"forget_docs": 4, "prompt_words": 8, "continuation_words": 12, "qa": 4, "icl_examples": 1, "folds": 3, "scalability": True, "sustainability": True}
+    path.write_text(json.dumps({**_mapping(muse_dir, base), "muse": muse}))
+    done = run_pipeline(load_config(path), progress=False, log=lambda m: None)
+    computed = {n for n, r in done.stages.items() if not r.skipped}
+    assert computed == {"scal_1_request", "scal_1", "scal_1_scores", "scal_2_request", "scal_2", "scal_2_scores",
+                        "sust_2_request", "sust_2", "sust_2_scores", "sust_3_request", "sust_3", "sust_3_scores"}
+    steps = json.loads((base / "summary.json").read_text())["muse"]["steps"]
+    assert [(r["stage"], r["from"], r["documents"], r["questions"], r["requested"]) for r in steps["scal"]] == [
+        ("scal_1", "target", 1, 1, 2), ("scal_2", "target", 2, 2, 4), ("unlearned", "target", 3, 3, 6)]
+    assert [(r["stage"], r["from"], r["documents"], r["requested"]) for r in steps["sust"]] == [
+        ("scal_1", "target", 1, 2), ("sust_2", "scal_1", 1, 4), ("sust_3", "sust_2", 1, 6)]
+    unlearn = json.loads((base / "sust_2" / "unlearn.json").read_text())
+    assert unlearn["source_model"] == str(base / "scal_1") and unlearn["data"] == str(base / "sust_2_request")
+    request = load_semeval(base / "sust_3_request")
+    assert [r["id"] for r in request.get("forget", "train")] == ["muse-forget-doc002sc0", "muse-forget-q002qa0"]
+    scores = json.loads((base / "scal_2_scores" / "scores.json").read_text())
+    assert steps["scal"][1]["verbmem_f"] == pytest.approx(scores["verbmem_f"]) and 0 <= steps["scal"][1]["verbmem_requested"] <= 100
+    assert steps["scal"][-1]["verbmem_not_requested"] is None and steps["scal"][0]["verbmem_not_requested"] is not None
+    md = (base / "report.md").read_text()
+    assert "## C5 scalability and C6 sustainability" in md and "**C6 sustainability**" in md and (base / "figures" / "muse_steps.png").exists()
+
+
+def test_muse_s_checkpoint_rule_measures_the_retain_model_s_floor(muse_run, muse_dir, tmp_path):
+    """unlearn.select_by forgotten (MUSE's rule) on a copy of the reduced run: the retain model's
+    validation forget knowledge (select_floor/) is the floor the unlearning's selection reads."""
+    import shutil
+
+    from pipelines.run import run_pipeline
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(muse_run.run_dir, run_dir)
+    mapping = _mapping(muse_dir, run_dir)
+    mapping["unlearn"] = {**mapping["unlearn"], "select_by": "forgotten"}
+    path = tmp_path / "muse.yaml"
+    path.write_text(json.dumps(mapping))
+    done = run_pipeline(load_config(path), progress=False, log=lambda m: None)
+    computed = {n for n, r in done.stages.items() if not r.skipped}
+    assert computed == {"select_floor", "unlearned", "retrace", "scores_unlearned"}
+    floor = json.loads((run_dir / "select_floor" / "validation.json").read_text())
+    assert floor["model"] == str(run_dir / "retain_model") and 0 <= floor["forget_knowledge"] <= 1
+    validation = json.loads((run_dir / "unlearned" / "unlearn.json").read_text())["validation"]
+    assert validation["select_by"] == "forgotten" and validation["floor"] == floor["forget_knowledge"]
+    reached = [h["step"] for h in validation["history"] if h["step"] > 0 and h["forget_knowledge"] <= floor["forget_knowledge"]]
+    assert validation["reached_step"] == (reached[0] if reached else None)
+    assert validation["best_step"] == (reached[0] if reached else min((h for h in validation["history"] if h["step"] > 0), key=lambda h: h["forget_knowledge"])["step"])
+

@@ -76,7 +76,8 @@ def test_from_dict_and_yaml_errors(tmp_path):
         ({"forget_update_steps": -1}, "forget_update_steps -1: expected an integer >= 0 (0 = measure the level once)"),
         ({"splits": ["test"]}, "splits ['test']: expected a non-empty list of train, validation"),
         ({"eval_steps": -2}, "eval_steps -2: expected an integer >= 0 (0 = no validation during training)"),
-        ({"select_by": "best"}, "select_by 'best': expected final, mia or task"),
+        ({"select_by": "best"}, "select_by 'best': expected final, mia, task or forgotten"),
+        ({"select_floor": 1.5}, "select_floor 1.5: expected a forget knowledge between 0 and 1 (or leave it out)"),
         ({"patience": -1}, "patience -1: expected an integer >= 0 (0 = never stop early)"),
         ({"prompt_format": "always"}, "prompt_format 'always': expected raw or chat"),
         ({"schedule": "chunked"}, "schedule 'chunked': expected joint or sequential"),
@@ -98,7 +99,7 @@ UNLEARN_OPTIONS = [
     "--gradient-checkpointing", "--group-by-length", "--help", "--hold-factor", "--keep-checkpoints", "--kind", "--layers", "--logging-steps", "--lora",
     "--lora-alpha", "--lora-dropout", "--lora-r", "--lr", "--lr-scheduler", "--max-grad-norm", "--max-length", "--max-steps", "--method", "--method-arg",
     "--model", "--no-forget-eos", "--no-forget-spread", "--npo-beta", "--out", "--overwrite", "--patience", "--probe-steps", "--prompt-format", "--quiet",
-    "--reach-epochs", "--report-to", "--resume", "--retain-ratio", "--save-steps", "--save-total-limit", "--schedule", "--seed", "--select-by", "--splits",
+    "--reach-epochs", "--report-to", "--resume", "--retain-ratio", "--save-steps", "--save-total-limit", "--schedule", "--seed", "--select-by", "--select-floor", "--splits",
     "--trace-dir", "--trace-k", "--trace-max-facts", "--trace-method", "--trace-samples", "--trust-remote-code", "--validation-mia",
     "--validation-mia-tokens", "--warmup-steps", "--weight-decay", "-h",
 ]

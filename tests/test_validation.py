@@ -159,6 +159,25 @@ def test_patience_stops_early_and_select_by_mia(fixture_target, data, monkeypatc
     assert run.report["validation"]["best_step"] == 3  # the highest MIA score (lowest final)
 
 
+def test_select_by_forgotten_keeps_the_first_step_at_the_floor(fixture_target, data, monkeypatch):
+    """MUSE's rule: the first step whose forget knowledge is at or below the floor is kept and training
+    stops there; until a step reaches it, the lowest forget knowledge is the best."""
+    import unlearn.selection as selection
+
+    def run(values, floor, max_steps):
+        it = iter(values)
+        monkeypatch.setattr(selection, "score_validation", lambda *a, **k: {"final": 0.5, "forget_knowledge": next(it)})
+        model, tok = load_model(fixture_target, CPU, for_training=True)
+        config = UnlearnConfig(**FAST, max_steps=max_steps, eval_steps=1, select_by="forgotten", select_floor=floor)
+        return train_unlearning(model, tok, data.get("forget", "train"), data.get("retain", "train"), config, progress=False, device="cpu", data=data).report
+
+    report = run([0.9, 0.6, 0.3, 0.2, 0.1, 0.0], 0.25, 6)  # step 0 is the target's score
+    v = report["validation"]
+    assert (v["best_step"], v["reached_step"], v["floor"], v["stopped_early"], report["steps"]) == (3, 3, 0.25, True, 3)
+    v = run([0.9, 0.6, 0.3, 0.4], 0.0, 3)["validation"]  # never at the floor: the lowest
+    assert (v["best_step"], v["reached_step"], v["stopped_early"]) == (2, None, False)
+
+
 class Interrupted(Exception):
     pass
 

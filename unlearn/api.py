@@ -185,6 +185,10 @@ def train_unlearning(
             raise AmnesiaError("eval_steps is set but no validation data was given (pass data= or validation=)")
         validation = validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format,
                                     mia_attack=config.validation_mia, mia_tokens=config.validation_mia_tokens)
+    if validation is not None and config.eval_steps and config.select_by == "forgotten" and not any(
+            r.get("split") == "forget" and row_kind(r.get("id")) == "qa" for r in validation.rows):
+        raise AmnesiaError(f"select_by forgotten: {validation.source} has no forget validation questions (ids ending in qa<digit>); "
+                           "the rule keeps the first step whose forget knowledge (the QA score) reaches the floor — use select_by final")
     if validation is not None and config.eval_steps and not validation.has_mia:
         if config.select_by == "mia":
             raise AmnesiaError(f"select_by mia: {validation.source} has no mia_data/validation/member.jsonl and nonmember.jsonl")
@@ -251,7 +255,8 @@ def train_unlearning(
     if config.eval_steps:
         if trainer.is_fsdp_enabled:
             raise AmnesiaError("eval_steps under FSDP is not supported (generation needs the whole model on each process); use configs/accelerate/multi_gpu.yaml or deepspeed_zero2.yaml")
-        trainer.selector = CheckpointSelector(trainer, validation, eval_steps=config.eval_steps, select_by=config.select_by, patience=config.patience)
+        trainer.selector = CheckpointSelector(trainer, validation, eval_steps=config.eval_steps, select_by=config.select_by, patience=config.patience,
+                                             floor=config.select_floor or 0.0)
         trainer.add_callback(trainer.selector)
     if trainer.is_fsdp_enabled and "auto" in (config.lr, config.epochs):
         raise AmnesiaError("lr auto / epochs auto under FSDP is not supported (the probe needs the whole model in one process); "

@@ -136,8 +136,13 @@ class UnlearnConfig:
         help="every N optimizer steps (and at the end) score the validation part — knowledge and regurgitation on --eval-rows forget/retain validation rows, MIA AUC on DATA/mia_data/validation/ (never the test MIA files) — and keep the best step's weights; 0 = off")
     eval_rows: int = setting(64, group="validation",
         help="validation rows per split (forget, retain) scored each time; a seeded subset")
-    select_by: Literal["final", "mia", "task"] = setting("final", group="validation",
-        help="what the kept checkpoint maximizes: final = mean of the task aggregate and the MIA score (the official final score without MMLU), mia = the MIA score, task = the task aggregate")
+    select_by: Literal["final", "mia", "task", "forgotten"] = setting("final", group="validation",
+        help=("what the kept checkpoint maximizes: final = mean of the task aggregate and the MIA score (the official final score without MMLU), mia = the MIA score, "
+              "task = the task aggregate; forgotten = MUSE's rule: the first validation step whose forget knowledge is at or below --select-floor "
+              "(the least unlearning that forgets as much as a model that never saw the rows; training stops there), else the step with the lowest forget knowledge"))
+    select_floor: float | None = setting(None, group="validation",
+        help=("select_by forgotten: the forget knowledge (0-1, the validation's forget QA score) a step must reach; default: the retain model's on the "
+              "validation rows when the run has one (TOFU, MUSE: measured in the run's select_floor/ stage), else 0"))
     validation_mia: Literal["loss", "min_k"] = setting("loss", group="validation",
         help="the validation membership attack: loss = each document's mean token NLL (the SemEval test's attack), min_k = Min-K% Prob, k 0.4 (TOFU's privleak attack)")
     validation_mia_tokens: Literal["document", "answer"] = setting("document", group="validation",
@@ -252,8 +257,11 @@ class UnlearnConfig:
             raise AmnesiaError(f"eval_steps {self.eval_steps!r}: expected an integer >= 0 (0 = no validation during training)")
         if not isinstance(self.eval_rows, int) or self.eval_rows < 1:
             raise AmnesiaError(f"eval_rows {self.eval_rows!r}: expected a positive number of validation rows per split")
-        if self.select_by not in ("final", "mia", "task"):
-            raise AmnesiaError(f"select_by {self.select_by!r}: expected final, mia or task")
+        if self.select_by not in ("final", "mia", "task", "forgotten"):
+            raise AmnesiaError(f"select_by {self.select_by!r}: expected final, mia, task or forgotten")
+        if self.select_floor is not None and (isinstance(self.select_floor, bool) or not isinstance(self.select_floor, (int, float))
+                                              or not 0 <= self.select_floor <= 1):
+            raise AmnesiaError(f"select_floor {self.select_floor!r}: expected a forget knowledge between 0 and 1 (or leave it out)")
         if self.validation_mia not in ("loss", "min_k"):
             raise AmnesiaError(f"validation_mia {self.validation_mia!r}: expected loss or min_k")
         if self.validation_mia_tokens not in ("document", "answer"):

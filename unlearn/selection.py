@@ -6,7 +6,10 @@
 documents only), appends the scores to its history, and when the selection value
 (``select_by``: the final-score proxy, the MIA score or the task aggregate) beats the best so far
 copies the trainable tensors — the only ones training changes — to CPU. ``patience``
-evaluations without improvement stop training. At the end the trainer loads the best weights
+evaluations without improvement stop training. ``select_by: forgotten`` is MUSE's rule (Shi et
+al. 2024, the authors' ``get_best_forget_quality.py``): the first step whose forget knowledge is
+at or below ``floor`` (the retain model's) is kept and training stops there; until one is, the
+step with the lowest forget knowledge is the best. At the end the trainer loads the best weights
 back (:meth:`restore_best`). The state (history, best step, best tensors) travels with every
 checkpoint, so a resumed run selects exactly as an uninterrupted one.
 
@@ -34,8 +37,11 @@ BEST_FILE = "best_trainable.safetensors"
 class CheckpointSelector(TrainerCallback):
     """See the module docstring. ``trainer`` is the :class:`~unlearn.trainer.UnlearnTrainer` it serves."""
 
-    def __init__(self, trainer, validation: ValidationSet, *, eval_steps: int, select_by: str = "final", patience: int = 0, batch_size: int | None = None):
+    def __init__(self, trainer, validation: ValidationSet, *, eval_steps: int, select_by: str = "final", patience: int = 0, batch_size: int | None = None,
+                 floor: float = 0.0):
         self.trainer = trainer
+        self.floor = floor
+        self.reached_step: int | None = None  # select_by forgotten: the first step at or below the floor
         self.validation = validation
         self.eval_steps = eval_steps
         self.select_by = select_by
@@ -68,6 +74,9 @@ class CheckpointSelector(TrainerCallback):
                 self.best_tensors = {n: p.detach().to("cpu", copy=True) for n, p in self._trainable().items()}
             else:
                 self.bad_evals += 1
+            if self.select_by == "forgotten" and self.reached_step is None and scores.get("forget_knowledge") is not None \
+                    and scores["forget_knowledge"] <= self.floor:
+                self.reached_step = step
         logger.info("validation step %d: %s", step, _describe(entry))
         return entry
 
@@ -80,7 +89,11 @@ class CheckpointSelector(TrainerCallback):
             return
         if state.global_step % self.eval_steps == 0 or state.global_step >= state.max_steps:
             self.evaluate(state.global_step)
-            if self.patience and self.bad_evals >= self.patience and state.global_step < state.max_steps:
+            if self.reached_step is not None and state.global_step < state.max_steps:
+                self.stopped_early = True
+                control.should_training_stop = True
+                logger.info("validation: forget knowledge at or below %.3g at step %d (select_by forgotten); stopping", self.floor, self.reached_step)
+            elif self.patience and self.bad_evals >= self.patience and state.global_step < state.max_steps:
                 self.stopped_early = True
                 control.should_training_stop = True
                 logger.info("validation: no improvement in %d evaluations; stopping early (best step %s)", self.patience, self.best_step)
@@ -103,6 +116,7 @@ class CheckpointSelector(TrainerCallback):
         return {
             "eval_steps": self.eval_steps,
             "select_by": self.select_by,
+            **({"floor": self.floor, "reached_step": self.reached_step} if self.select_by == "forgotten" else {}),
             "patience": self.patience,
             "data": self.validation.describe(),
             "history": self.history,
@@ -114,7 +128,7 @@ class CheckpointSelector(TrainerCallback):
     # -- checkpoints
     def state_dict(self) -> dict:
         return {"history": self.history, "best_step": self.best_step, "best_value": self.best_value if math.isfinite(self.best_value) else None,
-                "bad_evals": self.bad_evals, "stopped_early": self.stopped_early}
+                "bad_evals": self.bad_evals, "stopped_early": self.stopped_early, "reached_step": self.reached_step}
 
     def save(self, folder: Path) -> None:
         if self.best_tensors is not None:
@@ -128,6 +142,7 @@ class CheckpointSelector(TrainerCallback):
         self.best_value = state["best_value"] if state.get("best_value") is not None else -math.inf
         self.bad_evals = int(state.get("bad_evals", 0))
         self.stopped_early = bool(state.get("stopped_early", False))
+        self.reached_step = state.get("reached_step")
         path = Path(folder) / BEST_FILE
         if self.best_step is not None:
             if not path.is_file():

@@ -12,7 +12,10 @@ subsets), every file one JSON list:
 * ``raw/forget.json`` — the forget corpus (strings), when present (what unlearning reads; its
   empty strings are skipped: MUSE-News has one); ``raw/retain1.json`` (or ``raw/retain.json``) —
   the retain corpus MUSE's unlearning keeps, and ``raw/holdout.json`` — never-seen articles, when
-  present (a run on MUSE's own rows reads them; the CPU-sized run does not).
+  present (a run on MUSE's own rows reads them; the CPU-sized run does not);
+* ``scal/forget_1.json``, ``scal/forget_2.json``, … and ``sust/forget_1.json``, … — MUSE's forget
+  sets for C5 scalability (each containing the one before) and C6 sustainability (disjoint,
+  unlearned one after another), articles, when present (numbered from 1 without a gap).
 
 Each problem is one line naming the file, the item and what was expected. Only :mod:`json` reads
 the files: nothing is written beside the data.
@@ -45,9 +48,12 @@ class MuseData:
     raw_forget: list[str] | None
     raw_retain: list[str] | None = None
     raw_holdout: list[str] | None = None
+    scal: list[list[str]] | None = None
+    sust: list[list[str]] | None = None
 
     def __repr__(self) -> str:
-        counts = {k: len(v) for k, v in vars(self).items() if isinstance(v, list)}
+        counts = {k: len(v) for k, v in vars(self).items() if isinstance(v, list) and k not in ("scal", "sust")}
+        counts |= {f"{k} folds": len(v) for k in ("scal", "sust") if (v := getattr(self, k)) is not None}
         return f"MuseData(source={self.source!r}, " + ", ".join(f"{k}={n} rows" for k, n in counts.items()) + ")"
 
 
@@ -110,10 +116,18 @@ def load_muse(path: str | Path) -> MuseData:
     for part, names in (("forget", ("raw/forget.json",)), ("retain", ("raw/retain1.json", "raw/retain.json")), ("holdout", ("raw/holdout.json",))):
         p, v = _read(root, names, "article texts", required=False)
         raw[part] = _texts(p, v, skip_empty=True) if v is not None else None
+    folds = {}
+    for mode in ("scal", "sust"):
+        sets = []
+        while (found := _read(root, (f"{mode}/forget_{len(sets) + 1}.json",), "article texts", required=False))[1] is not None:
+            sets.append(_texts(*found, skip_empty=True))
+        if not sets and any((root / mode).glob("forget_*.json")):
+            raise AmnesiaError(f"{root / mode}: no forget_1.json (expected MUSE's {mode} forget sets numbered forget_1.json, forget_2.json, ...)")
+        folds[mode] = sets or None
     return MuseData(source=str(root), verbmem=verbmem, knowmem_forget=knowmem["forget"], knowmem_forget_icl=knowmem["forget_icl"],
                     knowmem_retain=knowmem["retain"], knowmem_retain_icl=knowmem["retain_icl"], privleak_forget=privleak["forget"],
                     privleak_holdout=privleak["holdout"], privleak_retain=privleak["retain"], raw_forget=raw["forget"], raw_retain=raw["retain"],
-                    raw_holdout=raw["holdout"])
+                    raw_holdout=raw["holdout"], scal=folds["scal"], sust=folds["sust"])
 
 
 def corpus_of(path: str | Path) -> str | None:

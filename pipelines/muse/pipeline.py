@@ -47,6 +47,7 @@ from pipelines.stages import path_fingerprint
 from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, write_json
 from tracing.settings import setting
+from unlearn.data import row_kind
 
 from .config import MuseEvalConfig
 from .mini import MiniMuse
@@ -72,6 +73,15 @@ class MuseSection:
     icl_examples: int | None = setting(2, help="CPU-sized: in-context examples before each KnowMem question (the first N of MUSE's); None = all of them (MUSE: 10)")
     chunk_words: int = setting(1024, help="MUSE's own rows: each article is cut into documents of this many words (MUSE's authors cut at 2048 tokens)")
     validation_every: int = setting(4, help="every N-th row of each kind (documents, questions) forms the validation part")
+    scalability: bool = setting(False, help=("C5 scalability: also unlearn growing forget sets, folds 1..k of the forget training rows (k = 1 .. muse.folds; "
+                                             "MUSE's scal/forget_k.json when a run on its own rows has them), each from the target, and score each with C1-C4"))
+    sustainability: bool = setting(False, help=("C6 sustainability: also unlearn muse.folds disjoint folds of the forget training rows one after another, "
+                                                "each from the model the previous one left (MUSE's sust/forget_k.json when given), and score after each"))
+    folds: int = setting(4, help="C5/C6: the forget training rows are cut, in order and per kind of row, into this many folds (MUSE: 4)")
+
+    def rows_key(self) -> dict:
+        """The settings that choose the request's rows (the C5/C6 switches only add stages)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("scalability", "sustainability", "folds")}
 
     def check(self) -> None:
         for name in ("forget_docs", "prompt_words", "continuation_words", "qa", "chunk_words"):
@@ -84,6 +94,11 @@ class MuseSection:
         if self.mini and (self.forget_docs < self.validation_every or self.qa < self.validation_every):
             raise AmnesiaError(f"muse.forget_docs {self.forget_docs} / muse.qa {self.qa}: expected at least validation_every ({self.validation_every}) of each, "
                                "so both the training and the validation part have rows")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise AmnesiaError(f"muse.folds {self.folds!r}: expected an integer >= 2 (C5/C6 unlearn the forget set in that many folds)")
+        if self.mini and (self.scalability or self.sustainability) and self.folds > self.forget_docs - self.forget_docs // self.validation_every:
+            raise AmnesiaError(f"muse.folds {self.folds}: the CPU-sized run has {self.forget_docs - self.forget_docs // self.validation_every} forget training documents "
+                               f"(muse.forget_docs {self.forget_docs}, every {self.validation_every}th validating); expected at most one fold per document")
         if self.chunk_words <= self.prompt_words:
             raise AmnesiaError(f"muse.chunk_words {self.chunk_words}: expected more than muse.prompt_words ({self.prompt_words}), so each document has an output")
 
@@ -133,7 +148,9 @@ class MuseRows:
     ``documents`` / ``questions``: per kind (forget, retain) ``(prompt, output)`` pairs; ``members``
     and ``reference``: the validation membership documents (forget documents; never-seen ones that
     are not the test holdout); ``facts_from``: the forget KnowMem questions and their in-context
-    examples; ``mini``: the CPU-sized excerpts (written in MUSE's layout for the evaluation), or None."""
+    examples; ``mini``: the CPU-sized excerpts (written in MUSE's layout for the evaluation), or None;
+    ``given_folds``: MUSE's own C5/C6 forget sets (``scal``, ``sust``: articles per set) when a
+    run on its own rows has them."""
 
     documents: dict[str, list[tuple[str, str]]]
     questions: dict[str, list[tuple[str, str]]]
@@ -141,6 +158,7 @@ class MuseRows:
     reference: list[str]
     facts_from: tuple[list[dict], list[dict]]
     mini: MiniMuse | None = None
+    given_folds: dict[str, list[list[str]]] = field(default_factory=dict)
 
 
 def mini_rows(mini, section: MuseSection) -> MuseRows:
@@ -178,7 +196,8 @@ def corpus_rows(data, section: MuseSection) -> MuseRows:
     forget, retain = rows(data.raw_forget), rows(data.raw_retain)
     return MuseRows(documents={"forget": forget, "retain": retain}, questions={"forget": [], "retain": []},
                     members=[p + o for p, o in forget], reference=[p + o for p, o in rows(reference)],
-                    facts_from=(data.knowmem_forget, data.knowmem_forget_icl or []))
+                    facts_from=(data.knowmem_forget, data.knowmem_forget_icl or []),
+                    given_folds={mode: sets for mode, sets in (("scal", data.scal), ("sust", data.sust)) if sets})
 
 
 def _split(rows: list[dict], every: int) -> dict[str, list[dict]]:
@@ -200,32 +219,45 @@ def request_rows(rows: MuseRows, section: MuseSection) -> dict[str, dict[str, li
     return out
 
 
-def write_request(rows: MuseRows, out: Path, section: MuseSection, source: str) -> dict:
-    """Write the request (module docstring) into ``out``; return its manifest (``request.json``)."""
+def write_request(rows: MuseRows, out: Path, section: MuseSection, source: str, *, forget_train: list[dict] | None = None) -> dict:
+    """Write the request (module docstring) into ``out``; return its manifest (``request.json``).
+
+    ``forget_train``: a C5/C6 step's request (:mod:`pipelines.muse.folds`): these forget training
+    rows instead of the run's, the same validation rows and reference documents; the members of the
+    validation membership test are this step's documents and the validation ones (the forget
+    documents it does not request are not asked to look never-seen); no MUSE-layout folder (the
+    steps are scored on the run's)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .mini import write_muse_folder
 
+    parts_of = request_rows(rows, section)
+    members = rows.members
+    if forget_train is not None:
+        parts_of["forget"] = {**parts_of["forget"], "train": forget_train}
+        members = [r["input"] + r["output"] for r in forget_train + parts_of["forget"]["validation"] if row_kind(r["id"]) == "sc"]
     with atomic_path(out, directory=True, overwrite=True) as tmp:
-        if rows.mini is not None:
+        if rows.mini is not None and forget_train is None:
             write_muse_folder(rows.mini, tmp / MUSE_FOLDER)
         (tmp / "data").mkdir()
         counts = {}
-        for kind, parts in request_rows(rows, section).items():
+        for kind, parts in parts_of.items():
             for part, part_rows in parts.items():
                 if part_rows:
                     pq.write_table(pa.Table.from_pylist(part_rows), tmp / "data" / f"{kind}_{part}-00000-of-00001.parquet")
                 counts[f"{kind}_{part}"] = len(part_rows)
         folder = tmp / "mia_data" / "validation"
         folder.mkdir(parents=True)
-        for name, docs in (("member", rows.members), ("nonmember", rows.reference)):
+        for name, docs in (("member", members), ("nonmember", rows.reference)):
             (folder / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}-{i}", "document": d}) + "\n" for i, d in enumerate(docs)), encoding="utf-8")
-        manifest = {"schema": REQUEST_SCHEMA, "kind": "muse_request", "data": source, "muse": dataclasses.asdict(section), "rows": counts,
+        manifest = {"schema": REQUEST_SCHEMA, "kind": "muse_request", "data": source, "muse": section.rows_key(), "rows": counts,
                     "documents": {"forget": len(rows.documents["forget"]), "retain": len(rows.documents["retain"]), "reference": len(rows.reference)},
                     "questions": {"forget": len(rows.questions["forget"]), "retain": len(rows.questions["retain"]), "icl_examples": len(rows.facts_from[1])}}
         if rows.mini is not None:
             manifest["documents"]["holdout"] = len(rows.mini.holdout_docs)
+        if forget_train is not None:
+            manifest["documents"]["members"] = len(members)
         write_json(tmp / "request.json", manifest)
     return manifest
 
@@ -275,7 +307,7 @@ class MusePipeline(Pipeline):
         def build(tmp: Path) -> dict:
             return {"rows": write_request(self.inputs, tmp, cfg.muse, cfg.data)["rows"]}
 
-        key = {"schema": REQUEST_SCHEMA, "data": cfg.data, "muse": dataclasses.asdict(cfg.muse)}
+        key = {"schema": REQUEST_SCHEMA, "data": cfg.data, "muse": cfg.muse.rows_key()}
         res = self.run.stage("request", key, build, inputs=path_fingerprint(cfg.data))
         return str(res.path), res.hash
 
@@ -308,6 +340,51 @@ class MusePipeline(Pipeline):
 
         return self.run.stage(name, dataclasses.asdict(cfg), build, inputs=[model_key, data_key])  # the request's key holds the data's fingerprint
 
+    def benchmark_stages(self, *, trace, unlearned, scores, model: str, model_key: str, data: str, data_key: str) -> None:
+        """C5 scalability and C6 sustainability when the config asks (:mod:`pipelines.muse.folds`):
+        stages ``<mode>_<k>_request``, ``<mode>_<k>``, ``<mode>_<k>_scores`` per step; :attr:`steps`
+        holds, per mode, one record per step (its stages, rows, the rows requested so far) for the report."""
+        from .folds import fold_rows, file_fold_rows, requested_scores, step_rows
+
+        config, section = self.config, self.config.muse
+        self.steps: dict[str, list[dict]] = {}
+        modes = [m for m, on in (("scal", section.scalability), ("sust", section.sustainability)) if on]
+        if not modes:
+            return
+        train = request_rows(self.inputs, section)["forget"]["train"]
+        train_ids = [r["id"] for r in train]
+        folds = fold_rows(train, section.folds)
+        layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
+        extra_key = trace.hash if config.traced_layers else None
+        done = {(model_key, frozenset(train_ids)): unlearned}  # (start model, rows) -> its unlearning
+        scored = {unlearned.hash: scores["unlearned"]}
+        for mode in modes:
+            given = self.inputs.given_folds.get(mode)
+            steps = step_rows(mode, file_fold_rows(given, mode, section, TASK) if given else folds, given=bool(given))
+            start, start_key, start_name = model, model_key, "target"
+            requested: list[str] = []
+            records = []
+            for k, rows in enumerate(steps, 1):
+                ids = [r["id"] for r in rows]
+                requested = list(ids) if mode == "scal" else requested + [i for i in ids if i not in requested]
+                stage = done.get((start_key, frozenset(ids)))
+                if stage is None:
+                    def build(tmp: Path, rows=rows) -> dict:
+                        return {"rows": write_request(self.inputs, tmp, section, config.data, forget_train=rows)["rows"]}
+
+                    request = self.run.stage(f"{mode}_{k}_request", {"schema": REQUEST_SCHEMA, "ids": ids}, build, inputs=[data_key])
+                    stage = self.unlearn(f"{mode}_{k}", start, start_key, str(request.path), request.hash, layers, extra_key=extra_key)
+                    done[(start_key, frozenset(ids))] = stage
+                if stage.hash not in scored:
+                    scored[stage.hash] = self.evaluate(f"{mode}_{k}_scores", str(stage.path), stage.hash, data, data_key)
+                by_rows = requested_scores(scored[stage.hash].path / "predictions.csv", requested, train_ids) if self.inputs.mini is not None else {}
+                records.append({"step": k, "unlearned": stage, "scores": scored[stage.hash], "from": start_name, "given": bool(given),
+                                "documents": sum(row_kind(i) == "sc" for i in ids), "questions": sum(row_kind(i) == "qa" for i in ids),
+                                "requested": len(requested), **by_rows})
+                if mode == "sust":
+                    start, start_key, start_name = str(stage.path), stage.hash, stage.name
+            self.steps[mode] = records
+
     def audit_task(self, data: str):
         """MUSE's metrics on the rows the run scores (:mod:`pipelines.muse.audit`)."""
         from .audit import MuseAudit
@@ -318,7 +395,7 @@ class MusePipeline(Pipeline):
 
     def report(self, run_dir: Path, *, trace, retrace, unlearned, scores: dict, controls: dict, wall_time: float) -> dict:
         return write_muse_report(run_dir, self.config, self.run.results, trace=trace, retrace=retrace, unlearned=unlearned, scores=scores,
-                                 controls=controls, wall_time=wall_time)
+                                 controls=controls, wall_time=wall_time, steps=getattr(self, "steps", {}))
 
 
 SUMMARY = "MUSE (Shi et al. 2024): VerbMem, KnowMem (forget, retain) and PrivLeak against a retain model, on a CPU-sized MUSE-News"

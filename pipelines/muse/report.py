@@ -37,6 +37,7 @@ from pipelines.report import (
 from pipelines.stages import StageResult
 
 from .evaluation import compare_to_retain
+from .folds import MODES as STEP_MODES
 
 #: |PrivLeak| within this is no leak (MUSE reads [−5 %, 5 %] so).
 PRIVLEAK_NEAR = 5.0
@@ -63,8 +64,22 @@ def muse_row(label: str, scores: dict, retain: dict, target: dict) -> dict:
     }
 
 
+def step_rows(steps: dict[str, list[dict]], retain: dict, target: dict) -> dict[str, list[dict]]:
+    """C5/C6 (:mod:`pipelines.muse.folds`): per mode, each step's MUSE row, its rows and what the unlearning did."""
+    out = {}
+    for mode, records in steps.items():
+        out[mode] = []
+        for r in records:
+            row = muse_row(f"step {r['step']}", read_json(r["scores"].path / "scores.json"), retain, target)
+            out[mode].append({**row, "step": r["step"], "stage": r["unlearned"].name, "from": r["from"], "documents": r["documents"], "questions": r["questions"],
+                              "requested": r["requested"], "given": r["given"],
+                              **{k: r.get(k) for k in ("verbmem_requested", "knowmem_requested", "verbmem_not_requested", "knowmem_not_requested")},
+                              **run_cells(read_json(r["unlearned"].path / "unlearn.json"))})
+    return out
+
+
 def build_muse_summary(run_dir: Path, config, results: dict[str, StageResult], *, trace, retrace, unlearned, scores: dict, controls: dict,
-                       wall_time: float, audit: dict | None = None) -> dict:
+                       wall_time: float, audit: dict | None = None, steps: dict | None = None) -> dict:
     summary = method_summary(run_dir, config, results, trace=trace, retrace=retrace, unlearned=unlearned, wall_time=wall_time)
     if audit is not None:
         summary["audit"] = audit
@@ -79,7 +94,7 @@ def build_muse_summary(run_dir: Path, config, results: dict[str, StageResult], *
         rows.append({**muse_row(f"control: {label}", read_json(c["scores"].path / "scores.json"), retain, target), **run_cells(read_json(c["model"].path / "unlearn.json")),
                      **({"worst-case recovery": worst_recovery(summary, label)} if audit is not None else {})})
     rows.append(muse_row("retain model", retain, retain, target))
-    summary["muse"] = {"rows": rows}
+    summary["muse"] = {"rows": rows, "steps": step_rows(steps or {}, retain, target)}
     summary["notes"] = muse_notes(summary)
     return summary
 
@@ -100,6 +115,11 @@ def muse_notes(summary: dict) -> list[str]:
             notes.append(f"{r['model']}: VerbMem {r['verbmem_f']:.1f}, KnowMem forget {r['knowmem_f']:.1f}, retain {r['knowmem_r']:.1f} "
                          f"({fmt(r['utility_kept'])} of the target's), PrivLeak {r['privleak']:.1f}: {side}; "
                          + (f"fails {len(missed)} of MUSE's four criteria ({'; '.join(missed)})." if missed else "meets MUSE's four criteria."))
+    for mode, step_list in summary["muse"].get("steps", {}).items():
+        first, last = step_list[0], step_list[-1]
+        notes.append(f"{STEP_MODES[mode]}: over {len(step_list)} steps KnowMem on retain went {first['knowmem_r']:.1f} → {last['knowmem_r']:.1f} "
+                     f"({fmt(last['utility_kept'])} of the target's after the last), VerbMem on forget {first['verbmem_f']:.1f} → {last['verbmem_f']:.1f}, "
+                     f"PrivLeak {first['privleak']:.1f} → {last['privleak']:.1f}.")
     notes += unlearning_notes(summary["unlearn"])
     req = summary["request"]
     if req["muse"]["mini"]:
@@ -148,6 +168,55 @@ def plot_muse(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+STEP_TEXT = {"scal": "step k unlearns the forget rows of folds 1..k, each step from the target",
+             "sust": "step k unlearns fold k from the model step k−1 left (step 1 from the target)"}
+
+
+def step_lines(summary: dict, images: dict) -> list[str]:
+    """The report's C5/C6 section: one table per mode, the figure; or a line saying how to run them."""
+    steps = summary["muse"].get("steps") or {}
+    if not steps:
+        return ["C5 scalability and C6 sustainability were not run (`muse.scalability=true`, `muse.sustainability=true`; docs/muse.md).", ""]
+    out = ["## C5 scalability and C6 sustainability", "",
+           "MUSE's last two tests: the same recipe on growing forget sets (C5) and on disjoint ones in a row (C6), C1–C4 on the same test rows after "
+           "every step. *Requested*: VerbMem / KnowMem on forget over the forget rows requested so far; *not yet*: over the forget training rows "
+           "not requested yet (what a step forgot beyond its request; CPU-sized run only).", ""]
+    for mode, rows in steps.items():
+        out += [f"**{STEP_MODES[mode]}** ({STEP_TEXT[mode]}{'; MUSE’s own ' + mode + ' forget sets' if rows[0]['given'] else ''}):", "",
+                md_table(["step", "rows (documents + questions)", "from", "VerbMem forget", "KnowMem forget", "VerbMem requested", "KnowMem requested",
+                          "VerbMem not yet", "KnowMem retain", "utility kept", "PrivLeak", "lr", *RUN_CELL_HEADS[:2]],
+                         [[r["step"], f"{r['documents']} + {r['questions']}", f"`{r['from']}`", fmt(r["verbmem_f"]), fmt(r["knowmem_f"]),
+                           fmt(r["verbmem_requested"]), fmt(r["knowmem_requested"]), fmt(r["verbmem_not_requested"]), fmt(r["knowmem_r"]),
+                           fmt(r["utility_kept"]), f"{r['privleak']:.1f}", f"{r['lr']:.2g}" if r.get("lr") else "–", *run_cell_texts(r)[:2]] for r in rows]), ""]
+    if "muse_steps" in images:
+        out += [f"![C5 and C6 per step]({images['muse_steps']})", ""]
+    return out
+
+
+def plot_steps(steps: dict[str, list[dict]], path: Path, *, target: dict, retain: dict) -> Path:
+    """C5 / C6 as curves over the steps: utility (KnowMem on retain) and what is forgotten (VerbMem,
+    KnowMem on forget), with the target's KnowMem on retain and the retain model's VerbMem as lines."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(steps), figsize=(5 * len(steps), 3.6), squeeze=False, sharey=True)
+    for ax, (mode, rows) in zip(axes[0], steps.items()):
+        x = [r["step"] for r in rows]
+        for key, name, colour, style in (("knowmem_r", "KnowMem retain (C4)", "tab:green", "-"), ("verbmem_f", "VerbMem forget (C1)", "tab:red", "-"),
+                                         ("knowmem_f", "KnowMem forget (C2)", "tab:orange", "-"), ("verbmem_requested", "VerbMem, rows requested", "tab:red", ":")):
+            if all(r.get(key) is not None for r in rows):
+                ax.plot(x, [r[key] for r in rows], style, marker="o", color=colour, label=name)
+        ax.axhline(target["knowmem_r"], color="tab:green", lw=0.8, ls="--", label="target's KnowMem retain")
+        ax.axhline(retain["verbmem_f"], color="tab:red", lw=0.8, ls="--", label="retain model's VerbMem forget (the floor)")
+        ax.set_title(STEP_MODES[mode], fontsize=10)
+        ax.set_xticks(x)
+        ax.set_xlabel("step (forget sets requested)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("ROUGE-L F1 × 100")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def _check(ok: bool) -> str:
     return "yes" if ok else "no"
 
@@ -176,8 +245,7 @@ def render_muse_markdown(summary: dict, config, images: dict) -> str:
     out += [f"MUSE's criteria (forget scores at most {FLOOR_SLACK:g} points above the retain model's; |PrivLeak| ≤ {PRIVLEAK_NEAR:g}; "
             f"KnowMem on retain ≥ {UTILITY_KEPT:.0%} of the target's):", "",
             md_table(["model", *crit], [[r["model"], *[_check(r["criteria"][c]) for c in crit]] for r in rows if r["model"] not in ("target", "retain model")]), ""]
-    out += ["Not measured here: C5 scalability and C6 sustainability (MUSE's `scal`/`sust` forget sets of growing size and successive requests; "
-            "not in the shared data).", ""]
+    out += step_lines(s, images)
     out += notes_and_audit_lines(s, images)
     out += method_sections(s, config, images)
     out += ["## Wall time", "", *wall_time_lines(s["stages"], s["wall_time_s"])]
@@ -192,6 +260,10 @@ def write_muse_report(run_dir: Path, config, results: dict[str, StageResult], **
     images = method_figures(run_dir, summary, trace=parts["trace"], retrace=parts.get("retrace"), unlearned=parts["unlearned"]) | audit_images
     plot_muse(summary["muse"]["rows"], run_dir / FIGURES / "muse.png")
     images["muse"] = f"{FIGURES}/muse.png"
+    if summary["muse"]["steps"]:
+        by_model = {r["model"]: r for r in summary["muse"]["rows"]}
+        plot_steps(summary["muse"]["steps"], run_dir / FIGURES / "muse_steps.png", target=by_model["target"], retain=by_model["retain model"])
+        images["muse_steps"] = f"{FIGURES}/muse_steps.png"
     return write_documents(run_dir, summary, images, render_muse_markdown(summary, config, images), config.name)
 
 
@@ -201,5 +273,8 @@ def print_muse_headline(summary: dict, run_dir) -> None:
     print(f"{'':26}{'VerbMem f':>10}{'KnowMem f':>10}{'KnowMem r':>10}{'PrivLeak':>10}")
     for r in summary["muse"]["rows"]:
         print(f"{r['model']:26}{r['verbmem_f']:>10.1f}{r['knowmem_f']:>10.1f}{r['knowmem_r']:>10.1f}{r['privleak']:>10.1f}")
+    for mode, rows in summary["muse"].get("steps", {}).items():
+        for r in rows:
+            print(f"{STEP_MODES[mode][:3] + ' ' + r['model']:26}{r['verbmem_f']:>10.1f}{r['knowmem_f']:>10.1f}{r['knowmem_r']:>10.1f}{r['privleak']:>10.1f}")
     print_step_size(summary)
     print_run_end(summary, run_dir)

@@ -157,7 +157,10 @@ def score_validation(model, tokenizer, vs: ValidationSet, *, batch_size: int | N
 
 
 def selection_value(scores: dict, select_by: str) -> float:
-    """The number checkpoint selection maximizes (``final``, ``mia`` or ``task``); a missing one is −∞ (the first best step is kept on ties)."""
-    key = {"final": "final", "mia": "mia_score", "task": "task"}[select_by]
+    """The number checkpoint selection maximizes (``final``, ``mia``, ``task``, or ``forgotten``: the
+    forget knowledge, negated); a missing one is −∞ (the first best step is kept on ties)."""
+    key = {"final": "final", "mia": "mia_score", "task": "task", "forgotten": "forget_knowledge"}[select_by]
     value = scores.get(key)
-    return -math.inf if value is None else float(value)
+    if value is None:
+        return -math.inf
+    return -float(value) if select_by == "forgotten" else float(value)
