@@ -268,6 +268,9 @@ class RunSections:
     def to_dict(self) -> dict:
         """The config as plain data, a benchmark's own sections right after ``data`` (``world``, ``tofu``, …)."""
         data = to_mapping(self)
+        for section in ("unlearn", "evaluate", "trace", "target"):  # each stage's copy of the top-level prompt_format (config_from_mapping sets it)
+            if isinstance(data.get(section), dict):
+                data[section] = {k: v for k, v in data[section].items() if k != "prompt_format"}
         shared = [f.name for f in dataclasses.fields(RunSections)]
         head = shared[: shared.index("data") + 1]
         order = head + [k for k in data if k not in shared] + shared[len(head):]

@@ -26,6 +26,19 @@ def test_shipped_run_configs_validate(path):
         assert config.model.startswith("llmunlearningsemeval2025organization/") and config.data.endswith("semeval25-unlearning-dataset-public")
 
 
+@pytest.mark.parametrize("path", RUN_CONFIGS + [ROOT / "pipelines" / "demo.yaml"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_resolved_config_runs_again(path, tmp_path):
+    """What a run writes as config.resolved.yaml loads into the same config (`amnesia run runs/x/config.resolved.yaml`
+    reproduces a run): the stages' copies of top-level settings are not written back."""
+    from pipelines.config import dump_config
+
+    config = load_config(path, ["unlearn.seed=3"])
+    resolved = tmp_path / "config.resolved.yaml"
+    resolved.write_text(dump_config(config))
+    again = load_config(resolved)
+    assert again.to_dict() == config.to_dict() and again.unlearn.seed == 3
+
+
 def test_a_baseline_is_the_same_config_with_another_method():
     """No copied baseline files: the shipped config with unlearn.method overridden (or --control methods)."""
     base = load_config(ROOT / "configs" / "semeval_olmo1b.yaml")

@@ -98,6 +98,12 @@ class TofuRunConfig(RunSections):
             raise AmnesiaError("'target' trains the retain model too; leave out 'retain_model' (or give 'model' and 'retain_model')")
         super().check()
 
+    def to_dict(self) -> dict:
+        """As :meth:`RunSections.to_dict`, without ``evaluate``'s copy of ``tofu.question_template`` (so ``config.resolved.yaml`` loads again)."""
+        data = super().to_dict()
+        data["evaluate"] = {k: v for k, v in data["evaluate"].items() if k != "question_template"}
+        return data
+
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
     """Validate a mapping (``benchmark: tofu``) into a :class:`TofuRunConfig` (prompt_format set once, at the top)."""
