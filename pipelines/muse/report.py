@@ -169,7 +169,7 @@ def plot_muse(rows: list[dict], path: Path) -> Path:
 
 
 STEP_TEXT = {"scal": "step k unlearns the forget rows of folds 1..k, each step from the target",
-             "sust": "step k unlearns fold k from the model step k−1 left (step 1 from the target)"}
+             "sust": "step k unlearns fold k from the model step k−1 left, step 1 from the target"}
 
 
 def step_lines(summary: dict, images: dict) -> list[str]:
