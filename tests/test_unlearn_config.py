@@ -78,6 +78,8 @@ def test_from_dict_and_yaml_errors(tmp_path):
         ({"eval_steps": -2}, "eval_steps -2: expected an integer >= 0 (0 = no validation during training)"),
         ({"select_by": "best"}, "select_by 'best': expected final, mia, task or forgotten"),
         ({"select_floor": 1.5}, "select_floor 1.5: expected a forget knowledge between 0 and 1 (or leave it out)"),
+        ({"select_floor": 0.2}, "select_floor 0.2: only select_by forgotten reads a floor (select_by is final); leave it out or set select_by forgotten"),
+        ({"select_by": "forgotten"}, "select_by forgotten: keeps the first validated step at the floor, and eval_steps is 0 (no validation); set eval_steps (e.g. 5)"),
         ({"patience": -1}, "patience -1: expected an integer >= 0 (0 = never stop early)"),
         ({"prompt_format": "always"}, "prompt_format 'always': expected raw or chat"),
         ({"schedule": "chunked"}, "schedule 'chunked': expected joint or sequential"),

@@ -262,6 +262,10 @@ class UnlearnConfig:
         if self.select_floor is not None and (isinstance(self.select_floor, bool) or not isinstance(self.select_floor, (int, float))
                                               or not 0 <= self.select_floor <= 1):
             raise AmnesiaError(f"select_floor {self.select_floor!r}: expected a forget knowledge between 0 and 1 (or leave it out)")
+        if self.select_floor is not None and self.select_by != "forgotten":
+            raise AmnesiaError(f"select_floor {self.select_floor!r}: only select_by forgotten reads a floor (select_by is {self.select_by}); leave it out or set select_by forgotten")
+        if self.select_by == "forgotten" and not self.eval_steps:
+            raise AmnesiaError("select_by forgotten: keeps the first validated step at the floor, and eval_steps is 0 (no validation); set eval_steps (e.g. 5)")
         if self.validation_mia not in ("loss", "min_k"):
             raise AmnesiaError(f"validation_mia {self.validation_mia!r}: expected loss or min_k")
         if self.validation_mia_tokens not in ("document", "answer"):
