@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pipelines.benchmarks import get_benchmark
 from pipelines.typed import apply_overrides, from_mapping, to_mapping
@@ -209,6 +209,10 @@ TraceSection = dataclasses.make_dataclass("TraceSection", _trace_section_fields(
                                           namespace={"stage_config": _stage_config, "check": _check_section, "__module__": __name__})
 
 
+#: The sections whose prompt_format is the config's top-level one (set there once, copied in by the loader).
+PROMPT_FORMAT_SECTIONS = ("unlearn", "evaluate", "trace", "target")
+
+
 @dataclass(frozen=True)
 class RunSections:
     """The sections every benchmark's run config has, and what a run does with them.
@@ -217,6 +221,11 @@ class RunSections:
     :class:`pipelines.tofu.pipeline.TofuRunConfig`, a plug-in's) subclasses it: it re-declares
     ``name``, ``benchmark``, ``data`` and ``evaluate`` with its own defaults and types, adds its
     own sections and calls ``super().check()`` from its ``check()``."""
+
+    #: Per section, the keys the loader copies into it from elsewhere in the config (the top-level
+    #: ``prompt_format``): :meth:`to_dict` (``config.resolved.yaml``) leaves the copies out, so the
+    #: file loads again; a benchmark that copies more extends it.
+    COPIED: ClassVar[dict[str, tuple[str, ...]]] = {s: ("prompt_format",) for s in PROMPT_FORMAT_SECTIONS}
 
     name: str = "run"
     out: str | None = None
@@ -268,9 +277,9 @@ class RunSections:
     def to_dict(self) -> dict:
         """The config as plain data, a benchmark's own sections right after ``data`` (``world``, ``tofu``, …)."""
         data = to_mapping(self)
-        for section in ("unlearn", "evaluate", "trace", "target"):  # each stage's copy of the top-level prompt_format (config_from_mapping sets it)
+        for section, keys in self.COPIED.items():
             if isinstance(data.get(section), dict):
-                data[section] = {k: v for k, v in data[section].items() if k != "prompt_format"}
+                data[section] = {k: v for k, v in data[section].items() if k not in keys}
         shared = [f.name for f in dataclasses.fields(RunSections)]
         head = shared[: shared.index("data") + 1]
         order = head + [k for k in data if k not in shared] + shared[len(head):]
@@ -297,7 +306,7 @@ def config_from_mapping(data: dict, where: str, cls: type):
     unlearn_section = data.pop("unlearn", None)
     if unlearn_section is not None and not isinstance(unlearn_section, dict):
         raise AmnesiaError(f"{where}: unlearn: expected a mapping, got {unlearn_section!r}")
-    for section in ("unlearn", "evaluate", "trace", "target"):
+    for section in PROMPT_FORMAT_SECTIONS:
         raw = unlearn_section if section == "unlearn" else data.get(section)
         if isinstance(raw, dict) and "prompt_format" in raw:
             raise AmnesiaError(f"{where}: {section}.prompt_format: set prompt_format at the top level of the config (one format for every stage)")

@@ -32,7 +32,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pipelines.benchmarks import Benchmark, register_benchmark
 from pipelines.config import RunSections, config_from_mapping
@@ -80,6 +80,9 @@ class TofuRunConfig(RunSections):
     """Everything a TOFU run does, validated (``benchmark: tofu``): the shared sections, the TOFU rows
     (``tofu``), the retain model (``retain_model``, or built beside the target) and TOFU's evaluation."""
 
+    #: ``evaluate`` also holds a copy of ``tofu.question_template`` (:func:`tofu_config_from_mapping`).
+    COPIED: ClassVar[dict[str, tuple[str, ...]]] = {**RunSections.COPIED, "evaluate": ("prompt_format", "question_template")}
+
     name: str = "tofu"
     benchmark: Literal["tofu"] = "tofu"
     data: str = "locuslab/TOFU"
@@ -97,12 +100,6 @@ class TofuRunConfig(RunSections):
         if self.target is not None and self.retain_model is not None:
             raise AmnesiaError("'target' trains the retain model too; leave out 'retain_model' (or give 'model' and 'retain_model')")
         super().check()
-
-    def to_dict(self) -> dict:
-        """As :meth:`RunSections.to_dict`, without ``evaluate``'s copy of ``tofu.question_template`` (so ``config.resolved.yaml`` loads again)."""
-        data = super().to_dict()
-        data["evaluate"] = {k: v for k, v in data["evaluate"].items() if k != "question_template"}
-        return data
 
 
 def tofu_config_from_mapping(data: dict, where: str = "config") -> TofuRunConfig:
