@@ -187,10 +187,9 @@ class Pipeline:
             return None
 
         def build(tmp: Path) -> dict:
-            from unlearn.eval.validation import score_validation, validation_set
+            from unlearn.eval.validation import score_validation, unlearning_validation_set
 
-            vs = validation_set(load_semeval(data), rows=cfg.eval_rows, seed=cfg.seed, prompt_format=cfg.prompt_format,
-                                mia_attack=cfg.validation_mia, mia_tokens=cfg.validation_mia_tokens)
+            vs = unlearning_validation_set(load_semeval(data), cfg)  # the rows every unlearning of the run validates on
             model, tok = load_model(retain[0], self.config.loading)
             scores = score_validation(model, tok, vs, batch_size=cfg.batch_size)
             free_model(model)

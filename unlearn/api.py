@@ -32,7 +32,7 @@ from tracing.errors import AmnesiaError
 from tracing.io import atomic_path, check_output_dir, check_output_path, write_json
 
 from .calibration import resolve_forget_target
-from .eval.validation import ValidationSet, validation_set
+from .eval.validation import ValidationSet, unlearning_validation_set
 from .selection import CheckpointSelector
 from .step_size import FIRST_RATE, ArrivalWatch, StepPlan, outcome, plan_steps, probe_sample, row_nll
 from .data import SemEvalData, load_semeval, row_kind
@@ -183,8 +183,7 @@ def train_unlearning(
     if config.eval_steps and validation is None:
         if data is None:
             raise AmnesiaError("eval_steps is set but no validation data was given (pass data= or validation=)")
-        validation = validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format,
-                                    mia_attack=config.validation_mia, mia_tokens=config.validation_mia_tokens)
+        validation = unlearning_validation_set(data, config)
     if validation is not None and config.eval_steps and config.select_by == "forgotten" and not any(
             r.get("split") == "forget" and row_kind(r.get("id")) == "qa" for r in validation.rows):
         raise AmnesiaError(f"select_by forgotten: {validation.source} has no forget validation questions (ids ending in qa<digit>); "

@@ -104,6 +104,13 @@ def validation_set(data: SemEvalData, *, rows: int | None = 64, seed: int = 0, p
     )
 
 
+def unlearning_validation_set(data: SemEvalData, config) -> ValidationSet:
+    """The validation set an unlearning with ``config`` (an :class:`~unlearn.config.UnlearnConfig`)
+    scores: its ``eval_rows``, ``seed``, ``prompt_format`` and validation membership attack."""
+    return validation_set(data, rows=config.eval_rows, seed=config.seed, prompt_format=config.prompt_format,
+                          mia_attack=config.validation_mia, mia_tokens=config.validation_mia_tokens)
+
+
 def _membership(model, tokenizer, vs: ValidationSet, options: NLLOptions) -> dict:
     """The validation membership test with ``vs.mia_attack`` on ``vs.mia_tokens``; keys as :func:`measure_mia`'s."""
     if vs.mia_attack == "loss" and vs.mia_tokens == "document":
