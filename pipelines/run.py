@@ -202,13 +202,20 @@ class Pipeline:
             raise AmnesiaError("select_by forgotten: the retain model has no forget knowledge score on the validation rows (no forget questions); use select_by final")
         return float(floor)
 
+    def unlearn_layers(self, trace: StageResult) -> tuple[str | list[int], str | None]:
+        """What the run's unlearnings act on and the key it adds to theirs: the trace's ``layers.json``
+        and the trace's hash with ``unlearn.layers: auto``, else the configured layers and nothing."""
+        if self.config.traced_layers:
+            return str(trace.path / "layers.json"), trace.hash
+        return self.config.unlearn.layers, None
+
     def method_stages(self, model: str, model_key: str, data: str, data_key: str) -> tuple[StageResult, StageResult, StageResult | None]:
         """The method itself, whatever the benchmark: trace the target, unlearn (on the traced layers
         with ``unlearn.layers: auto``), re-trace the same facts on the unlearned model."""
         config = self.config
         trace = self.trace("trace", model, model_key, data, data_key)
-        layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
-        unlearned = self.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=trace.hash if config.traced_layers else None)
+        layers, extra_key = self.unlearn_layers(trace)
+        unlearned = self.unlearn("unlearned", model, model_key, data, data_key, layers, extra_key=extra_key)
         retrace = (self.trace("retrace", str(unlearned.path), unlearned.hash, data, data_key, facts_from=trace.path / "trace.json", facts_key=trace.hash)
                    if config.retrace else None)
         return trace, unlearned, retrace

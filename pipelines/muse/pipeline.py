@@ -354,8 +354,7 @@ class MusePipeline(Pipeline):
         train = request_rows(self.inputs, section)["forget"]["train"]
         train_ids = [r["id"] for r in train]
         folds = fold_rows(train, section.folds)
-        layers = str(trace.path / "layers.json") if config.traced_layers else config.unlearn.layers
-        extra_key = trace.hash if config.traced_layers else None
+        layers, extra_key = self.unlearn_layers(trace)
         done = {(model_key, frozenset(train_ids)): unlearned}  # (start model, rows) -> its unlearning
         scored = {unlearned.hash: scores["unlearned"]}
         for mode in modes:
