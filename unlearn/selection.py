@@ -9,7 +9,9 @@ copies the trainable tensors — the only ones training changes — to CPU. ``pa
 evaluations without improvement stop training. ``select_by: forgotten`` is MUSE's rule (Shi et
 al. 2024, the authors' ``get_best_forget_quality.py``): the first step whose forget knowledge is
 at or below ``floor`` (the retain model's) is kept and training stops there; until one is, the
-step with the lowest forget knowledge is the best. At the end the trainer loads the best weights
+step with the lowest forget knowledge is the best. Deliberate differences from MUSE: the signal
+is the validation's forget knowledge (SemEval's exact match of each forget validation answer),
+not KnowMem's ROUGE-L F1 on MUSE's test QA, so no test row chooses the checkpoint. At the end the trainer loads the best weights
 back (:meth:`restore_best`). The state (history, best step, best tensors) travels with every
 checkpoint, so a resumed run selects exactly as an uninterrupted one.
 
