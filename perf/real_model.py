@@ -49,7 +49,8 @@ RUN_OVERRIDES = [
     "unlearn.save_steps=0", "unlearn.eval_steps=9", "evaluate.mmlu=builtin", "retrace=false",
 ]
 KEYS = (("forget QA", "forget knowledge"), ("forget regurg.", "forget regurgitation"), ("retain QA", "retain knowledge"),
-        ("retain regurg.", "retain regurgitation"), ("MIA score", "MIA score"), ("MMLU", "MMLU average"), ("final", "aggregate score"))
+        ("retain regurg.", "retain regurgitation"), ("MIA AUC", "MIA AUC (mia_loss_acc)"),
+        ("MIA score", "MIA score"), ("MMLU", "MMLU average"), ("final", "aggregate score"))
 
 
 def person(row_id: str) -> str:
