@@ -157,6 +157,10 @@ def test_a_note_names_a_level_that_rose():
     short = outcome([0.34] * 4, [5.3] * 4, 3.9, 7.6, validation_auc=0.74, lr=1.4e-3)
     assert short["verdict"] == "short" and "which rose from 3.9 during unlearning" in short["note"]
     assert "rose" not in outcome([0.34] * 4, [2.0] * 4, 3.9, 4.2, lr=1.4e-3)["note"]  # a level that barely moved is not named
+    # reached, but by a level that rose with it (the demo: 3.89 → 6.24; SmolLM2: 2.70 → 3.09, not named)
+    drifted = outcome([0.34] * 4, [5.2] * 4, 3.89, 6.24, validation_auc=0.57, lr=2.5e-3)
+    assert drifted["verdict"] == "reached" and "rose from 3.89 to 6.24" in drifted["note"] and "×1.60" in drifted["note"]
+    assert outcome([0.17] * 4, [2.84] * 4, 2.70, 3.09, validation_auc=0.54)["note"] is None
 
 
 def test_a_rate_too_small_says_nothing_was_forgotten(fixture_world, fixture_target, tmp_path, caplog):

@@ -415,7 +415,8 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
     never-seen ones), ``already`` (the rows started within a tenth of the level: an earlier
     unlearning took them there — a later step of MUSE's C6 — or the model never learned them)
     or ``reached``; ``note``
-    is one line saying so and what to change (``None`` when it reached the level).
+    is one line saying so and what to change (``None`` when it reached the level, unless the level
+    itself rose more than ``LEVEL_ROSE`` times: then the note says that never-seen text was lost too).
     """
     mean_b, mean_a = statistics.fmean(before), statistics.fmean(after)
     level = level_after if level_after is not None else level_before
@@ -451,6 +452,11 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
                        f"more likely than never-seen text — raise epochs (or budget_factor), or the rate ({rate})")
     else:
         out["verdict"] = "reached"
+        if level_before is not None and level_after is not None and level_after > LEVEL_ROSE * level_before:
+            out["note"] = (f"the forget rows reached the never-seen level, but that level rose from {level_before:.3g} to {level_after:.3g} "
+                           f"nats/token during unlearning (×{level_after / level_before:.2f}): never-seen text of this kind became less likely too, "
+                           "so part of what membership inference sees is the model losing such text in general, which relearning on any "
+                           "text of the kind can undo — the audit's relearn_related attack measures it (docs/audit.md)")
     return out
 
 
