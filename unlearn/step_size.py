@@ -429,8 +429,9 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
     out["moved"] = moved
     rate = f"lr {lr:.3g}" if lr is not None else "the learning rate"
     where = f"forget rows' NLL {mean_b:.3g} → {mean_a:.3g} nats/token against a never-seen level of {level:.3g}"
-    if level_before is not None and level_after is not None and level_after > LEVEL_ROSE * level_before:
-        # the unlearning made never-seen text less likely too: the level moved away from the rows it measures
+    # the unlearning made never-seen text less likely too: the level moved away from the rows it measures
+    rose = level_before is not None and level_after is not None and level_after > LEVEL_ROSE * level_before
+    if rose:
         where += f", which rose from {level_before:.3g} during unlearning as never-seen text became less likely too"
     if validation_auc is not None and validation_auc < OVERSHOT_AUC:
         out["verdict"] = "overshot"
@@ -452,7 +453,7 @@ def outcome(before: list[float], after: list[float], level_before: float | None,
                        f"more likely than never-seen text — raise epochs (or budget_factor), or the rate ({rate})")
     else:
         out["verdict"] = "reached"
-        if level_before is not None and level_after is not None and level_after > LEVEL_ROSE * level_before:
+        if rose:
             out["note"] = (f"the forget rows reached the never-seen level, but that level rose from {level_before:.3g} to {level_after:.3g} "
                            f"nats/token during unlearning (×{level_after / level_before:.2f}): never-seen text of this kind became less likely too, "
                            "so part of what membership inference sees is the model losing such text in general, which relearning on any "
